@@ -1,0 +1,297 @@
+"""BYOL's two asymmetric augmentation pipelines, split where the work is cheapest.
+
+The pipeline of one view is (BYOL, Grill et al. 2020, table 6):
+
+    random resized crop (scale c_min..c_max) -> horizontal flip      geometric, per sample
+    -> colour jitter (p=jitter_p) -> grayscale (p=grayscale_p)
+    -> gaussian blur (p=blur_p[view]) -> solarize (p=solarize_p[view])   photometric, batched
+
+* The geometric part (:class:`TwoViewCrop`) runs per sample on the loader side, on PIL images or
+  uint8 tensors, and hands small uint8 (3, R, R) crops to the training process (4x less to move
+  than float32, and cheap to pin and copy).
+* The photometric part (:class:`BatchPhotometric`) runs batched on the training device with a
+  different random draw for every sample (kornia.augmentation); on a GPU this keeps the model
+  fed, on 2 CPU cores it is still about 4x faster than per-sample torchvision ops (DESIGN.md 7).
+
+Outputs are float images in [0, 1]; there is no normalisation here, the encoder normalises inside.
+
+Randomness and resume
+---------------------
+Both halves draw from torch's CPU generator. To make a resumed run reproduce an uninterrupted one
+without depending on what ran before, both accept an explicit ``seed``: the draw then comes from a
+temporarily re-seeded CPU generator whose previous state is restored afterwards, so the global
+stream is neither consumed nor disturbed.
+
+* :class:`TwoViewCrop` gets a per-sample seed from the loader (see ``data.build_loader``: the
+  sampler hands every sample a seed drawn from a generator seeded by (seed, epoch)). Crops are
+  therefore the same whatever the number of DataLoader workers and whichever worker loads a
+  sample, and a resumed epoch can skip batches without replaying them.
+* :class:`BatchPhotometric` should be called with a per-step seed by the trainer (for example one
+  derived from (train.seed, global step, view)). kornia samples its parameters on the CPU here
+  (this module keeps them there even when it is moved to a GPU), so a seed gives the same
+  augmentation parameters on every device. Called without a seed it draws from torch's global
+  CPU generator, and the trainer must then seed that generator every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+import torchvision.transforms.v2 as v2
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch import Tensor, nn
+
+from .config import AugmentConfig
+
+__all__ = [
+    "BatchPhotometric",
+    "EvalTransform",
+    "TwoViewCrop",
+    "blur_kernel_size",
+    "blur_sigma_range",
+    "describe",
+    "eval_transform",
+    "seeded_cpu_rng",
+    "to_rgb_uint8",
+]
+
+#: the usual ImageNet evaluation ratio: resize to R / 0.875 (256 for 224), then centre-crop R
+EVAL_CROP_RATIO = 0.875
+
+
+@contextlib.contextmanager
+def seeded_cpu_rng(seed: int | None) -> Iterator[None]:
+    """Run the block with torch's CPU generator seeded to ``seed``, then restore its state.
+
+    ``None`` leaves the generator alone (the block draws from the global stream). Only the CPU
+    generator is touched: ``torch.manual_seed`` would also reseed every CUDA generator, which would
+    clobber the trainer's CUDA RNG when a loader runs in the main process.
+    """
+    if seed is None:
+        yield
+        return
+    state = torch.get_rng_state()
+    # 64-bit range: torch accepts seeds in [-2**63, 2**64); fold anything bigger into it.
+    torch.default_generator.manual_seed(int(seed) % (2**64))
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+def to_rgb_uint8(img: Image.Image | Tensor) -> Tensor:
+    """A PIL image or a (C, H, W) uint8 tensor -> plain uint8 tensor of shape (3, H, W).
+
+    Grayscale inputs are repeated to three channels and an alpha channel is dropped, so that
+    every dataset hands the same layout to the model.
+    """
+    if isinstance(img, Image.Image):
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        out = TF.pil_to_tensor(img)
+    elif isinstance(img, Tensor):
+        if img.dtype != torch.uint8:
+            raise TypeError(f"expected a uint8 image tensor, got {img.dtype}")
+        if img.ndim == 2:
+            img = img.unsqueeze(0)
+        out = img
+    else:
+        raise TypeError(f"expected a PIL image or a uint8 tensor, got {type(img).__name__}")
+    # tv_tensors.Image subclasses Tensor; hand back a plain tensor so collate and pickling see
+    # ordinary tensors.
+    out = out.as_subclass(Tensor)
+    if out.shape[0] == 1:
+        out = out.expand(3, -1, -1)
+    elif out.shape[0] == 4:
+        out = out[:3]
+    elif out.shape[0] != 3:
+        raise ValueError(f"expected 1, 3 or 4 channels, got shape {tuple(out.shape)}")
+    return out.contiguous()
+
+
+class TwoViewCrop:
+    """Geometric half of BYOL's augmentation for both views: one image -> two uint8 crops.
+
+    Each view is an independent RandomResizedCrop(resolution, scale=(c_min, c_max), aspect ratio
+    3/4..4/3, bilinear with antialiasing) followed by a horizontal flip with p=0.5. The geometric
+    part is the same for both views in BYOL, so the view asymmetry lives in
+    :class:`BatchPhotometric` only.
+
+    Call with a PIL image or a (C, H, W) uint8 tensor; returns two uint8 tensors of shape
+    (3, R, R). ``seed`` makes the two crops a pure function of (image, seed); see the module
+    docstring.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        if not 0 < cfg.c_min <= cfg.c_max <= 1:
+            raise ValueError(f"augment.c_min={cfg.c_min}, c_max={cfg.c_max}: need 0 < c_min <= c_max <= 1")
+        self.resolution = int(cfg.resolution)
+        self.scale = (float(cfg.c_min), float(cfg.c_max))
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(self.resolution, scale=self.scale, antialias=True),
+                v2.RandomHorizontalFlip(p=0.5),
+            ]
+        )
+
+    def crop(self, img: Image.Image | Tensor) -> Tensor:
+        """One random view of ``img``: uint8 (3, R, R). Draws from the current CPU generator."""
+        # Cropping before the tensor conversion lets PIL resize only the crop of a large photo.
+        return to_rgb_uint8(self.transform(img))
+
+    def __call__(self, img: Image.Image | Tensor, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        with seeded_cpu_rng(seed):
+            return self.crop(img), self.crop(img)
+
+    def __repr__(self) -> str:
+        return f"TwoViewCrop(resolution={self.resolution}, scale={self.scale})"
+
+
+def blur_kernel_size(resolution: int) -> int:
+    """Gaussian blur kernel side: about 10% of the image side (BYOL: 23 at 224), odd, at least 3."""
+    k = int(round(0.1 * resolution))
+    if k % 2 == 0:
+        k += 1
+    return max(3, k)
+
+
+def blur_sigma_range(resolution: int) -> tuple[float, float]:
+    """BYOL's sigma range (0.1, 2.0) at 224 px, scaled to ``resolution`` so the blur covers the
+    same fraction of the image at any resolution."""
+    s = resolution / 224.0
+    return (0.1 * s, 2.0 * s)
+
+
+class BatchPhotometric(nn.Module):
+    """Photometric half of BYOL's augmentation for one view, batched, per-sample random.
+
+    (B, 3, R, R) uint8 in [0, 255] or float in [0, 1], on any device -> (B, 3, R, R) float32 in
+    [0, 1] on the same device. ``view`` (0 or 1) selects the blur and solarize probabilities:
+    BYOL's defaults blur view 0 always and view 1 with p=0.1, and solarize only view 1 (p=0.2).
+
+    Steps, each with its own per-sample coin flip and parameters:
+      * colour jitter with p=jitter_p: torchvision's formulas (kornia ``ColorJitter``), brightness,
+        contrast, saturation factors in [1-s, 1+s] and hue shift in [-hue, hue]; the order of the
+        four adjustments is drawn once per batch (torchvision draws it per image);
+      * grayscale with p=grayscale_p (the gray image repeated on three channels);
+      * gaussian blur with p=blur_p[view], kernel :func:`blur_kernel_size`, sigma drawn per sample
+        from :func:`blur_sigma_range`;
+      * solarize with p=solarize_p[view]: pixels >= 0.5 become 1 - x (threshold exactly 0.5, no
+        brightness addition, unlike kornia's defaults which draw both).
+    """
+
+    def __init__(self, cfg: AugmentConfig, view: int) -> None:
+        super().__init__()
+        if view not in (0, 1):
+            raise ValueError(f"view must be 0 or 1, got {view}")
+        self.view = view
+        self.resolution = int(cfg.resolution)
+        blur_p = float(cfg.blur_p[view])
+        solarize_p = float(cfg.solarize_p[view])
+        jitter = K.ColorJitter(
+            brightness=cfg.brightness,
+            contrast=cfg.contrast,
+            saturation=cfg.saturation,
+            hue=cfg.hue,
+            p=float(cfg.jitter_p),
+        )
+        gray = K.RandomGrayscale(p=float(cfg.grayscale_p))
+        blur = K.RandomGaussianBlur(
+            kernel_size=blur_kernel_size(self.resolution),
+            sigma=blur_sigma_range(self.resolution),
+            border_type="reflect",
+            p=blur_p,
+        )
+        # kornia's scalar forms are half-widths around 0.5 (threshold) and 0 (addition): 0.0 gives
+        # a threshold of exactly 0.5 and an addition of exactly 0.
+        solarize = K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p)
+        # Kept in a plain tuple, not registered as submodules: ``.to(device)`` on a kornia
+        # augmentation moves its random sampling to that device, and we want the parameters
+        # always drawn on the CPU (one seed -> the same augmentation on CPU and GPU, and only the
+        # CPU generator to seed and restore). They hold no learnable state.
+        self._ops: tuple[nn.Module, ...] = (jitter, gray, blur, solarize)
+        self.probabilities = {
+            "jitter": float(cfg.jitter_p),
+            "grayscale": float(cfg.grayscale_p),
+            "blur": blur_p,
+            "solarize": solarize_p,
+        }
+
+    @property
+    def ops(self) -> tuple[nn.Module, ...]:
+        """The kornia augmentations in the order they are applied."""
+        return self._ops
+
+    def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
+        """(B, 3, R, R) uint8 or float [0, 1] -> (B, 3, R, R) float32 in [0, 1]."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if x.shape[0] == 0:
+            return x
+        with seeded_cpu_rng(seed):
+            for op in self._ops:
+                x = op(x)
+        # Every kornia step clamps its own output, but blur can leave values a few ulps outside
+        # [0, 1]; clamp once so consumers can rely on the range.
+        return x.clamp_(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        probs = ", ".join(f"{k}_p={v}" for k, v in self.probabilities.items())
+        return (
+            f"view={self.view}, resolution={self.resolution}, {probs}, "
+            f"blur_kernel={blur_kernel_size(self.resolution)}, "
+            f"blur_sigma=({blur_sigma_range(self.resolution)[0]:.3g}, "
+            f"{blur_sigma_range(self.resolution)[1]:.3g})"
+        )
+
+
+class EvalTransform:
+    """Deterministic evaluation transform: one image -> uint8 tensor (3, R, R).
+
+    Images larger than R (shorter side > R) are resized so the shorter side is R / 0.875 and
+    centre-cropped to R, the usual ImageNet protocol (256 -> 224). Images at or below R have their
+    shorter side resized to R (a no-op for CIFAR or the digits at their native size) and are
+    centre-cropped to R x R if they are not square.
+    """
+
+    def __init__(self, resolution: int, crop_ratio: float = EVAL_CROP_RATIO) -> None:
+        self.resolution = int(resolution)
+        self.crop_ratio = float(crop_ratio)
+
+    def __call__(self, img: Image.Image | Tensor) -> Tensor:
+        r = self.resolution
+        h, w = TF.get_size(img)
+        short = min(h, w)
+        target_short = r if short <= r else int(math.floor(r / self.crop_ratio + 0.5))
+        if short != target_short:
+            img = TF.resize(img, [target_short], antialias=True)
+        if TF.get_size(img) != [r, r]:
+            img = TF.center_crop(img, [r, r])
+        return to_rgb_uint8(img)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(resolution={self.resolution}, crop_ratio={self.crop_ratio})"
+
+
+def eval_transform(cfg: AugmentConfig) -> EvalTransform:
+    """The evaluation transform at ``cfg.resolution`` (see :class:`EvalTransform`)."""
+    return EvalTransform(cfg.resolution)
+
+
+def describe(cfg: AugmentConfig) -> dict[str, Any]:
+    """Effective augmentation settings, for logs (derived values included)."""
+    return {
+        "resolution": cfg.resolution,
+        "crop_scale": (cfg.c_min, cfg.c_max),
+        "blur_kernel": blur_kernel_size(cfg.resolution),
+        "blur_sigma": blur_sigma_range(cfg.resolution),
+        "blur_p": tuple(cfg.blur_p),
+        "solarize_p": tuple(cfg.solarize_p),
+    }
