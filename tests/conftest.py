@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
+
+# One thread per process: the tests run tiny models, where thread start-up and spinning cost more
+# than they save, and a fixed count keeps float reductions identical across the processes that
+# the resume and distributed tests compare.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 class TinyConvNet(nn.Module):

@@ -1,0 +1,142 @@
+"""``cossl-train``: pre-train, evaluate checkpoints, list backbones, run the demo.
+
+Every known failure (bad config key, missing data, foreign checkpoint, NaN loss, ...) ends
+with one line on stderr and exit status 2; set COSSL_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .trainer import NonFiniteLossError, RunExistsError
+
+    return (ConfigError, CheckpointError, NonFiniteLossError, RunExistsError, FileNotFoundError, ValueError)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .trainer import pretrain
+
+    cfg = load_config(args.config, args.overrides)
+    summary = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+
+
+def _eval_checkpoint(args: argparse.Namespace, linear: bool, knn: bool) -> dict:
+    from .checkpoint import load_pretrained
+    from .config import apply_overrides
+    from .evaluate import evaluate_encoder
+    from .trainer import resolve_runtime
+
+    pre = load_pretrained(args.checkpoint)
+    # data and evaluation settings may change (another data.root, say); the model may not
+    cfg = apply_overrides(pre.config, args.overrides, sections=("data", "eval", "train"))
+    device = resolve_runtime(cfg).device
+    res = evaluate_encoder(pre.encoder.to(device), cfg, device=device, linear=linear, knn=knn,
+                           progress=not args.no_progress)
+    probe = res.pop("probe", None)
+    if probe is not None:
+        torch.save({"probe": probe.state_dict()}, Path(args.checkpoint).with_suffix(".probe.pt"))
+    res = {"checkpoint": str(args.checkpoint), "epoch": pre.epoch, **res}
+    return res
+
+
+def cmd_linear_probe(args: argparse.Namespace) -> None:
+    res = _eval_checkpoint(args, linear=True, knn=False)
+    out = Path(args.checkpoint).with_suffix(".linear.json")
+    out.write_text(json.dumps(res, indent=2))
+    print(f"offline linear probe: top-1 {res['linear_top1']:.2f}%  top-5 {res['linear_top5']:.2f}%  "
+          f"({res['n_train']} train / {res['n_val']} val images; probe saved beside the checkpoint; {out})")
+
+
+def cmd_knn(args: argparse.Namespace) -> None:
+    res = _eval_checkpoint(args, linear=False, knn=True)
+    out = Path(args.checkpoint).with_suffix(".knn.json")
+    out.write_text(json.dumps(res, indent=2))
+    print(f"weighted kNN: top-1 {res['knn_top1']:.2f}%  ({res['n_train']} train / {res['n_val']} val; {out})")
+
+
+def cmd_backbones(args: argparse.Namespace) -> None:
+    from .backbones import backbone_info, list_backbones
+
+    print(f"{'name':<28}{'RF (px)':>9}{'stride':>8}{'features':>10}{'params (M)':>12}")
+    for name in list_backbones():
+        if args.small_image and not backbone_info(name)["small_image_available"]:
+            continue
+        info = backbone_info(name, small_image=args.small_image)
+        print(f"{name:<28}{info['rf']:>9}{info['jump']:>8}{info['num_features']:>10}{info['params'] / 1e6:>12.2f}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(out_dir=args.out, epochs=args.epochs, progress=not args.no_progress)
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from .config import dump_yaml, load_config
+
+    print(dump_yaml(load_config(args.config, args.overrides)), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cossl-train", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("pretrain", help="pre-train a model from a YAML config and dotted overrides")
+    s.add_argument("--config", help="YAML file (see cossl_train/configs/)")
+    s.add_argument("--resume", action="store_true", help="continue the run in train.out_dir")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=5 co.lambda=0.5")
+    s.set_defaults(func=cmd_pretrain)
+
+    for name, func, helptext in (("linear-probe", cmd_linear_probe, "offline linear probe (top-1/top-5)"),
+                                 ("knn", cmd_knn, "weighted kNN accuracy")):
+        s = sub.add_parser(name, help=f"{helptext} of a checkpoint's frozen encoder")
+        s.add_argument("checkpoint")
+        s.add_argument("--no-progress", action="store_true")
+        s.add_argument("overrides", nargs="*", help="data/eval overrides, e.g. data.root=/data eval.knn_k=200")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("backbones", help="list backbones with their receptive fields")
+    s.add_argument("--small-image", action="store_true", help="with the small-image ResNet stem")
+    s.set_defaults(func=cmd_backbones)
+
+    s = sub.add_parser("demo", help="BYOL vs CO-BYOL vs random init on the embedded digits")
+    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--epochs", type=int, default=None, help="pre-training epochs (default: the demo config's)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("config", help="print the resolved config")
+    s.add_argument("--config")
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except _known_errors() as e:
+        if os.environ.get("COSSL_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"cossl-train: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
