@@ -130,7 +130,7 @@ class TrainConfig:
     #: per-process batch size (global batch = batch_size * world size * accum_steps)
     batch_size: int = 256
     accum_steps: int = 1
-    #: auto (bf16 when the device supports it fast) | bf16 | fp32
+    #: auto (bf16 on GPUs that support it, fp32 on CPU) | bf16 | fp32
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
@@ -242,6 +242,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{source}: bad config key or value {key!r}: {msg}") from None
     cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     return validate(cfg)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...],
+                    sections: tuple[str, ...] | None = None) -> Config:
+    """``cfg`` with ``key=value`` overrides applied, optionally only within ``sections``."""
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r} is not of the form key=value")
+        if sections is not None and _alias(o).split(".")[0] not in sections:
+            raise ConfigError(f"override {o!r} not allowed here; only {', '.join(sections)} keys can change")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist([_alias(o) for o in overrides]))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        raise ConfigError(f"command line: bad config key or value {key!r}: {str(e).splitlines()[0]}") from None
+    return validate(OmegaConf.to_object(merged))  # type: ignore[arg-type]
 
 
 def to_dict(cfg: Config) -> dict:

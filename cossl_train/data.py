@@ -368,6 +368,11 @@ class PretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
 
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of a labelled base dataset; None when unlabelled (no online probe)."""
+        return len(getattr(self.base, "classes", None) or []) or None
+
     def __getitem__(self, key: Key) -> tuple[Tensor, Tensor, int] | None:
         i, seed = _split_key(key)
         sample = self.base[self.indices[i] if self.indices is not None else i]

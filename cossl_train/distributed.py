@@ -44,3 +44,29 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     y = x.detach().clone()
     dist.all_reduce(y)
     return y / world_size()
+
+
+def init_from_env() -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
+    import os
+
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("COSSL_BACKEND") != "gloo" else "gloo"
+    dist.init_process_group(backend)
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device, find_unused: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel with SyncBatchNorm on CUDA (torch's SyncBatchNorm refuses CPU
+    tensors, so under gloo on CPU each process keeps its own batch statistics)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return DDP(module, device_ids=[device.index], find_unused_parameters=find_unused)
+    return DDP(module, find_unused_parameters=find_unused)

@@ -34,3 +34,30 @@ class TinyConvNet(nn.Module):
 def tiny_backbone() -> TinyConvNet:
     torch.manual_seed(0)
     return TinyConvNet()
+
+
+#: a tiny but real pre-training config on the embedded digits (16 px, 2x2 feature maps)
+TINY_OVERRIDES = [
+    "data.dataset=digits", "data.digits_size=16", "data.num_workers=0",
+    "augment.resolution=16", "backbone.name=resnet18", "backbone.small_image=true", "backbone.width=8",
+    "head.proj_hidden=64", "head.proj_dim=32", "head.pred_hidden=64", "co.proj_hidden=32", "co.pred_hidden=32",
+    "optim.name=adamw", "optim.lr=2e-3", "optim.lr_scaling=none", "optim.warmup_epochs=0",
+    "train.batch_size=64", "train.log_every=5", "train.tensorboard=false", "train.precision=fp32",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Checkpoints of BYOL and CO-BYOL briefly pre-trained on the digits (with online probes):
+    {"byol": Path, "co_byol": Path}. Trained once per test session."""
+    from cossl_train.config import load_config
+    from cossl_train.trainer import pretrain
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    out = {}
+    for method in ("byol", "co_byol"):
+        cfg = load_config(None, [*TINY_OVERRIDES, f"method.name={method}", "train.epochs=3",
+                                 f"train.out_dir={root / method}"])
+        pretrain(cfg, progress=False)
+        out[method] = root / method / "checkpoint.pt"
+    return out

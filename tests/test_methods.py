@@ -96,7 +96,8 @@ def test_co_byol_local_loss_matches_its_definition(direction: str) -> None:
             l2g.append(np.mean([2 - 2 * _cos(q_local[i, j], t[i]) for i in range(6) for j in range(q_local.shape[1])]))
             g2l.append(np.mean([2 - 2 * _cos(p[i], z_local[i, j]) for i in range(6) for j in range(z_local.shape[1])]))
         terms = {"local_to_global": np.mean(l2g), "global_to_local": np.mean(g2l)}
-        expected = terms[direction] if direction != "both" else (terms["local_to_global"] + terms["global_to_local"]) / 2
+        both = (terms["local_to_global"] + terms["global_to_local"]) / 2
+        expected = terms[direction] if direction != "both" else both
     assert out.loss_local.item() == pytest.approx(expected, rel=1e-5)
     assert out.loss.item() == pytest.approx(out.loss_global.item() + 0.7 * expected, rel=1e-5)
 

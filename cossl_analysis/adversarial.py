@@ -1,0 +1,270 @@
+"""Adversarial robustness under small L-inf budgets (FGSM, PGD) with ``torchattacks``.
+
+Contract: ``model`` maps images in pixel space, float in [0, 1] with shape (N, 3, H, W), to class
+logits; any normalisation lives inside the model (e.g. ``nn.Sequential(Normalize(...), backbone,
+probe)``). Budgets ``eps`` and step sizes are therefore in pixel units, e.g. ``2/255``.
+
+The attacks are torchattacks' ``FGSM`` and ``PGD`` (L-inf, random start). torchattacks puts the
+model in eval mode while attacking and restores its previous mode afterwards; clean accuracy is
+measured here in eval mode as well, so that budget 0 and the attacked numbers are comparable.
+
+Budget 0: torchattacks 3.5.1 accepts ``eps=0`` (FGSM adds ``0 * sign(grad)``, PGD clamps the
+perturbation to ``[-0, 0]``), but it still spends one (FGSM) or ``steps`` (PGD) backward passes,
+and ``0 * sign(grad)`` is NaN wherever the gradient is NaN. Budget 0 is therefore special-cased:
+no attack runs and the clean images are scored, so the accuracy equals the clean accuracy exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ATTACKS", "adversarial_examples", "adversarial_sweep", "attack_accuracy"]
+
+ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
+
+
+def default_alpha(eps: float, steps: int) -> float:
+    """PGD step size used when none is given: ``2.5 * eps / steps`` (Madry et al., 2018).
+
+    With this choice ``steps`` steps can cross the whole ``[-eps, eps]`` box from the random start
+    and back, whatever the budget; torchattacks' fixed default (2/255) would be too large for
+    ``eps = 1/255`` and too small for ``eps = 32/255`` at 10 steps.
+    """
+    return 2.5 * eps / steps
+
+
+def _check_args(attack: str, eps: float, steps: int, alpha: float | None, batch_size: int) -> None:
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
+    if not eps >= 0:  # also rejects NaN
+        raise ValueError(f"eps must be >= 0 (an L-inf budget in pixel units, e.g. 2/255), got {eps}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _check_data(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if not torch.is_floating_point(images) or images.ndim != 4:
+        raise ValueError(
+            f"images must be a float tensor (N, C, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        # torchattacks clamps adversarial images to [0, 1]; inputs outside that range (e.g. already
+        # normalised) would be moved by more than eps and the budget would be meaningless.
+        raise ValueError(
+            f"images must be in pixel space [0, 1] (normalise inside the model), got range "
+            f"[{images.min().item():.3g}, {images.max().item():.3g}]"
+        )
+
+
+def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """``device`` if given (the model is moved there), else the device of the model's parameters."""
+    if device is not None:
+        device = torch.device(device)
+        model.to(device)
+        return device
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the block (batch-norm statistics fixed, dropout off), then the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _seeded_torch(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG (PGD's random start) for the block; the caller's RNG state is restored."""
+    if seed is None:
+        yield
+        return
+    if device.type == "cpu":
+        devices: list[int] = []  # the CPU generator is always forked
+        device_type = "cuda"  # unused without devices
+    else:
+        index = device.index if device.index is not None else getattr(torch, device.type).current_device()
+        devices, device_type = [index], device.type
+    with torch.random.fork_rng(devices=devices, device_type=device_type):
+        torch.manual_seed(seed)
+        yield
+
+
+def _build_attack(
+    model: nn.Module, attack: str, eps: float, steps: int, alpha: float | None, device: torch.device
+) -> Any:
+    """A torchattacks attack object (typed Any: torchattacks ships no type information)."""
+    import torchattacks
+
+    if attack == "fgsm":
+        attacker = torchattacks.FGSM(model, eps=eps)
+    else:
+        step = default_alpha(eps, steps) if alpha is None else alpha
+        attacker = torchattacks.PGD(model, eps=eps, alpha=step, steps=steps, random_start=True)
+    attacker.set_device(device)  # torchattacks guesses from the parameters; be explicit
+    return attacker
+
+
+def _batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, images.shape[0], batch_size):
+        yield (
+            images[start : start + batch_size].to(device, non_blocking=True),
+            labels[start : start + batch_size].to(device, non_blocking=True).long(),
+        )
+
+
+@torch.no_grad()
+def _count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:
+    return int((model(images).argmax(dim=1) == labels).sum().item())
+
+
+def adversarial_examples(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: str = "pgd",
+    eps: float = 2 / 255,
+    steps: int = 10,
+    alpha: float | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    seed: int | None = 0,
+) -> torch.Tensor:
+    """Adversarial versions of ``images`` (same shape, on CPU, in [0, 1], within ``eps`` in L-inf).
+
+    Arguments as in ``attack_accuracy``. For ``eps == 0`` the clean images are returned (copied).
+    """
+    _check_args(attack, eps, steps, alpha, batch_size)
+    _check_data(images, labels)
+    if eps == 0:
+        return images.detach().clone().cpu()
+    device = _resolve_device(model, device)
+    attacker = _build_attack(model, attack, eps, steps, alpha, device)
+    parts = []
+    with _eval_mode(model), _seeded_torch(seed, device):
+        for x, y in _batches(images, labels, batch_size, device):
+            parts.append(attacker(x, y).cpu())
+    return torch.cat(parts) if parts else images.detach().clone().cpu()
+
+
+def _accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attacker: Any | None,
+    batch_size: int,
+    device: torch.device,
+    seed: int | None,
+) -> float:
+    """Accuracy on ``images`` (``attacker is None``) or on their adversarial versions."""
+    if images.shape[0] == 0:
+        raise ValueError("cannot compute an accuracy on zero images")
+    correct = 0
+    with _eval_mode(model), _seeded_torch(seed, device):
+        for x, y in _batches(images, labels, batch_size, device):
+            if attacker is not None:
+                x = attacker(x, y)
+            correct += _count_correct(model, x, y)
+    return correct / images.shape[0]
+
+
+def attack_accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: str = "pgd",
+    eps: float = 2 / 255,
+    steps: int = 10,
+    alpha: float | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    seed: int | None = 0,
+) -> float:
+    """Top-1 accuracy of ``model`` on adversarially perturbed ``images``.
+
+    Args:
+        model: maps (N, 3, H, W) float images in [0, 1] to logits; normalisation inside.
+        images: float tensor (N, 3, H, W) in [0, 1]; may live on CPU, moved per batch.
+        labels: integer class labels (N,).
+        attack: ``'fgsm'`` or ``'pgd'`` (L-inf, random start).
+        eps: L-inf budget in pixel units (e.g. ``2/255``); 0 gives the clean accuracy exactly.
+        steps: PGD iterations (ignored by FGSM).
+        alpha: PGD step size in pixel units; default ``2.5 * eps / steps``.
+        batch_size: images attacked at once.
+        device: where to run; default the model's device. If given, the model is moved there.
+        seed: seeds PGD's random start (torch's RNG state is restored afterwards); None: unseeded.
+
+    Returns:
+        Accuracy in [0, 1].
+    """
+    _check_args(attack, eps, steps, alpha, batch_size)
+    _check_data(images, labels)
+    device = _resolve_device(model, device)
+    attacker = None if eps == 0 else _build_attack(model, attack, eps, steps, alpha, device)
+    return _accuracy(model, images, labels, attacker, batch_size, device, seed)
+
+
+def adversarial_sweep(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps_list: Sequence[float],
+    attacks: Sequence[str] = ATTACKS,
+    steps: int = 10,
+    alpha: float | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy for every attack and budget.
+
+    Returns a JSON-serialisable dict::
+
+        {"eps": [...], "clean": acc, "accuracy": {"fgsm": [acc per eps], "pgd": [...]},
+         "config": {"steps": ..., "alpha": ... or None (= 2.5 eps / steps), "seed": ...,
+                    "n_images": ...}}
+
+    Budget 0 reuses the clean accuracy (computed once), exactly.
+    """
+    from tqdm.auto import tqdm
+
+    eps_values = [float(eps) for eps in eps_list]
+    for attack in attacks:
+        for eps in eps_values:
+            _check_args(attack, eps, steps, alpha, batch_size)
+    _check_data(images, labels)
+    device = _resolve_device(model, device)
+
+    clean = _accuracy(model, images, labels, None, batch_size, device, seed)
+    accuracy: dict[str, list[float]] = {attack: [] for attack in attacks}
+    jobs = [(attack, eps) for attack in attacks for eps in eps_values]
+    for attack, eps in tqdm(jobs, disable=not progress, desc="adversarial sweep"):
+        if eps == 0:
+            accuracy[attack].append(clean)
+            continue
+        attacker = _build_attack(model, attack, eps, steps, alpha, device)
+        accuracy[attack].append(_accuracy(model, images, labels, attacker, batch_size, device, seed))
+    return {
+        "eps": eps_values,
+        "clean": clean,
+        "accuracy": accuracy,
+        "config": {"steps": steps, "alpha": alpha, "seed": seed, "n_images": int(images.shape[0])},
+    }

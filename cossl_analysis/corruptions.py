@@ -1,0 +1,566 @@
+"""ImageNet-C style common corruptions for robustness sweeps.
+
+This module drives the corruption functions of ``imagecorruptions`` 1.1.2 (Michaelis et al., the
+reference implementation of Hendrycks & Dietterich's ImageNet-C) rather than re-implementing them,
+so that the numbers stay comparable with published ImageNet-C/CIFAR-C style evaluations.
+
+``imagecorruptions`` dates from 2020 and does not run as-is with the current stack (numpy 2,
+scikit-image 0.26, setuptools >= 81, SciPy 1.17). The incompatibilities and the shims used here are:
+
+* import: ``from pkg_resources import resource_filename`` fails because setuptools 81 removed
+  ``pkg_resources``. While importing, a throw-away ``pkg_resources`` module providing only
+  ``resource_filename`` is put into ``sys.modules`` and removed again right after, so that no other
+  library ever sees a fake ``pkg_resources``. (``frost`` uses ``resource_filename`` at call time;
+  it keeps the name it bound at import.) The import of ``scipy.ndimage.interpolation`` only warns
+  today (removed in SciPy 2.0); the warning is silenced and, should the namespace disappear, the
+  ``scipy.ndimage`` module is lent under that name during the import in the same way.
+* ``gaussian_blur`` and ``glass_blur`` call ``skimage.filters.gaussian(..., multichannel=True)``;
+  the keyword, deprecated in scikit-image 0.19 in favour of ``channel_axis``, is gone in 0.26.
+* ``fog`` (through its helper ``plasma_fractal``) uses ``np.float_``, removed in numpy 2.0.
+* ``impulse_noise`` runs, but ``skimage.util.random_noise`` now draws from a fresh
+  ``np.random.default_rng()`` instead of numpy's global state, so seeding cannot make it
+  reproducible. The shim passes ``random_noise`` an ``rng`` drawn from numpy's global state.
+
+The shimmed functions are *copies* of the library's functions whose global namespace has
+``gaussian``, ``np`` and ``sk`` replaced by thin compatibility proxies (see ``_compat_namespace``).
+Nothing is monkeypatched: numpy, scikit-image and the ``imagecorruptions`` module itself are left
+untouched, and the other 15 corruptions run the library's own function objects unchanged.
+
+Small images: ``imagecorruptions`` requires at least 32x32 pixels, and its geometric parameters
+(blur radii, zoom factors, frost/snow textures, elastic displacement) are in pixels, tuned for
+224x224 ImageNet images. Images whose shorter side is below ``min_size`` (default 32, the library's
+own minimum) are upsampled by an integer factor ``k`` with nearest-neighbour replication,
+corrupted, and reduced back by averaging each ``k x k`` block. That round trip is exactly the
+identity on an uncorrupted image, so every change in the output comes from the corruption; pixel-wise
+noise is however averaged over the ``k x k`` block and so weaker than at native resolution. Pass
+``min_size=224`` to apply ImageNet-C's geometry at its intended *relative* scale to small images
+(CIFAR-10-C instead re-tuned the parameters for 32 px; that variant is not reproduced here).
+
+Randomness: the library draws from numpy's global ``np.random`` state. ``corrupt(..., seed=s)``
+seeds that state for the call and restores the caller's state afterwards; ``corrupt_batch`` seeds
+every image from ``(seed, index)``, so results do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib
+import importlib.util
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is only needed when the caller hands us tensors
+    import torch
+
+__all__ = [
+    "COMMON_CORRUPTIONS",
+    "CORRUPTIONS",
+    "CORRUPTION_GROUPS",
+    "EXTRA_CORRUPTIONS",
+    "SHIMMED_CORRUPTIONS",
+    "corrupt",
+    "corrupt_batch",
+    "dataset_fingerprint",
+    "import_imagecorruptions",
+    "shutdown_workers",
+]
+
+# The 15 ImageNet-C corruptions in the benchmark's canonical order (noise first), then the 4 extra
+# "validation" corruptions of Hendrycks & Dietterich. Same order as imagecorruptions' 'all' subset.
+COMMON_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)  # fmt: skip
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+CORRUPTIONS: tuple[str, ...] = COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
+
+CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "noise": COMMON_CORRUPTIONS[0:3],
+    "blur": COMMON_CORRUPTIONS[3:7],
+    "weather": COMMON_CORRUPTIONS[7:11],
+    "digital": COMMON_CORRUPTIONS[11:15],
+    "extra": EXTRA_CORRUPTIONS,
+}
+
+# Corruptions that run a shimmed copy of the library function, and why (see module docstring).
+SHIMMED_CORRUPTIONS: dict[str, str] = {
+    "gaussian_blur": "skimage.filters.gaussian: multichannel=True -> channel_axis=-1 "
+    "(keyword deprecated in scikit-image 0.19, gone in 0.26)",
+    "glass_blur": "skimage.filters.gaussian: multichannel=True -> channel_axis=-1 "
+    "(keyword deprecated in scikit-image 0.19, gone in 0.26)",
+    "fog": "np.float_ -> np.float64 in plasma_fractal (np.float_ removed in numpy 2.0)",
+    "impulse_noise": "runs, but skimage.util.random_noise (0.26) draws from a fresh default_rng: it gets "
+    "an rng drawn from np.random's global state so that seeding makes it reproducible",
+}
+
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+MIN_LIBRARY_SIZE = 32  # imagecorruptions.corrupt refuses images below 32 px
+
+# Bump when anything changes what a (images, name, severity, seed, min_size) tuple maps to, so
+# stale cache files are never read back.
+_CACHE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Importing imagecorruptions
+# --------------------------------------------------------------------------------------------
+
+
+def _resource_filename(package: str, resource: str) -> str:
+    """Stand-in for ``pkg_resources.resource_filename``: a path next to ``package``'s file."""
+    module_file = importlib.import_module(package).__file__
+    assert module_file is not None  # imagecorruptions is a regular on-disk package
+    return os.path.normpath(os.path.join(os.path.dirname(module_file), resource))
+
+
+@contextlib.contextmanager
+def _lent_modules(modules: dict[str, types.ModuleType]) -> Iterator[None]:
+    """Put ``modules`` into ``sys.modules`` for the duration of the block, then take them out."""
+    for name, module in modules.items():
+        sys.modules[name] = module
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+
+
+@functools.cache
+def import_imagecorruptions() -> types.ModuleType:
+    """Import and return the ``imagecorruptions`` package, working around its broken imports.
+
+    Use this instead of ``import imagecorruptions`` (e.g. to call the library's own ``corrupt``):
+    on setuptools >= 81 the plain import fails with ``No module named 'pkg_resources'``.
+    """
+    lent: dict[str, types.ModuleType] = {}
+    if importlib.util.find_spec("pkg_resources") is None:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = _resource_filename  # type: ignore[attr-defined]
+        lent["pkg_resources"] = shim
+    try:
+        missing_interp = importlib.util.find_spec("scipy.ndimage.interpolation") is None
+    except ModuleNotFoundError:  # scipy itself missing: let the real import report it
+        missing_interp = False
+    if missing_interp:  # SciPy >= 2.0: map_coordinates only lives in scipy.ndimage
+        lent["scipy.ndimage.interpolation"] = importlib.import_module("scipy.ndimage")
+    try:
+        with _lent_modules(lent), warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*scipy\.ndimage\.interpolation.*", category=DeprecationWarning
+            )
+            return importlib.import_module("imagecorruptions")
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"cossl_analysis.corruptions needs imagecorruptions and OpenCV ({err}); install with "
+            "`pip install --no-deps imagecorruptions` and `pip install opencv-python-headless scikit-image`"
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------
+# Compatibility shims for the functions that no longer run (or no longer seed) unpatched
+# --------------------------------------------------------------------------------------------
+
+
+class _ModuleProxy(types.ModuleType):
+    """A module look-alike: given attributes first, everything else from the wrapped module."""
+
+    def __init__(self, wrapped: types.ModuleType, **overrides: Any) -> None:
+        super().__init__(wrapped.__name__)
+        self.__dict__.update(vars(wrapped))  # direct hits, no __getattr__ call on hot paths
+        self.__dict__.update(overrides)
+        self._wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:  # lazily provided attributes of the wrapped module
+        return getattr(self._wrapped, name)
+
+
+def _gaussian_compat(image: np.ndarray, *args: Any, multichannel: bool | None = None, **kwargs: Any) -> Any:
+    """``skimage.filters.gaussian`` accepting the pre-0.19 ``multichannel`` keyword."""
+    from skimage.filters import gaussian
+
+    if multichannel is not None and "channel_axis" not in kwargs:
+        # multichannel=True meant "last axis holds channels, do not blur across it".
+        kwargs["channel_axis"] = -1 if multichannel else None
+    return gaussian(image, *args, **kwargs)
+
+
+def _random_noise_global_rng(image: np.ndarray, mode: str = "gaussian", rng: Any = None, **kwargs: Any) -> Any:
+    """``skimage.util.random_noise`` whose default generator is seeded from ``np.random``'s state."""
+    from skimage.util import random_noise
+
+    if rng is None:
+        rng = np.random.randint(0, 2**31 - 1)
+    return random_noise(image, mode=mode, rng=rng, **kwargs)
+
+
+@functools.cache
+def _compat_namespace() -> dict[str, Any]:
+    """Globals for shimmed copies of imagecorruptions' functions.
+
+    A copy of ``imagecorruptions.corruptions``' namespace with ``gaussian``, ``np`` and ``sk``
+    replaced; every function of the module is re-created over that namespace (same code object),
+    so helpers such as ``plasma_fractal`` see the shims too.
+    """
+    import skimage
+    import skimage.util
+
+    module = import_imagecorruptions().corruptions
+    namespace = dict(vars(module))
+    namespace["gaussian"] = _gaussian_compat
+    namespace["np"] = _ModuleProxy(np, float_=np.float64)
+    namespace["sk"] = _ModuleProxy(
+        skimage, util=_ModuleProxy(skimage.util, random_noise=_random_noise_global_rng)
+    )
+    for key, value in list(namespace.items()):
+        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+            clone = types.FunctionType(
+                value.__code__, namespace, value.__name__, value.__defaults__, value.__closure__
+            )
+            clone.__kwdefaults__ = value.__kwdefaults__
+            namespace[key] = clone
+    return namespace
+
+
+def _corruption_function(name: str) -> Callable[[Any, int], Any]:
+    """The function implementing ``name``: the library's own, or its shimmed copy."""
+    if name in SHIMMED_CORRUPTIONS:
+        return _compat_namespace()[name]
+    return import_imagecorruptions().corruption_dict[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Single images
+# --------------------------------------------------------------------------------------------
+
+
+def _check_name_severity(name: str, severity: int) -> None:
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(CORRUPTIONS)}")
+    # bool is an int subclass; True would silently mean severity 1.
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer from 1 to 5, got {severity!r}")
+
+
+def _check_min_size(min_size: int) -> None:
+    if min_size < MIN_LIBRARY_SIZE:
+        raise ValueError(f"min_size must be at least {MIN_LIBRARY_SIZE} (imagecorruptions' minimum), got {min_size}")
+
+
+@contextlib.contextmanager
+def _seeded_global_numpy(seed: int | None) -> Iterator[None]:
+    """Seed numpy's global RNG (which imagecorruptions uses) and restore the caller's state after."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _corrupt_unchecked(image: np.ndarray, name: str, severity: int, seed: int | None, min_size: int) -> np.ndarray:
+    """Corrupt one contiguous HxWx3 uint8 image (arguments already validated)."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    # Integer factor so that nearest upsampling followed by block averaging is exactly the identity.
+    factor = max(1, math.ceil(min_size / min(height, width)))
+    work = image if factor == 1 else np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    with _seeded_global_numpy(seed):
+        # The library functions take PIL images (jpeg_compression and pixelate need one).
+        result = _corruption_function(name)(Image.fromarray(work), severity)
+    out = np.asarray(result, dtype=np.float64)
+    if out.shape != work.shape:
+        raise RuntimeError(f"{name} returned shape {out.shape} for an input of shape {work.shape}")
+    if factor > 1:
+        out = out.reshape(height, factor, width, factor, 3).mean(axis=(1, 3))
+    # Truncating cast, like imagecorruptions.corrupt's np.uint8(...), so results match the library.
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def corrupt(
+    image: np.ndarray, name: str, severity: int, *, seed: int | None = None, min_size: int = MIN_LIBRARY_SIZE
+) -> np.ndarray:
+    """Apply corruption ``name`` at ``severity`` (1-5) to one image.
+
+    Args:
+        image: uint8 array of shape (H, W, 3), RGB.
+        name: one of ``CORRUPTIONS``.
+        severity: integer from 1 to 5.
+        seed: seeds numpy's global RNG for this call (the caller's RNG state is restored);
+            ``None`` draws from the global state as ``imagecorruptions.corrupt`` does, so that
+            ``np.random.seed(s); imagecorruptions.corrupt(...)`` and ``corrupt(..., seed=s)`` agree.
+        min_size: images whose shorter side is below this are processed at an integer multiple of
+            their size and averaged back (see the module docstring); at least 32.
+
+    Returns:
+        The corrupted image, uint8 with the shape of ``image``.
+    """
+    _check_name_severity(name, severity)
+    _check_min_size(min_size)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"image must be a uint8 numpy array of shape (H, W, 3), got "
+            f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
+        )
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+    return _corrupt_unchecked(np.ascontiguousarray(image), name, int(severity), seed, min_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Batches: per-image seeds, worker processes, on-disk cache
+# --------------------------------------------------------------------------------------------
+
+
+def _image_seed(seed: int, index: int) -> int:
+    """Seed of image ``index``: depends on (seed, index) only, not on batching or worker count."""
+    return int(np.random.SeedSequence(entropy=seed, spawn_key=(index,)).generate_state(1)[0])
+
+
+def _corrupt_chunk(
+    images: np.ndarray, seeds: list[int], name: str, severity: int, min_size: int
+) -> np.ndarray:
+    """Corrupt a stack of HxWx3 images, image ``i`` seeded with ``seeds[i]``."""
+    out = np.empty_like(images)
+    for i, (image, image_seed) in enumerate(zip(images, seeds, strict=True)):
+        out[i] = _corrupt_unchecked(np.ascontiguousarray(image), name, severity, image_seed, min_size)
+    return out
+
+
+def _worker_init() -> None:
+    """Per worker process: one OpenCV thread (the processes already use every core)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    import_imagecorruptions()  # pay the import once per worker, not inside the first task
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _default_mp_context() -> str:
+    # Not fork: a parent that already ran OpenCV/OpenMP/torch thread pools can deadlock forked
+    # children. forkserver forks from a clean server process; spawn is the portable fallback.
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+# One pool kept alive between calls: a sweep makes 19 x 5 calls per dataset, and a fresh worker
+# has to import numpy/OpenCV/scikit-image/imagecorruptions (and whatever the package __init__
+# imports) before its first image, which costs seconds per call on a loaded machine.
+_POOL: ProcessPoolExecutor | None = None
+_POOL_KEY: tuple[int, str] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _get_pool(workers: int, method: str) -> ProcessPoolExecutor:
+    """The shared pool with ``workers`` processes started by ``method``, created on first use."""
+    global _POOL, _POOL_KEY
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_KEY != (workers, method):
+            if _POOL is not None:
+                _POOL.shutdown(wait=True)
+            context = multiprocessing.get_context(method)
+            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+            _POOL_KEY = (workers, method)
+        return _POOL
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes that ``corrupt_batch`` keeps alive between calls (if any)."""
+    global _POOL, _POOL_KEY
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.shutdown(wait=True, cancel_futures=True)
+        _POOL, _POOL_KEY = None, None
+
+
+def dataset_fingerprint(images: np.ndarray) -> str:
+    """Content hash (hex) of a uint8 image stack, used to key the corruption cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{images.dtype.str}{images.shape}".encode())
+    digest.update(np.ascontiguousarray(images).data)
+    return digest.hexdigest()
+
+
+def _as_nhwc(images: Any) -> tuple[np.ndarray, bool]:
+    """(N, H, W, 3) uint8 numpy view/copy of ``images`` and whether the input was a torch tensor."""
+    is_torch = type(images).__module__.startswith("torch")
+    if is_torch:
+        import torch
+
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"a torch batch must be uint8 of shape (N, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        array = images.detach().cpu().permute(0, 2, 3, 1).contiguous().numpy()
+    else:
+        array = images
+        if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
+            raise ValueError(
+                f"a numpy batch must be uint8 of shape (N, H, W, 3), got "
+                f"{type(array).__name__} {getattr(array, 'dtype', '')} {getattr(array, 'shape', '')}"
+            )
+        array = np.ascontiguousarray(array)
+    if array.shape[0] > 0 and min(array.shape[1:3]) < 1:
+        raise ValueError(f"images must not be empty, got shape {array.shape}")
+    return array, is_torch
+
+
+def _cache_path(
+    cache_dir: str | os.PathLike[str], fingerprint: str, name: str, severity: int, seed: int, min_size: int
+) -> Path:
+    filename = f"{fingerprint}_{name}_s{severity}_seed{seed}_min{min_size}_v{_CACHE_VERSION}.npy"
+    return Path(cache_dir) / filename
+
+
+def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached array at ``path`` if present and of the expected shape, else None."""
+    if not path.is_file():
+        return None
+    try:
+        cached = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):  # truncated or foreign file: recompute and overwrite
+        return None
+    if cached.dtype != np.uint8 or cached.shape != shape:
+        return None
+    return cached
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` so that concurrent readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def corrupt_batch(
+    images: np.ndarray | torch.Tensor,
+    name: str,
+    severity: int,
+    seed: int = 0,
+    workers: int | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    min_size: int = MIN_LIBRARY_SIZE,
+    mp_context: str | None = None,
+    progress: bool = False,
+) -> np.ndarray | torch.Tensor:
+    """Corrupt a batch of images, in parallel, deterministically, optionally cached on disk.
+
+    Args:
+        images: uint8 numpy array (N, H, W, 3) or uint8 torch tensor (N, 3, H, W).
+        name: one of ``CORRUPTIONS``.
+        severity: integer from 1 to 5.
+        seed: image ``i`` is corrupted with numpy's global RNG seeded from ``(seed, i)``; the result
+            is the same for any ``workers`` and any batching of the same images.
+        workers: worker processes; default: the CPUs this process may use. ``1`` runs in-process.
+            The pool is kept alive for later calls (``shutdown_workers`` stops it).
+        cache_dir: if given, the result is stored there as one ``.npy`` per (dataset fingerprint,
+            name, severity, seed, min_size) and read back on later calls (e.g. for the next
+            checkpoint) instead of being recomputed.
+        min_size: see ``corrupt``.
+        mp_context: multiprocessing start method; default ``forkserver`` (``spawn`` where absent).
+            As with any process pool, scripts must guard their entry point with
+            ``if __name__ == "__main__":``.
+        progress: show a tqdm bar over chunks.
+
+    Returns:
+        The corrupted images in the input's type and layout (numpy NHWC or torch NCHW, on CPU).
+    """
+    _check_name_severity(name, severity)
+    _check_min_size(min_size)
+    severity = int(severity)
+    array, is_torch = _as_nhwc(images)
+
+    cached: np.ndarray | None = None
+    path: Path | None = None
+    if cache_dir is not None:
+        path = _cache_path(cache_dir, dataset_fingerprint(array), name, severity, seed, min_size)
+        cached = _load_cached(path, array.shape)
+    if cached is not None:
+        result = cached
+    else:
+        result = _run_corruptions(array, name, severity, seed, workers, min_size, mp_context, progress)
+        if path is not None:
+            _save_atomic(path, result)
+
+    if is_torch:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(result)).permute(0, 3, 1, 2).contiguous()
+    return result
+
+
+def _run_corruptions(
+    array: np.ndarray,
+    name: str,
+    severity: int,
+    seed: int,
+    workers: int | None,
+    min_size: int,
+    mp_context: str | None,
+    progress: bool,
+) -> np.ndarray:
+    """Corrupt every image of an NHWC stack, serially or over a process pool."""
+    from tqdm.auto import tqdm
+
+    n = array.shape[0]
+    seeds = [_image_seed(seed, i) for i in range(n)]
+    workers = _default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 or n <= 1:
+        chunk = max(1, math.ceil(n / 20)) if progress else max(n, 1)
+        parts = []
+        for start in tqdm(range(0, n, chunk), disable=not progress, desc=f"{name} s{severity}"):
+            stop = start + chunk
+            parts.append(_corrupt_chunk(array[start:stop], seeds[start:stop], name, severity, min_size))
+        return np.concatenate(parts) if parts else array.copy()
+
+    # A few chunks per worker balance the load (glass_blur is ~50x slower than contrast) while
+    # keeping the pickling overhead of many tiny tasks away.
+    chunk = max(1, math.ceil(n / (workers * 4)))
+    pool = _get_pool(workers, mp_context or _default_mp_context())
+    out = np.empty_like(array)
+    try:
+        futures = {
+            pool.submit(
+                _corrupt_chunk, array[start : start + chunk], seeds[start : start + chunk], name, severity, min_size
+            ): start
+            for start in range(0, n, chunk)
+        }
+        bar = tqdm(as_completed(futures), total=len(futures), disable=not progress, desc=f"{name} s{severity}")
+        for future in bar:
+            start = futures[future]
+            part = future.result()
+            out[start : start + part.shape[0]] = part
+    except BrokenProcessPool:
+        shutdown_workers()  # a worker died (e.g. out of memory): start afresh on the next call
+        raise
+    return out

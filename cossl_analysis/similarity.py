@@ -1,0 +1,288 @@
+"""Local/global similarity (paper Figure 3B).
+
+For B images with global representations h_i (C,) (spatial mean of the feature map) and local
+representations l_{i,p} (C,), p = 1..P (one per feature-map position), over all image pairs i < j:
+
+* global similarity  g_ij = cos(h_i, h_j);
+* local similarity   s_ij, by ``mode``:
+    - ``"random"`` (default): cos(l_{i,p}, l_{j,q}) for one position p of image i and one position q
+      of image j drawn uniformly and independently per pair (seeded; the draws are returned). Each
+      point of the scatter is then a pair of actual local representations, which is what the figure
+      compares: if local representations carry the image-level content, their similarity tracks the
+      global one (high C); if they are diverse parts, it does not.
+    - ``"same"``: mean over p of cos(l_{i,p}, l_{j,p}) (same spatial position in both images).
+    - ``"all"``: mean over all (p, q) of cos(l_{i,p}, l_{j,q}). Averaging smooths out part-level
+      diversity, so it is close to g_ij for any model; kept as a reference, not the default.
+* C = Pearson correlation between (g_ij) and (s_ij) over the pairs;
+* intra-image local similarity of image i = mean over ordered position pairs p != q of
+  cos(l_{i,p}, l_{i,q}); its mean over images is drawn as a vertical line.
+
+Cosines use vectors normalised with eps 1e-12, so a zero vector has cosine 0 with everything.
+All similarity arithmetic is in float64.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cossl_analysis._utils import (
+    Data,
+    check_fmap,
+    eval_mode,
+    iter_batches,
+    model_device,
+    model_dtype,
+    num_batches,
+    sibling,
+    write_json,
+)
+from cossl_train.encoder import global_pool, local_features
+
+SimilarityMode = Literal["random", "same", "all"]
+_PAIR_CHUNK = 65536
+
+
+@dataclass
+class SimilarityResult:
+    """Output of the local/global similarity analysis (N image pairs, B images).
+
+    Attributes:
+        pairs: (N, 2) int64 image indices (i, j), i < j.
+        global_sim: (N,) cos(h_i, h_j).
+        local_sim: (N,) local similarity of the pair (definition depends on ``mode``).
+        local_positions: (N, 2) flat positions (p in image i, q in image j) drawn in ``"random"``
+            mode, None otherwise.
+        pearson_c: Pearson correlation between ``global_sim`` and ``local_sim``.
+        intra_local_sim: (B,) mean cosine between distinct local representations of each image.
+        intra_local_mean: mean of ``intra_local_sim``.
+        mode: the local-similarity definition.
+        num_images: B.
+        num_positions: P = h * w.
+    """
+
+    pairs: np.ndarray
+    global_sim: np.ndarray
+    local_sim: np.ndarray
+    local_positions: np.ndarray | None
+    pearson_c: float
+    intra_local_sim: np.ndarray
+    intra_local_mean: float
+    mode: str
+    num_images: int
+    num_positions: int
+
+    def summary(self) -> dict[str, Any]:
+        """Scalar numbers only (for JSON reports)."""
+        return {
+            "pearson_c": self.pearson_c,
+            "intra_local_mean": self.intra_local_mean,
+            "global_sim_mean": float(self.global_sim.mean()) if len(self.global_sim) else float("nan"),
+            "local_sim_mean": float(self.local_sim.mean()) if len(self.local_sim) else float("nan"),
+            "num_pairs": len(self.pairs),
+            "num_images": self.num_images,
+            "num_positions": self.num_positions,
+            "mode": self.mode,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, arrays included (numpy arrays; use ``_utils.to_jsonable`` before json.dump)."""
+        return asdict(self)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two 1-D samples in float64; NaN when either is constant or n < 2."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) < 2:
+        return float("nan")
+    xc, yc = x - x.mean(), y - y.mean()
+    denom = np.sqrt((xc * xc).sum() * (yc * yc).sum())
+    return float((xc * yc).sum() / denom) if denom > 0 else float("nan")
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module, images: Data, batch_size: int = 64, progress: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Run the model in eval mode and collect (global (B, C), local (B, P, C)) float32 CPU tensors.
+
+    Memory is B * P * C floats (e.g. 400 MB for 1000 ResNet-50 images at 224 px): subsample first.
+    """
+    device, dtype = model_device(model), model_dtype(model)
+    glob: list[Tensor] = []
+    loc: list[Tensor] = []
+    with eval_mode(model):
+        batches = iter_batches(images, batch_size=batch_size)
+        total = num_batches(images, batch_size)
+        for x, _ in tqdm(batches, desc="features", disable=not progress, leave=False, total=total):
+            fmap = check_fmap(model(x.to(device=device, dtype=dtype))).float()
+            glob.append(global_pool(fmap).cpu())
+            loc.append(local_features(fmap).cpu())
+    return torch.cat(glob), torch.cat(loc)
+
+
+def similarity_from_features(
+    global_reps: Tensor,
+    local_reps: Tensor,
+    mode: SimilarityMode = "random",
+    seed: int = 0,
+    max_pairs: int | None = None,
+) -> SimilarityResult:
+    """Local/global similarity statistics from precomputed representations.
+
+    Args:
+        global_reps: (B, C) global representations h_i.
+        local_reps: (B, P, C) local representations l_{i,p}.
+        mode: local-similarity definition, see the module docstring.
+        seed: seeds the position draws (``"random"``) and the pair subsampling.
+        max_pairs: keep at most this many of the B(B-1)/2 pairs, drawn uniformly without replacement.
+
+    Returns:
+        A ``SimilarityResult``.
+    """
+    if global_reps.dim() != 2 or local_reps.dim() != 3 or len(global_reps) != len(local_reps):
+        raise ValueError(
+            f"expected global (B, C) and local (B, P, C), got {tuple(global_reps.shape)} "
+            f"and {tuple(local_reps.shape)}"
+        )
+    if mode not in ("random", "same", "all"):
+        raise ValueError(f"unknown mode {mode!r}")
+    n_img, n_pos, _ = local_reps.shape
+    gen = torch.Generator().manual_seed(seed)
+
+    g = F.normalize(global_reps.detach().cpu().double(), dim=-1, eps=1e-12)
+    n = F.normalize(local_reps.detach().cpu().double(), dim=-1, eps=1e-12)
+
+    pairs = torch.triu_indices(n_img, n_img, offset=1).T  # (N, 2), row-major order of (i, j)
+    if max_pairs is not None and len(pairs) > max_pairs:
+        keep = torch.randperm(len(pairs), generator=gen)[:max_pairs].sort().values
+        pairs = pairs[keep]
+    pi, pj = pairs[:, 0], pairs[:, 1]
+    global_sim = (g[pi] * g[pj]).sum(-1)
+
+    local_positions = None
+    if mode == "random":
+        pos = torch.randint(n_pos, (len(pairs), 2), generator=gen)
+        local_positions = pos.numpy()
+        # Chunked over pairs: gathering N x C vectors at once can be gigabytes.
+        local_sim = torch.zeros(len(pairs), dtype=torch.float64)
+        for s in range(0, len(pairs), _PAIR_CHUNK):
+            sl = slice(s, s + _PAIR_CHUNK)
+            local_sim[sl] = (n[pi[sl], pos[sl, 0]] * n[pj[sl], pos[sl, 1]]).sum(-1)
+    elif mode == "same":
+        # mean_p <n_ip, n_jp> = <vec(n_i), vec(n_j)> / P: one (B, P*C) Gram matrix.
+        flat = n.reshape(n_img, -1)
+        local_sim = (flat @ flat.T)[pi, pj] / n_pos
+    else:
+        # mean_{p,q} <n_ip, n_jq> = <mean_p n_ip, mean_q n_jq>.
+        m = n.mean(dim=1)
+        local_sim = (m @ m.T)[pi, pj]
+
+    # mean_{p != q} <n_p, n_q> = (|sum_p n_p|^2 - sum_p |n_p|^2) / (P (P - 1)).
+    if n_pos >= 2:
+        total = n.sum(dim=1)
+        diag = (n * n).sum(dim=(1, 2))
+        intra = ((total * total).sum(-1) - diag) / (n_pos * (n_pos - 1))
+    else:
+        intra = torch.full((n_img,), float("nan"), dtype=torch.float64)
+
+    global_np, local_np = global_sim.numpy(), local_sim.numpy()
+    return SimilarityResult(
+        pairs=pairs.numpy().astype(np.int64),
+        global_sim=global_np,
+        local_sim=local_np,
+        local_positions=local_positions,
+        pearson_c=pearson(global_np, local_np),
+        intra_local_sim=intra.numpy(),
+        intra_local_mean=float(intra.mean()),
+        mode=mode,
+        num_images=n_img,
+        num_positions=n_pos,
+    )
+
+
+def similarity_analysis(
+    model: nn.Module,
+    images: Data,
+    mode: SimilarityMode = "random",
+    seed: int = 0,
+    max_pairs: int | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> SimilarityResult:
+    """Figure 3B statistics for a model returning (B, C, h, w) feature maps.
+
+    Args:
+        model: images (B, 3, H, W) -> feature map (B, C, h, w); run in eval mode without gradients.
+        images: (B, 3, H, W) tensor, or an iterable of image batches / (images, labels) batches.
+        mode, seed, max_pairs: see ``similarity_from_features``.
+        batch_size: images per forward pass when ``images`` is a tensor.
+        progress: tqdm bar over batches.
+    """
+    glob, loc = extract_features(model, images, batch_size=batch_size, progress=progress)
+    return similarity_from_features(glob, loc, mode=mode, seed=seed, max_pairs=max_pairs)
+
+
+def plot_similarity(
+    result: SimilarityResult | Mapping[str, SimilarityResult],
+    path: str | Path,
+    max_points: int = 20000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Scatter of local (x) vs global (y) cosine similarity, intra-image means as vertical lines.
+
+    Accepts one result or several labelled ones (e.g. BYOL vs CO-BYOL) drawn on the same axes.
+    Writes the PNG at ``path``, every pair's numbers to ``<path>.csv`` (label, i, j, global, local)
+    and the summaries to ``<path>.json``. At most ``max_points`` points per result are drawn
+    (uniform subsample; the CSV keeps all of them).
+
+    Returns:
+        {label: summary dict} as written to the JSON.
+    """
+    results = {"model": result} if isinstance(result, SimilarityResult) else dict(result)
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
+    colors = [f"C{k}" for k in range(10)]
+    for k, (label, res) in enumerate(results.items()):
+        color = colors[k % len(colors)]
+        idx = np.arange(len(res.local_sim))
+        if len(idx) > max_points:
+            idx = rng.choice(idx, size=max_points, replace=False)
+        ax.scatter(res.local_sim[idx], res.global_sim[idx], s=4, alpha=0.35, color=color,
+                   label=f"{label} (C={res.pearson_c:.2f})", rasterized=True)
+        ax.axvline(res.intra_local_mean, color=color, linestyle="--", linewidth=1.5)
+    ax.set_xlabel("cosine similarity of local representations")
+    ax.set_ylabel("cosine similarity of global representations")
+    if len(results) == 1:
+        only = next(iter(results.values()))
+        ax.set_title(f"C = {only.pearson_c:.3f} (dashed: intra-image local similarity)", fontsize=10)
+    else:
+        ax.set_title("dashed: intra-image local similarity", fontsize=10)
+    ax.legend(fontsize=8, markerscale=3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+    with open(sibling(path, ".csv"), "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["label", "i", "j", "global_sim", "local_sim"])
+        for label, res in results.items():
+            rows = zip(res.pairs.tolist(), res.global_sim.tolist(), res.local_sim.tolist(), strict=True)
+            for (i, j), gs, ls in rows:
+                writer.writerow([label, i, j, repr(gs), repr(ls)])
+    summaries = {label: res.summary() for label, res in results.items()}
+    write_json(summaries, sibling(path, ".json"))
+    return summaries
