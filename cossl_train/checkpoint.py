@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is foreign
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a PyTorch file, or truncated)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:160]})") from None
+        text = str(e)
+        if "Weights only load failed" in text:
+            why = "it holds Python objects other than tensors and plain containers"
+        else:
+            why = (text.strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path} is not a readable checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cossl checkpoint (no '{FORMAT}' marker)")
     return state

@@ -23,6 +23,26 @@ def is_main() -> bool:
     return rank() == 0
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward all-reduces the full gradient and keeps this process's rows:
+    every process receives the gradient of its rows summed over all processes' losses."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # noqa: ANN001
+        ctx.group = group
+        ctx.rows = x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        start = dist.get_rank(ctx.group) * ctx.rows
+        return grad[start:start + ctx.rows], None
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` (B, ...) from all processes along dim 0, keeping gradients.
 
@@ -32,9 +52,20 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if not is_distributed() or world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
+    return _GatherWithGrad.apply(x, _gather_group())
 
-    return torch.cat(all_gather(x), dim=0)
+
+_GATHER_GROUP = None
+
+
+def _gather_group() -> dist.ProcessGroup:
+    """A process group of its own for the embedding gathers: their backward collectives run in
+    the autograd pass while DDP all-reduces gradient buckets on the default group, and sharing
+    one group would let the two interleave in a different order on different processes."""
+    global _GATHER_GROUP
+    if _GATHER_GROUP is None:
+        _GATHER_GROUP = dist.new_group()
+    return _GATHER_GROUP
 
 
 def all_reduce_mean(x: Tensor) -> Tensor:

@@ -1,0 +1,41 @@
+"""Run by tests/test_distributed.py under torchrun (2 gloo processes on CPU).
+
+Each process takes its half of a fixed batch, runs one forward/backward of the method wrapped in
+DistributedDataParallel, and rank 0 saves the mean loss and the (DDP-averaged) gradients.
+BatchNorm runs on running statistics so per-process batch statistics cannot differ from the
+single-process run (torch's SyncBatchNorm refuses CPU tensors).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_distributed import full_batch, make_method  # noqa: E402
+
+from cossl_train import distributed as dist_utils  # noqa: E402
+
+
+def main(method_name: str, out: str) -> None:
+    dist_utils.init_from_env()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = make_method(method_name)
+    ddp = dist_utils.wrap_ddp(model, torch.device("cpu"))
+    v1, v2 = full_batch()
+    b = v1.shape[0] // world
+    part = slice(rank * b, (rank + 1) * b)
+    result = ddp(v1[part], v2[part])
+    result.loss.backward()
+    loss = dist_utils.all_reduce_mean(result.loss)
+    if rank == 0:
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        torch.save({"loss": loss, "grads": grads}, out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,93 @@
+"""Two gloo processes on CPU equal one process on the concatenated batch; DDP resume is exact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_OVERRIDES
+from torch import nn
+
+from cossl_train.checkpoint import load_checkpoint
+from cossl_train.config import load_config
+from cossl_train.methods import build_method
+
+HERE = Path(__file__).parent
+
+
+def make_method(name: str) -> nn.Module:
+    """The method in float64 with BatchNorm on running statistics (see _ddp_worker.py)."""
+    cfg = load_config(None, [*TINY_OVERRIDES, f"method.name={name}", "co.lambda=0.7"])
+    torch.manual_seed(0)
+    model = build_method(cfg).double()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model
+
+
+def full_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(123)
+    return (torch.rand(8, 3, 16, 16, generator=g, dtype=torch.float64),
+            torch.rand(8, 3, 16, 16, generator=g, dtype=torch.float64))
+
+
+def _torchrun(args: list[str], **kw: object) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    return subprocess.Popen(cmd, env=env, cwd=HERE.parent, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["byol", "co_byol", "simclr", "co_simclr"])
+def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
+    out = tmp_path / "ddp.pt"
+    proc = _torchrun([str(HERE / "_ddp_worker.py"), method, str(out)],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, log[-3000:]
+    ddp = torch.load(out, weights_only=True)
+
+    model = make_method(method)
+    v1, v2 = full_batch()
+    single = model(v1, v2)
+    single.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    assert ddp["loss"].item() == pytest.approx(single.loss.item(), rel=1e-12)
+    assert grads.keys() == ddp["grads"].keys() and len(grads) > 10
+    for name, g in grads.items():
+        torch.testing.assert_close(ddp["grads"][name], g, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_killed_two_process_run_resumes_exactly(tmp_path: Path) -> None:
+    args = [*TINY_OVERRIDES, "data.limit=256", "train.batch_size=16", "method.name=co_simclr",
+            "train.epochs=3", "train.max_steps_per_epoch=3"]
+    run = ["-m", "cossl_train", "pretrain", "--no-progress"]
+    ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
+
+    ref = _torchrun([*run, *args, f"train.out_dir={ref_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert ref.wait(timeout=600) == 0, ref.stderr.read().decode()[-3000:]
+
+    proc = _torchrun([*run, *args, f"train.out_dir={killed_dir}"], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = killed_dir / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    assert 1 <= load_checkpoint(ckpt)["epoch"] < 3
+
+    resumed = _torchrun([*run, "--resume", *args, f"train.out_dir={killed_dir}"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-3000:]
+    a, b = load_checkpoint(ref_dir / "checkpoint.pt"), load_checkpoint(ckpt)
+    assert a["epoch"] == b["epoch"] == 3 and a["world_size"] == b["world_size"] == 2
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

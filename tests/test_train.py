@@ -1,0 +1,188 @@
+"""Short pre-training runs on tiny data: loss goes down, resume is exact, bad input is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_OVERRIDES
+
+from cossl_train.checkpoint import CheckpointError, load_checkpoint, load_pretrained
+from cossl_train.cli import main as cli_main
+from cossl_train.config import ConfigError, load_config
+from cossl_train.trainer import NonFiniteLossError, RunExistsError, pretrain
+
+TINY = [*TINY_OVERRIDES, "data.limit=256", "train.batch_size=32", "train.log_every=1"]
+
+
+def tiny(tmp_path: Path, *extra: str) -> object:
+    return load_config(None, [*TINY, f"train.out_dir={tmp_path}", *extra])
+
+
+@pytest.mark.parametrize("method", ["byol", "co_byol", "simclr", "co_simclr"])
+def test_short_run_lowers_the_loss(tmp_path: Path, method: str) -> None:
+    """Same fixed batch-order seed; the mean loss of the last epoch is below the first's."""
+    cfg = tiny(tmp_path, f"method.name={method}", "train.epochs=6", "data.limit=128", "train.max_steps_per_epoch=4",
+               "augment.c_min=0.9", "train.seed=1")
+    pretrain(cfg, progress=False)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "epochs.csv")))
+    assert len(rows) == 6
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < first, (first, last)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 6 and state["global_step"] == 24
+    if method.startswith("co_"):
+        assert float(rows[-1]["loss_local"]) > 0
+    else:
+        assert float(rows[-1]["loss_local"]) == 0
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """SIGKILL a real process after its first checkpoint, resume, compare every tensor."""
+    args = [*TINY, "method.name=co_byol", "train.epochs=3", "train.max_steps_per_epoch=3"]
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
+    pretrain(load_config(None, [*args, f"train.out_dir={ref_dir}"]), progress=False)
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "cossl_train", "pretrain", "--no-progress", *args, f"train.out_dir={run_dir}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epoch_at_kill = load_checkpoint(ckpt)["epoch"]
+    assert 1 <= epoch_at_kill < 3, "the run must be killed before it finished"
+
+    pretrain(load_config(None, [*args, f"train.out_dir={run_dir}"]), resume=True, progress=False)
+    ref, got = _weights(ref_dir / "checkpoint.pt"), _weights(ckpt)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert load_checkpoint(ckpt)["epoch"] == 3
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, "method.name=byol", "train.epochs=1", "train.max_steps_per_epoch=1")
+    pretrain(cfg, progress=False)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunExistsError, match="--resume"):
+        pretrain(cfg, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_nan_loss_stops_without_touching_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny(tmp_path, "method.name=byol", "train.epochs=2", "train.max_steps_per_epoch=2")
+    cfg1 = tiny(tmp_path, "method.name=byol", "train.epochs=1", "train.max_steps_per_epoch=2")
+    pretrain(cfg1, progress=False)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    import cossl_train.trainer as trainer
+
+    real_build = trainer.build_method
+
+    def poisoned(c):  # noqa: ANN001, ANN202 - the method's loss turns NaN on its first step
+        m = real_build(c)
+        forward = m.forward
+
+        def nan_forward(v1, v2):  # noqa: ANN001, ANN202
+            out = forward(v1, v2)
+            out.loss = out.loss * float("nan")
+            return out
+
+        m.forward = nan_forward
+        return m
+
+    monkeypatch.setattr(trainer, "build_method", poisoned)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 2"):
+        pretrain(cfg, resume=True, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_with_another_architecture_is_refused(tmp_path: Path) -> None:
+    pretrain(tiny(tmp_path, "method.name=byol", "train.epochs=1", "train.max_steps_per_epoch=1"), progress=False)
+    with pytest.raises(CheckpointError, match="backbone.width=8 but the config says 16"):
+        pretrain(tiny(tmp_path, "method.name=byol", "train.epochs=2", "backbone.width=16"), resume=True, progress=False)
+
+
+def test_foreign_and_corrupt_checkpoints_give_one_line_errors(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"weights": torch.zeros(2)}, bogus)
+    with pytest.raises(CheckpointError, match="not a cossl checkpoint"):
+        load_pretrained(bogus)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torch file")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_pretrained(garbage)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pretrained(tmp_path / "missing.pt")
+
+
+def test_checkpoint_of_another_model_cannot_load_into_this_one(tmp_path: Path) -> None:
+    from cossl_train.checkpoint import load_state
+    from cossl_train.methods import build_method
+
+    pretrain(tiny(tmp_path, "method.name=byol", "train.epochs=1", "train.max_steps_per_epoch=1"), progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    other = build_method(tiny(tmp_path, "method.name=byol", "backbone.width=16"))
+    with pytest.raises(CheckpointError, match="another architecture .*method=byol backbone=resnet18 width=8"):
+        load_state(other, state["model"], tmp_path / "checkpoint.pt", state["config"])
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'train.epoch'"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="co.direction='sideways'"):
+        load_config(None, ["co.direction=sideways"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  nme: sgd\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*'optim.nme'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="unknown backbone 'resnet7'"):
+        from cossl_train.methods import build_method
+
+        build_method(load_config(None, ["backbone.name=resnet7"]))
+
+
+def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cases = [
+        ["pretrain", "train.epochz=1"],
+        ["pretrain", "backbone.name=resnet7", f"train.out_dir={tmp_path / 'a'}", *TINY[:1]],
+        ["pretrain", "data.dataset=imagefolder", f"data.root={tmp_path / 'no_such_dir'}", f"train.out_dir={tmp_path}"],
+        ["knn", str(tmp_path / "missing.pt")],
+    ]
+    for argv in cases:
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("cossl-train: error:") and "\n" not in err, err
+    assert "no_such_dir" in (cli_main(cases[2]) == 2 and capsys.readouterr().err)
+
+
+def test_cli_pretrain_then_offline_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert cli_main(["pretrain", "--no-progress", *TINY, "method.name=co_byol", "train.epochs=1",
+                     "train.max_steps_per_epoch=2", f"train.out_dir={out}"]) == 0
+    ckpt = out / "checkpoint.pt"
+    assert cli_main(["linear-probe", "--no-progress", str(ckpt), "eval.linear_epochs=5"]) == 0
+    assert "offline linear probe: top-1" in capsys.readouterr().out
+    assert (out / "checkpoint.probe.pt").exists() and (out / "checkpoint.linear.json").exists()
+    assert cli_main(["knn", "--no-progress", str(ckpt), "eval.knn_k=5"]) == 0
+    assert "weighted kNN: top-1" in capsys.readouterr().out
+    assert cli_main(["knn", str(ckpt), "backbone.width=4"]) == 2  # the model may not change
+    for f in ("metrics.jsonl", "epochs.csv", "config.yaml", "summary.json", "train.log"):
+        assert (out / f).exists(), f
