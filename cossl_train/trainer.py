@@ -243,6 +243,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict[s
                     probe_loss = F.cross_entropy(logits, y_dev[labelled])
                     probe_opt.zero_grad(set_to_none=True)
                     probe_loss.backward()
+                    if world > 1:  # keep the probe identical on every process
+                        for p in probe.parameters():
+                            p.grad = dist_utils.all_reduce_mean(p.grad)
                     probe_opt.step()
                     probe_correct += (logits.argmax(1) == y_dev[labelled]).sum().item()
                     probe_total += int(labelled.sum())
