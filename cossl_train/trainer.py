@@ -65,15 +65,18 @@ class Runtime:
 
 
 def setup_logging(out_dir: Path | None = None) -> None:
-    """Messages to stderr (and to ``out_dir/train.log``), once per process."""
-    if log.handlers:
-        return
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    """Messages to stderr, and to ``out_dir/train.log`` of the current run (one process may run
+    several, as the demo does: each run's file handler replaces the previous one)."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(fmt)
-    log.addHandler(handler)
+    if not any(type(h) is logging.StreamHandler for h in log.handlers):
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        log.removeHandler(h)
+        h.close()
     if out_dir is not None and dist_utils.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(out_dir / "train.log")
