@@ -1,0 +1,331 @@
+"""cossl-robustness end to end on the two tiny checkpoints: files, numbers, resume, bad input.
+
+Kept small for 2 shared cores: 32-48 evaluation images, a few corruptions (all 19 in one test,
+at one severity), 3 PGD steps, corruption workers=1 (starting a worker pool costs more than it
+saves on a few dozen 16 px images; the pool itself is tested in test_corruptions.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+if importlib.util.find_spec("imagecorruptions") is None:  # importorskip would fail on pkg_resources
+    pytest.skip("imagecorruptions is not installed", allow_module_level=True)
+pytest.importorskip("torchattacks")
+
+from cossl_analysis import corruptions as C  # noqa: E402
+from cossl_analysis import robustness as R  # noqa: E402
+from cossl_analysis.adversarial import attack_accuracy  # noqa: E402
+from cossl_analysis.report import main  # noqa: E402
+from cossl_train.checkpoint import load_checkpoint, load_pretrained, save_checkpoint  # noqa: E402
+from cossl_train.data import DigitsDataset  # noqa: E402
+
+FAST = ["--workers", "1", "--pgd-steps", "3", "--no-progress"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def cell(rows: list[dict[str, str]], label: str, sweep: str, setting: str, column: str | None = None,
+         level: float | None = None) -> float:
+    """The accuracy of the one CSV row that matches."""
+    hits = [r for r in rows if r["label"] == label and r["sweep"] == sweep and r["setting"] == setting
+            and (column is None or float(r[column]) == level)]
+    assert len(hits) == 1, hits
+    return float(hits[0]["accuracy"])
+
+
+def eval_images(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation images, rebuilt from the digits and the indices the report recorded."""
+    meta = json.loads((out / "robustness.json").read_text())["evaluation"]
+    digits = DigitsDataset("val", 16)  # the tiny checkpoints' data config: digits at 16 px
+    index = torch.tensor(meta["indices"])
+    return digits.images[index], digits.labels[index]
+
+
+@torch.no_grad()
+def direct_accuracy(classifier: torch.nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor) -> float:
+    classifier.eval()
+    return int((classifier(images_uint8.float() / 255).argmax(1) == labels).sum()) / len(labels)
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str,
+             stop_after: int | None = None) -> dict[str, int]:
+    """Count calls of ``module.name``; with ``stop_after``, raise KeyboardInterrupt on the next call."""
+    original: Callable[..., Any] = getattr(module, name)
+    calls = {"n": 0}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if stop_after is not None and calls["n"] >= stop_after:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of a sweep
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def without_probe(src: Path, dst: Path) -> Path:
+    """A copy of a checkpoint whose run had no labels (no online probe)."""
+    state = load_checkpoint(src)
+    state["probe"] = None
+    save_checkpoint(dst, state)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------
+# one full report, shared by the tests that read it
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report_run(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("robustness") / "report"
+    argv = [str(tiny_checkpoints["byol"]), str(tiny_checkpoints["co_byol"]), "--out", str(out),
+            "--images", "48", "--corruptions", "gaussian_noise,contrast", "--severities", "1,3,5",
+            "--eps", "1,4", "--workers", "1", "--pgd-steps", "3"]  # with progress bars, as a user sees it
+    assert main(argv) == 0
+    return {"out": out, "argv": argv}
+
+
+def test_report_writes_every_file(report_run: dict[str, Any]) -> None:
+    out = report_run["out"]
+    for name in ("report.md", "robustness.json", "robustness.csv", "cells.json", "corruption.png",
+                 "adversarial.png", "internal.png", "large_crop.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert len(list((out / "corruption_cache").glob("*.npy"))) == 2 * 3  # one set per (corruption, severity)
+    rows = read_csv(out / "robustness.csv")
+    per_model = 1 + 2 * 3 + 2 * 2 + len(R.DEFAULT_STRENGTHS["noise"])  # clean, corruption, adversarial, internal
+    assert len(rows) == 2 * per_model
+    assert {r["label"] for r in rows} == {"BYOL", "CO-BYOL"}
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    assert {r["eps_255"] for r in rows if r["sweep"] == "adversarial"} == {"1.0", "4.0"}
+
+    report = (out / "report.md").read_text()
+    for text in ("## Clean accuracy", "## Common corruptions", "## Adversarial attacks", "## Internal corruption",
+                 "## Large-crop study", "single c_min", "(corruption.png)", "(adversarial.png)", "robustness.csv"):
+        assert text in report, text
+    meta = json.loads((out / "robustness.json").read_text())
+    assert meta["evaluation"]["n_images"] == 48 and len(meta["evaluation"]["indices"]) == 48
+    assert [c["c_min"] for c in meta["checkpoints"]] == [0.08, 0.08]  # read from the checkpoints' configs
+    assert all("online probe" in c["probe"] for c in meta["checkpoints"])
+
+
+def test_numbers_agree_with_a_direct_computation(report_run: dict[str, Any], tiny_checkpoints: dict) -> None:
+    out = report_run["out"]
+    rows = read_csv(out / "robustness.csv")
+    summary = json.loads((out / "robustness.json").read_text())["summary"]
+    images, labels = eval_images(out)
+    noisy = C.corrupt_batch(images, "gaussian_noise", 3, seed=0, workers=1)
+    for label, key in (("BYOL", "byol"), ("CO-BYOL", "co_byol")):
+        classifier = load_pretrained(tiny_checkpoints[key]).classifier()
+        clean = cell(rows, label, "clean", "clean")
+        assert clean == pytest.approx(direct_accuracy(classifier, images, labels), abs=1e-12)
+        assert cell(rows, label, "corruption", "gaussian_noise", "severity", 3) == pytest.approx(
+            direct_accuracy(classifier, noisy, labels), abs=1e-12)
+        # budgets are in /255 units: eps 4 means 4/255 in pixel space
+        fgsm = attack_accuracy(classifier, images.float() / 255, labels, "fgsm", eps=4 / 255)
+        assert cell(rows, label, "adversarial", "fgsm", "eps_255", 4.0) == pytest.approx(fgsm, abs=1e-12)
+        corr = [float(r["accuracy"]) for r in rows if r["label"] == label and r["sweep"] == "corruption"]
+        assert summary[label]["mean_corruption_accuracy"] == pytest.approx(np.mean(corr))
+        assert summary[label]["relative_drop"] == pytest.approx((clean - np.mean(corr)) / clean)
+        assert summary[label]["internal"]["noise"]["0.0"] == pytest.approx(clean)  # strength 0 is a no-op
+
+
+def test_rerun_recomputes_nothing(report_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cells = counting(monkeypatch, R, "compute_cell")
+    corrupted = counting(monkeypatch, R, "corrupt_batch")
+    assert main([*report_run["argv"], "--no-progress"]) == 0
+    assert cells["n"] == 0 and corrupted["n"] == 0
+    assert "resumed" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# resume after an interruption, with all 19 corruptions through the report path
+# ------------------------------------------------------------------------------------------------
+
+
+def test_interrupted_run_resumes_without_recomputing(tiny_checkpoints: dict, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    argv = [str(tiny_checkpoints["byol"]), str(tiny_checkpoints["co_byol"]), "--out", str(out), "--images", "32",
+            "--sweeps", "corruption", "--corruptions", "all", "--severities", "1", *FAST]
+    total = 2 * (1 + len(C.CORRUPTIONS))  # clean + 19 corruptions, two checkpoints
+
+    with monkeypatch.context() as patch:
+        counting(patch, R, "compute_cell", stop_after=9)  # Ctrl-C while computing the 10th cell
+        assert main(argv) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    first = json.loads((out / "cells.json").read_text())["cells"]
+    assert len(first) == 9
+    assert not (out / "report.md").exists()
+
+    cells = counting(monkeypatch, R, "compute_cell")
+    work = counting(monkeypatch, C, "_run_corruptions")  # actual corrupting, after the disk cache
+    assert main(argv) == 0
+    assert cells["n"] == total - 9
+    # The 9 cells were clean x 2 and 3.5 corruptions: the half-done 4th set comes from the cache.
+    assert work["n"] == len(C.CORRUPTIONS) - 4
+    second = json.loads((out / "cells.json").read_text())["cells"]
+    assert len(second) == total
+    assert all(second[key] == value for key, value in first.items())  # finished cells untouched
+
+    rows = read_csv(out / "robustness.csv")
+    for label in ("BYOL", "CO-BYOL"):
+        assert sorted(r["setting"] for r in rows if r["label"] == label and r["sweep"] == "corruption") == sorted(
+            C.CORRUPTIONS)
+    summary = json.loads((out / "robustness.json").read_text())["summary"]
+    assert set(summary["BYOL"]["corruption_by_name"]) == set(C.CORRUPTIONS)
+    report = (out / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in C.CORRUPTIONS)
+    assert "## Adversarial attacks" not in report  # not asked for
+
+
+# ------------------------------------------------------------------------------------------------
+# probes and the large-crop study
+# ------------------------------------------------------------------------------------------------
+
+
+def test_train_probe_for_a_checkpoint_without_one(tiny_checkpoints: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import cossl_train.evaluate as E
+
+    ckpt = without_probe(tiny_checkpoints["byol"], tmp_path / "noprobe" / "checkpoint.pt")
+    out = tmp_path / "report"
+    argv = [str(ckpt), "--out", str(out), "--images", "32", "--sweeps", "none", "--train-probe", "--format", "html",
+            "eval.linear_epochs=5", *FAST]
+    trained = counting(monkeypatch, E, "linear_probe")
+    assert main(argv) == 0
+    assert trained["n"] == 1
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and 'src="data:image/png;base64,' in html
+    meta = json.loads((out / "robustness.json").read_text())
+    assert "trained by cossl-robustness" in meta["checkpoints"][0]["probe"]
+    (probe_file,) = (out / "probes").glob("*.probe.pt")
+    assert not ckpt.with_suffix(".probe.pt").exists()  # nothing written beside the user's checkpoint
+
+    pre = load_pretrained(ckpt)
+    probe = torch.nn.Linear(pre.encoder.num_features, 10)
+    probe.load_state_dict(torch.load(probe_file, weights_only=True)["probe"])
+    pre.probe = probe
+    images, labels = eval_images(out)
+    clean = cell(read_csv(out / "robustness.csv"), "BYOL", "clean", "clean")
+    assert clean == pytest.approx(direct_accuracy(pre.classifier(), images, labels), abs=1e-12)
+
+    assert main(argv) == 0
+    assert trained["n"] == 1  # the stored probe is reused, so are the cells
+
+
+def test_large_crop_study_reads_c_min_from_configs(tiny_checkpoints: dict, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = [str(tiny_checkpoints["byol"])]
+    for c_min in (0.3, 0.7):  # same weights, other recorded crop scale: enough for the study's bookkeeping
+        state = load_checkpoint(tiny_checkpoints["byol"])
+        state["config"]["augment"]["c_min"] = c_min
+        save_checkpoint(tmp_path / f"c{c_min}" / "checkpoint.pt", state)
+        paths.append(str(tmp_path / f"c{c_min}" / "checkpoint.pt"))
+    paths.append(str(tiny_checkpoints["co_byol"]))
+    cells = counting(monkeypatch, R, "compute_cell")
+    out = tmp_path / "report"
+    assert main([*paths, "--out", str(out), "--images", "32", "--sweeps", "none", *FAST]) == 0
+    assert cells["n"] == 2  # identical weights share their cells: BYOL once, CO-BYOL once
+    crop = json.loads((out / "robustness.json").read_text())["large_crop"]
+    assert [r["c_min"] for r in crop["BYOL"]] == [0.08, 0.3, 0.7]
+    assert [r["label"] for r in crop["BYOL"]] == ["BYOL c_min=0.08", "BYOL c_min=0.3", "BYOL c_min=0.7"]
+    assert len({r["clean"] for r in crop["BYOL"]}) == 1
+    report = (out / "report.md").read_text()
+    assert "Methods with a single c_min: CO-BYOL (0.08)" in report
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: one line on stderr, exit status 2
+# ------------------------------------------------------------------------------------------------
+
+
+def _unlabelled_folder(root: Path) -> Path:
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    for i, image in enumerate(DigitsDataset("val", 16).images[:20]):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / f"{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("unknown_corruption", "unknown corruption 'fogg'"),
+        ("severity_6", "severity 6 is outside 1-5"),
+        ("bad_eps", "eps -1 must be within 0-255"),
+        ("unlabelled", "has no labels"),
+        ("no_probe", "has no linear probe; run `cossl-train linear-probe"),
+        ("missing_checkpoint", "checkpoint not found"),
+        ("other_resolution", "different resolutions"),
+        ("bad_override", "not allowed here"),
+        ("wrong_label_count", "--labels gives 1 labels for 2 checkpoints"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(case: str, expected: str, tiny_checkpoints: dict, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    byol, co_byol = str(tiny_checkpoints["byol"]), str(tiny_checkpoints["co_byol"])
+    out = ["--out", str(tmp_path / "report"), *FAST]
+    if case == "unknown_corruption":
+        argv = [byol, "--corruptions", "gaussian_noise,fogg", *out]
+    elif case == "severity_6":
+        argv = [byol, "--severities", "1,6", *out]
+    elif case == "bad_eps":
+        argv = [byol, "--eps", "-1", *out]
+    elif case == "unlabelled":
+        folder = _unlabelled_folder(tmp_path / "flat")
+        argv = [byol, "data.dataset=imagefolder", f"data.root={folder}", *out]
+    elif case == "no_probe":
+        argv = [str(without_probe(tiny_checkpoints["byol"], tmp_path / "noprobe.pt")), *out]
+    elif case == "missing_checkpoint":
+        argv = [str(tmp_path / "nowhere.pt"), *out]
+    elif case == "other_resolution":
+        state = load_checkpoint(tiny_checkpoints["co_byol"])
+        state["config"]["augment"]["resolution"] = 32
+        save_checkpoint(tmp_path / "r32.pt", state)
+        argv = [byol, str(tmp_path / "r32.pt"), *out]
+    elif case == "bad_override":
+        argv = [byol, "backbone.width=4", *out]
+    else:
+        argv = [byol, co_byol, "--labels", "A", *out]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("cossl-robustness: error: ") and expected in lines[0], lines[0]
+    assert not (tmp_path / "report" / "cells.json").exists()  # nothing was computed
+
+
+def test_argparse_errors_are_one_line_too(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ckpt.pt"]) == 2  # --out missing
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0]
+
+
+def test_parsers() -> None:
+    assert R.parse_corruptions("all") == C.CORRUPTIONS
+    assert R.parse_corruptions("contrast,noise") == ("gaussian_noise", "shot_noise", "impulse_noise", "contrast")
+    assert len(R.parse_corruptions("common")) == 15
+    assert R.parse_severities("5,1,1") == (1, 5)
+    assert R.parse_eps("4,0.5") == (0.5, 4.0)
+    assert R.parse_sweeps("none") == ()
+    with pytest.raises(R.RobustnessError, match="not an integer"):
+        R.parse_severities("1.5")
+    with pytest.raises(R.RobustnessError, match="unknown attack"):
+        R.parse_attacks("cw")
