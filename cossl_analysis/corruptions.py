@@ -105,6 +105,8 @@ SHIMMED_CORRUPTIONS: dict[str, str] = {
     "glass_blur": "skimage.filters.gaussian: multichannel=True -> channel_axis=-1 "
     "(keyword deprecated in scikit-image 0.19, gone in 0.26)",
     "fog": "np.float_ -> np.float64 in plasma_fractal (np.float_ removed in numpy 2.0)",
+    "spatter": "np.max of an empty liquid layer is 0 and m /= np.max(m) turns the image to NaN (seen on "
+    "small images at severity 1): a zero maximum divides by 1 instead, leaving the layer empty",
     "impulse_noise": "runs, but skimage.util.random_noise (0.26) draws from a fresh default_rng: it gets "
     "an rng drawn from np.random's global state so that seeding makes it reproducible",
 }
@@ -114,7 +116,7 @@ MIN_LIBRARY_SIZE = 32  # imagecorruptions.corrupt refuses images below 32 px
 
 # Bump when anything changes what a (images, name, severity, seed, min_size) tuple maps to, so
 # stale cache files are never read back.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +212,12 @@ def _random_noise_global_rng(image: np.ndarray, mode: str = "gaussian", rng: Any
     return random_noise(image, mode=mode, rng=rng, **kwargs)
 
 
+def _max_never_zero(a: Any, *args: Any, **kwargs: Any) -> Any:
+    """``np.max`` for spatter's normalisation, where it is only ever a divisor: 0 becomes 1."""
+    m = np.max(a, *args, **kwargs)
+    return np.where(m == 0, 1, m) if isinstance(m, np.ndarray) else (m if m != 0 else 1)
+
+
 @functools.cache
 def _compat_namespace() -> dict[str, Any]:
     """Globals for shimmed copies of imagecorruptions' functions.
@@ -224,7 +232,7 @@ def _compat_namespace() -> dict[str, Any]:
     module = import_imagecorruptions().corruptions
     namespace = dict(vars(module))
     namespace["gaussian"] = _gaussian_compat
-    namespace["np"] = _ModuleProxy(np, float_=np.float64)
+    namespace["np"] = _ModuleProxy(np, float_=np.float64, max=_max_never_zero)
     namespace["sk"] = _ModuleProxy(
         skimage, util=_ModuleProxy(skimage.util, random_noise=_random_noise_global_rng)
     )
