@@ -1,0 +1,573 @@
+"""Throughput benchmark: training images/s of byol, co_byol, simclr and co_simclr, same settings.
+
+``python -m cossl_train.bench`` times, for each method in turn and with the same backbone, input
+size and batch, the full training step of ``trainer.pretrain``: device-side photometric
+augmentation of both views (seeded per step, as in training), forward under autocast, backward,
+learning-rate update, optimizer step and the EMA update of the momentum targets. The online
+linear probe and logging are left out. Per-step times are taken with the device synchronised; the
+first ``--warmup`` steps of each method (allocator warm-up, cuDNN autotuning, ``torch.compile``)
+are excluded; the timed steps of the methods are interleaved in ``--rounds`` rounds, so that a
+burst of load on a shared machine hits all methods alike; images/s is computed from the *median*
+step time, which such noise disturbs less than the mean (the JSON also has the mean, and the
+machine's load average before and after).
+
+The step input is a few loader batches fetched beforehand and kept on the device, so the model
+timing does not include the loader; the loader alone (sampler + dataset + ``TwoViewCrop`` +
+collate, ``--workers`` processes) is timed afterwards.
+
+Reported per method: images/s, median step time, CO/base step-time ratio (co_byol/byol and
+co_simclr/simclr), and peak memory over the method's build and warm-up, above what was in use
+before it was built (so: its weights, optimizer state, momentum targets and step activations):
+on CUDA ``torch.cuda.max_memory_allocated`` (reset before each method); on CPU the peak resident
+set size of a fresh process per method (one long-lived process would favour the methods measured
+later: memory freed by earlier ones stays resident in the allocator), read from Linux's
+``VmHWM`` after a reset through ``/proc/self/clear_refs`` -- the counter behind
+``resource.getrusage``'s ``ru_maxrss``, which in a spawned child also carries its parent's RSS
+and so cannot be used there -- or from ``ru_maxrss`` where there is no /proc (then without a
+reset; the output says which). The JSON also has the absolute peak and the level before.
+
+Defaults are a CPU proxy meant to finish in about a minute on 2 idle cores: ResNet-18, width 16,
+small-image stem, 32 px, batch 64, fp32 (bf16 autocast on a CPU without native bf16, such as an
+AVX2-only one, is emulated and several times slower than fp32), embedded digits. On a GPU::
+
+    python -m cossl_train.bench --device cuda --backbone resnet50 --width 64 --no-small-image \\
+        --resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic \\
+        --workers 8 --steps 30 --warmup 10 --json bench_r50.json
+
+(add ``--compile`` for ``torch.compile``). ``--dataset synthetic`` feeds random uint8 images
+(no files needed; no JPEG decoding either, so the loader figure is an upper bound for real
+ImageNet). Trailing ``key=value`` overrides change any other config key (``co.proj_hidden=512``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .augment import BatchPhotometric, TwoViewCrop
+from .config import Config, apply_overrides, load_config
+from .data import PretrainDataset, build_loader, build_pretrain_dataset
+from .ema import cosine_ema_rate, ema_update_
+from .methods import build_method
+from .optim import build_optimizer, effective_lr, set_lr, warmup_cosine
+from .trainer import Runtime, resolve_runtime, seed_everything, step_seed
+
+METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr")
+#: distinct loader batches kept on the device and cycled through by the timed steps
+INPUT_BATCHES = 4
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+class SyntheticImages(Dataset):
+    """``n`` random uint8 images (3, size, size) with labels ``i % 10``, for benchmarks without data.
+
+    A fixed pool of ``pool`` images is drawn once (seeded) and indexed modulo its size, so that
+    drawing random numbers is not part of what the loader benchmark measures and memory stays
+    small whatever ``n``.
+    """
+
+    def __init__(self, n: int, size: int, pool: int = 64, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.n = int(n)
+        self.images = torch.randint(0, 256, (min(pool, n), 3, size, size), dtype=torch.uint8, generator=g)
+        self.classes = [str(c) for c in range(10)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.images[i % len(self.images)], i % 10
+
+
+def synthetic_source_size(resolution: int) -> int:
+    """Side of the synthetic source images: resolution x 8/7 (256 for 224, the usual resized
+    ImageNet side), so RandomResizedCrop resamples as it would on real photos."""
+    return max(resolution, int(round(resolution * 8 / 7)))
+
+
+def build_dataset(cfg: Config, dataset: str, n: int) -> PretrainDataset:
+    """The pre-training dataset of the benchmark: the embedded digits at the resolution, or ``n``
+    synthetic images, both behind the training pipeline's ``TwoViewCrop``."""
+    if dataset == "digits":
+        return build_pretrain_dataset(cfg.data, cfg.augment)
+    if dataset == "synthetic":
+        base = SyntheticImages(n, synthetic_source_size(cfg.augment.resolution))
+        return PretrainDataset(base, TwoViewCrop(cfg.augment))
+    raise ValueError(f"--dataset must be digits or synthetic, got {dataset!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# memory
+# --------------------------------------------------------------------------------------------
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm_mib() -> float | None:
+    """Linux's peak RSS of this process's address space (``VmHWM``), or None without /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _peak_rss_mib() -> tuple[float, str]:
+    """Peak resident set size of this process, and where it was read.
+
+    ``getrusage``'s ``ru_maxrss`` is the maximum of the process's own peak (Linux ``VmHWM``, which
+    ``/proc/self/clear_refs`` resets) and a value inherited at ``exec``: the RSS of the parent at
+    fork time. In a child spawned by a big benchmark process that inherited value hides the
+    child's own peak, so on Linux ``VmHWM`` is read directly; elsewhere ``ru_maxrss`` is used
+    (KiB on Linux, bytes on macOS).
+    """
+    hwm = _vm_hwm_mib()
+    if hwm is not None:
+        return hwm, "VmHWM (/proc/self/status)"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (peak / 2**20 if sys.platform == "darwin" else peak / 2**10), "getrusage ru_maxrss"
+
+
+def _release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``), so that memory a
+    previous method freed but the allocator kept resident does not hide the next method's growth
+    from the RSS measure. A no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _current_rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return float("nan")
+
+
+class PeakMemory:
+    """Peak memory of the block between ``reset()`` and ``read()``: CUDA allocator or CPU RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = ""
+        self.baseline = float("nan")
+
+    def reset(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device) / 2**20
+            self.kind = "CUDA max_memory_allocated, reset before each method"
+        else:
+            _release_free_heap()
+            self.baseline = _current_rss_mib()
+            reset = _reset_peak_rss()
+            source = _peak_rss_mib()[1]
+            self.kind = (f"CPU peak RSS ({source}), reset before each method" if reset
+                         else f"CPU peak RSS since the process started ({source}; no reset allowed)")
+
+    def read(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return _peak_rss_mib()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fetch_inputs(ds: Dataset, cfg: Config, rt: Runtime, n: int = INPUT_BATCHES) -> list[tuple[Tensor, Tensor]]:
+    """``n`` loader batches of uint8 crops, moved to the device once (the model timing then
+    excludes the loader, which is timed separately)."""
+    loader = build_loader(ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=0, num_workers=0,
+                          drop_last=True, device=rt.device)
+    out = []
+    for i, batch in enumerate(loader):
+        if i == n:
+            break
+        out.append((batch.view1.to(rt.device), batch.view2.to(rt.device)))
+    if not out:
+        raise ValueError(f"batch size {cfg.train.batch_size} is larger than the dataset ({len(ds)} images)")
+    return out
+
+
+class StepRunner:
+    """One method ready to train: ``step(i)`` runs training step ``i`` and returns its duration.
+
+    The step is ``trainer.pretrain``'s inner loop without the online probe and logging.
+    """
+
+    def __init__(self, cfg: Config, rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], total_steps: int) -> None:
+        self.cfg, self.rt, self.inputs, self.total = cfg, rt, inputs, total_steps
+        seed_everything(cfg.train.seed)
+        method = build_method(cfg).to(rt.device)
+        if cfg.train.channels_last:
+            method = method.to(memory_format=torch.channels_last)
+        self.method = method.train()
+        self.peak_lr = effective_lr(cfg.optim, cfg.train.batch_size)
+        self.optimizer = build_optimizer(method, cfg.optim, self.peak_lr)
+        self.photometric = [BatchPhotometric(cfg.augment, view=v).to(rt.device) for v in (0, 1)]
+        self.forward = torch.compile(method) if cfg.train.compile else method
+        self.autocast = (lambda: torch.autocast(rt.device.type, dtype=rt.dtype)) if rt.dtype else nullcontext
+
+    def step(self, i: int) -> float:
+        cfg, rt = self.cfg, self.rt
+        _sync(rt.device)
+        t0 = time.perf_counter()
+        v1, v2 = self.inputs[i % len(self.inputs)]
+        s = step_seed(cfg.train.seed, 0, i, 0)
+        v1, v2 = self.photometric[0](v1, seed=s), self.photometric[1](v2, seed=s + 1)
+        if cfg.train.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            out = self.forward(v1, v2)
+        loss = out.loss.float()
+        if not torch.isfinite(loss):  # the trainer's per-step check (a device sync, as there)
+            raise FloatingPointError(f"{cfg.method.name}: loss {loss.item()} at benchmark step {i}")
+        loss.backward()
+        set_lr(self.optimizer, warmup_cosine(i, self.total, 0, self.peak_lr, cfg.optim.min_lr_ratio))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        pairs = self.method.momentum_pairs()
+        if pairs:
+            ema_update_(pairs, cosine_ema_rate(i, self.total, cfg.method.ema_base))
+        del out, loss
+        _sync(rt.device)
+        return time.perf_counter() - t0
+
+
+def cpu_memory_probe(cfg: Config, rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], warmup: int,
+                     threads: int) -> dict[str, Any]:
+    """Peak RSS of one method's build and ``warmup`` steps, meant to run in a fresh process.
+
+    In one long-lived process the RSS measure is unfair to the methods measured later: memory
+    that earlier ones freed stays resident in the allocator and one-time costs (oneDNN kernels,
+    kornia) are paid by the first. A fresh process per method pays the same start-up for each.
+    """
+    torch.set_num_threads(threads)
+    memory = PeakMemory(rt.device)
+    memory.reset()
+    runner = StepRunner(cfg, rt, inputs, warmup)
+    for i in range(warmup):
+        runner.step(i)
+    peak = memory.read()
+    return {"peak_memory_mib": peak - memory.baseline, "peak_memory_absolute_mib": peak,
+            "memory_before_mib": memory.baseline, "memory_kind": memory.kind + ", one fresh process per method"}
+
+
+def _split(steps: int, rounds: int) -> list[int]:
+    """``steps`` as ``rounds`` near-equal positive parts."""
+    rounds = max(1, min(rounds, steps))
+    return [steps // rounds + (1 if k < steps % rounds else 0) for k in range(rounds)]
+
+
+def time_methods(cfgs: dict[str, Config], rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], steps: int,
+                 warmup: int, rounds: int = 4, progress: bool = True,
+                 isolate_cpu_memory: bool = True) -> dict[str, dict[str, Any]]:
+    """Time ``steps`` training steps of every method after ``warmup`` untimed ones each.
+
+    Methods are built and warmed up one after the other; peak memory is read over each one's
+    build and warm-up (optimizer state and autotuning included) and reported above what was in use
+    before it was built. On the CPU (with ``isolate_cpu_memory``) that reading is then replaced by
+    one taken in a fresh process per method (:func:`cpu_memory_probe`).
+
+    The timed steps then run in ``rounds`` rounds, each method taking its share of steps in every
+    round, in an order rotated from round to round: a burst of load from another user of a shared
+    machine then falls on all methods alike instead of on one of them, which keeps the CO/base
+    ratios meaningful.
+    """
+    names = list(cfgs)
+    total = warmup + steps
+    bar = tqdm(total=total * len(names), desc="bench", unit="step", leave=False, disable=not progress)
+    runners: dict[str, StepRunner] = {}
+    results: dict[str, dict[str, Any]] = {}
+    memory = PeakMemory(rt.device)
+    for name in names:
+        memory.reset()
+        runner = StepRunner(cfgs[name], rt, inputs, total)
+        first = float("nan")
+        for i in range(warmup):
+            dt = runner.step(i)
+            first = dt if i == 0 else first
+            bar.update(1)
+        peak = memory.read()
+        runners[name] = runner
+        results[name] = {
+            "first_step_s": first,
+            "peak_memory_mib": peak - memory.baseline,
+            "peak_memory_absolute_mib": peak,
+            "memory_before_mib": memory.baseline,
+            "memory_kind": memory.kind,
+            "encoder_params": sum(p.numel() for p in runner.method.encoder.parameters()),
+            "params": sum(p.numel() for p in runner.method.parameters()),
+        }
+    times: dict[str, list[float]] = {n: [] for n in names}
+    i = warmup
+    for k, share in enumerate(_split(steps, rounds)):
+        order = names[k % len(names):] + names[:k % len(names)]
+        for name in order:
+            for j in range(share):
+                times[name].append(runners[name].step(i + j))
+                bar.update(1)
+        i += share
+    bar.close()
+    for name in names:
+        ts = sorted(times[name])
+        median = statistics.median(ts)
+        batch = cfgs[name].train.batch_size
+        results[name] = {
+            "images_per_s": batch / median,
+            "images_per_s_mean": batch * len(ts) / sum(ts),
+            "step_ms_median": median * 1e3,
+            "step_ms_mean": statistics.fmean(ts) * 1e3,
+            "step_ms_p90": ts[min(len(ts) - 1, int(math.ceil(0.9 * len(ts))) - 1)] * 1e3,
+            **results[name],
+        }
+    del runners
+    gc.collect()
+    if rt.device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif isolate_cpu_memory:
+        import importlib
+        import multiprocessing as mp
+
+        # spawn, not fork: a fresh interpreter, with none of this process's allocations resident;
+        # the probe is looked up by module name so that it also resolves under ``python -m``
+        probe = importlib.import_module("cossl_train.bench").cpu_memory_probe
+        with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+            for name in tqdm(names, desc="memory", leave=False, disable=not progress):
+                results[name].update(pool.apply(probe, (cfgs[name], rt, list(inputs), warmup,
+                                                        torch.get_num_threads())))
+    return results
+
+
+def time_loader(ds: Dataset, cfg: Config, rt: Runtime, workers: int, batches: int, warmup: int = 2) -> dict[str, Any]:
+    """Images/s of the data loader alone (sampler + dataset + TwoViewCrop + collate), ``workers``
+    worker processes, over ``batches`` batches after ``warmup`` (worker start-up). Like the
+    trainer, a new loader is built for every epoch, so a small dataset pays worker start-up again
+    at each pass."""
+    bs = cfg.train.batch_size
+    per_epoch = len(ds) // bs  # type: ignore[arg-type]
+    if per_epoch < 1:
+        raise ValueError(f"batch size {bs} is larger than the dataset ({len(ds)} images)")  # type: ignore[arg-type]
+    seen, timed, t0 = 0, 0, 0.0
+    epoch = 0
+    while timed < batches:
+        loader = build_loader(ds, bs, shuffle=True, seed=cfg.train.seed, epoch=epoch, num_workers=workers,
+                              drop_last=True, device=rt.device)
+        for batch in loader:
+            if seen == warmup:
+                t0 = time.perf_counter()
+            elif seen > warmup:
+                timed += 1
+                if timed == batches:
+                    break
+            seen += 1
+            del batch
+        epoch += 1
+    elapsed = time.perf_counter() - t0
+    # the batch that started the clock is not counted: ``batches`` batches arrived after it
+    return {"images_per_s": batches * bs / elapsed, "batches": batches, "workers": workers, "epochs": epoch}
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m cossl_train.bench",
+        description="Training throughput of byol, co_byol, simclr and co_simclr (same backbone, input and batch), "
+                    "CO/base step-time ratio, peak memory, and data-loader throughput.",
+        epilog="GPU: python -m cossl_train.bench --device cuda --backbone resnet50 --width 64 --no-small-image "
+               "--resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic --workers 8",
+    )
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
+    p.add_argument("--backbone", default="resnet18", help="a name from `cossl-train backbones` (default: resnet18)")
+    p.add_argument("--width", type=int, default=16, help="backbone base width (default: 16; 64 = standard)")
+    p.add_argument("--small-image", action=argparse.BooleanOptionalAction, default=True,
+                   help="small-image stem (default: on; --no-small-image for the ImageNet stem)")
+    p.add_argument("--resolution", type=int, default=32, help="crop side in pixels (default: 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="per step (default: 64)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per method (default: 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per method before them (default: 3)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="timed steps are interleaved across methods in this many rounds (default: 4)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 on GPUs that support it, fp32 on CPU (default)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is in warm-up)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="set torch.backends.cudnn.benchmark (the trainer leaves it off)")
+    p.add_argument("--optim", default="lars", choices=("lars", "sgd", "adamw"), help="default: lars")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the loader timing (default: 2)")
+    p.add_argument("--loader-batches", type=int, default=20, help="batches timed for the loader (default: 20)")
+    p.add_argument("--dataset", default="digits", choices=("digits", "synthetic"),
+                   help="digits (embedded) or synthetic random uint8 images (default: digits)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="extra key=value config overrides, e.g. co.proj_hidden=512")
+    return p
+
+
+def bench_config(args: argparse.Namespace) -> Config:
+    """The benchmark's config: defaults, the flags, then the trailing overrides."""
+    flags = [
+        f"backbone.name={args.backbone}", f"backbone.width={args.width}",
+        f"backbone.small_image={str(args.small_image).lower()}", f"augment.resolution={args.resolution}",
+        f"train.batch_size={args.batch_size}", f"train.precision={args.precision}",
+        f"train.channels_last={str(args.channels_last).lower()}", f"train.compile={str(args.compile).lower()}",
+        f"train.device={args.device}", f"optim.name={args.optim}", "data.dataset=digits",
+        f"data.digits_size={args.resolution}", f"data.num_workers={args.workers}",
+    ]
+    return load_config(None, [*flags, *args.overrides])
+
+
+def _load_average() -> float:
+    """1-minute load average: how busy a shared machine was (NaN where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def format_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) -> str:
+    lines = [f"{'method':<11}{'img/s':>9}{'step ms':>10}{'vs base':>9}{'peak MiB':>10}{'first step s':>14}"]
+    for name, r in results.items():
+        ratio = ratios.get(f"{name}/{name[3:]}") if name.startswith("co_") else None
+        lines.append(f"{name:<11}{r['images_per_s']:>9.1f}{r['step_ms_median']:>10.1f}"
+                     f"{(f'{ratio:.2f}x' if ratio else ''):>9}{r['peak_memory_mib']:>10.0f}{r['first_step_s']:>14.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        print(f"cossl_train.bench: error: --methods must name some of {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
+        # warm-up >= 1: peak memory is read over the warm-up (the first step allocates optimizer state)
+        print("cossl_train.bench: error: need --steps >= 1, --warmup >= 1 and --rounds >= 1", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    cfg = bench_config(args)
+    rt = resolve_runtime(cfg)
+    precision = "bf16" if rt.dtype is not None else "fp32"
+    if rt.device.type == "cpu" and precision == "bf16":
+        print("note: bf16 autocast on this CPU may be emulated (several times slower than fp32)", file=sys.stderr)
+    progress = not args.no_progress
+
+    n_synthetic = max(cfg.train.batch_size * (args.loader_batches + 4), cfg.train.batch_size * INPUT_BATCHES)
+    ds = build_dataset(cfg, args.dataset, n_synthetic)
+    inputs = fetch_inputs(ds, cfg, rt)
+
+    settings = {
+        "backbone": cfg.backbone.name, "width": cfg.backbone.width, "small_image": cfg.backbone.small_image,
+        "resolution": cfg.augment.resolution, "batch_size": cfg.train.batch_size, "steps": args.steps,
+        "warmup": args.warmup, "rounds": len(_split(args.steps, args.rounds)),
+        "device": str(rt.device), "device_name": _device_name(rt.device),
+        "precision": precision, "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
+        "optim": cfg.optim.name, "dataset": args.dataset, "workers": args.workers,
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "overrides": list(args.overrides),
+        "load_average_before": _load_average(),
+    }
+    print(f"cossl_train.bench: {settings['backbone']} width {settings['width']}"
+          f"{' small-image' if settings['small_image'] else ''}, {settings['resolution']} px, batch "
+          f"{settings['batch_size']}, {settings['device']} ({settings['device_name']}) {precision}, channels_last "
+          f"{'on' if settings['channels_last'] else 'off'}, compile {'on' if settings['compile'] else 'off'}, "
+          f"{settings['threads']} threads; median of {args.steps} steps after {args.warmup} warm-up, "
+          f"interleaved in {settings['rounds']} rounds", flush=True)
+
+    cfgs = {name: apply_overrides(cfg, [f"method.name={name}"]) for name in methods}
+    results = time_methods(cfgs, rt, inputs, args.steps, args.warmup, rounds=args.rounds, progress=progress)
+    ratios = {f"{m}/{m[3:]}": results[m]["step_ms_median"] / results[m[3:]]["step_ms_median"]
+              for m in results if m.startswith("co_") and m[3:] in results}
+
+    del inputs
+    loader = time_loader(ds, cfg, rt, args.workers, args.loader_batches)
+
+    print(format_table(results, ratios))
+    ratio_text = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+    if ratio_text:
+        print(f"CO/base step-time ratio: {ratio_text}")
+    print(f"data loader alone ({args.dataset}, TwoViewCrop at {cfg.augment.resolution} px, workers={args.workers}): "
+          f"{loader['images_per_s']:.0f} img/s")
+    print(f"peak MiB: {next(iter(results.values()))['memory_kind']}; above the level before the method "
+          "was built (absolute values in the JSON)")
+    if rt.device.type == "cpu":
+        print("note: CPU timings; on a shared machine they are noisy (medians reduce, not remove, the noise)")
+
+    settings["load_average_after"] = _load_average()
+    if rt.device.type == "cpu":
+        print(f"load average (1 min) before/after: {settings['load_average_before']:.1f} / "
+              f"{settings['load_average_after']:.1f} on {os.cpu_count()} CPUs")
+    if args.json:
+        record = {"settings": settings, "methods": results, "ratios": ratios, "loader": loader}
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

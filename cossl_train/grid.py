@@ -1,0 +1,667 @@
+"""The Figure 3A grid: ImageNet-100 top-1 against receptive-field size, for several c_min.
+
+``python -m cossl_train.grid`` builds the grid of cells, one pre-training run each:
+
+* CO-BYOL (the base config's method) x backbone x c_min, with the backbones ordered by RF:
+  ``bagnet33`` (RF 33, the paper's stand-in for the smallest RF, which no RF-ResNet reaches), the
+  RF-ResNet presets ``rf_resnet50_rf43`` .. ``rf_resnet50_rf299``, and ``resnet50`` for the
+  largest RF (427 px; the paper's "425 x 425, we use a ResNet50"). ``rf_resnet50_rf427`` is the
+  same network as ``resnet50`` (same layers, same RF) and is left out so that RF is not trained
+  twice; name it in ``--backbones`` to add it.
+* c_min in {0.1, 0.2, 0.3, 0.4, 0.7} (the paper's values).
+* References: the base method without the CO term (BYOL) on ``resnet50``, one per c_min. The
+  paper shows "BYOL with ResNet-50, as a reference baseline" without saying at which c_min; one per
+  c_min costs 5 runs more than a single one, and gives the BYOL side of Figure 5 (accuracy against
+  c_min) and of the large-crop robustness study at no extra cost. ``--no-reference`` drops them.
+
+Default: 8 backbones x 5 c_min = 40 CO-BYOL cells + 5 BYOL references = 45 runs.
+
+Each cell lives in ``<out>/<cell name>/`` (the trainer's checkpoint, logs and metrics, plus
+``grid_eval.json`` with its offline evaluation). Modes:
+
+* ``--dry-run`` (default): list the cells with their status (todo / partial / trained / evaluated).
+* ``--print-commands``: one ``torchrun ... -m cossl_train pretrain ... --resume`` line per cell, for a
+  cluster scheduler; ``--slurm FILE`` writes a Slurm array script (one task per cell, which trains
+  and then evaluates its cell).
+* ``--run``: train the cells one after the other in this process (finished cells are skipped,
+  interrupted ones resumed through the trainer's ``--resume``), evaluate each checkpoint (offline
+  linear probe and weighted kNN, ``evaluate.evaluate_encoder``), then write the results table.
+* ``--evaluate``: evaluate trained cells that have no up-to-date evaluation yet.
+* ``--collect``: ``--evaluate``, then write the results table.
+
+The results table (``<out>/results.csv`` unless ``--csv``) has one row per evaluated cell with the
+columns of :data:`CSV_COLUMNS`; ``rf`` comes from ``backbones.backbone_info`` for the backbone as
+actually built (a ``backbone.small_image`` or ``backbone.width`` override changes it). The
+Figure 3A notebook reads this file.
+
+``key=value`` overrides apply to every cell (data paths, epochs, a smaller width for a smoke
+test); the keys the grid sets per cell (:data:`CELL_KEYS`) are refused there. Example, a tiny grid
+on the embedded digits that runs on a laptop CPU::
+
+    python -m cossl_train.grid --run --out runs/tiny_grid --backbones rf_resnet50_rf43,resnet50 \\
+        --c-min 0.2,0.7 data.dataset=digits data.digits_size=16 augment.resolution=16 \\
+        backbone.small_image=true backbone.width=8 train.epochs=1 train.max_steps_per_epoch=2 \\
+        train.precision=fp32 data.num_workers=0 optim.name=adamw optim.lr=2e-3 optim.lr_scaling=none
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .backbones import PRESETS, backbone_info, list_backbones
+from .config import Config, ConfigError, apply_overrides, load_config
+from .trainer import CHECKPOINT_NAME
+
+log = logging.getLogger("cossl_train.grid")
+
+#: the paper's minimum crop scales (Figure 3A)
+C_MINS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.7)
+#: the reference backbone (BYOL baseline) and the network used for the largest RF
+REFERENCE_BACKBONE = "resnet50"
+#: default backbones, by growing RF: BagNet-33, the RF-ResNet presets below ResNet-50's RF, ResNet-50
+GRID_BACKBONES: tuple[str, ...] = (
+    "bagnet33",
+    *(name for name in PRESETS if name != "rf_resnet50_rf427"),
+    REFERENCE_BACKBONE,
+)
+#: the packaged base config of the grid
+DEFAULT_CONFIG = "imagenet100_grid.yaml"
+#: columns of the results table, in order
+CSV_COLUMNS: tuple[str, ...] = (
+    "method", "backbone", "rf", "c_min", "epochs", "linear_top1", "linear_top5", "knn_top1", "checkpoint",
+)
+#: config keys set per cell; user overrides of these are refused (use --backbones, --c-min, --out)
+CELL_KEYS: tuple[str, ...] = ("method.name", "backbone.name", "augment.c_min", "train.out_dir")
+#: file (in a cell's folder) holding its offline evaluation
+EVAL_NAME = "grid_eval.json"
+
+
+class GridError(ValueError):
+    """A grid that cannot be built or used as asked; the message is one line."""
+
+
+# --------------------------------------------------------------------------------------------
+# cells
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One pre-training run of the grid.
+
+    Attributes:
+        method: ``method.name`` of the run (``co_byol`` for grid cells, ``byol`` for references).
+        backbone: ``backbone.name``.
+        c_min: ``augment.c_min``.
+        rf: receptive-field side (pixels) of the backbone as built (``backbone_info``).
+        out_dir: the run's ``train.out_dir``.
+        reference: whether this is a baseline reference rather than a grid cell.
+    """
+
+    method: str
+    backbone: str
+    c_min: float
+    rf: int
+    out_dir: Path
+    reference: bool = False
+
+    @property
+    def name(self) -> str:
+        """Folder and display name, e.g. ``co_byol_rf_resnet50_rf43_cmin0.2``."""
+        return cell_name(self.method, self.backbone, self.c_min)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def overrides(self) -> list[str]:
+        """The dotted overrides that turn the base config into this cell's config."""
+        return [f"method.name={self.method}", f"backbone.name={self.backbone}",
+                f"augment.c_min={self.c_min:g}", f"train.out_dir={self.out_dir}"]
+
+
+def cell_name(method: str, backbone: str, c_min: float) -> str:
+    return f"{method}_{backbone}_cmin{c_min:g}"
+
+
+def cell_config(base: Config, cell: Cell) -> Config:
+    """The full config of ``cell``: the base config (with user overrides) plus the cell's keys."""
+    return apply_overrides(base, cell.overrides())
+
+
+def reference_method(method: str) -> str | None:
+    """The base method of a CO method (``co_byol`` -> ``byol``); None for a base method."""
+    return method[len("co_"):] if method.startswith("co_") else None
+
+
+@functools.cache
+def _rf(name: str, small_image: bool, width: int) -> int:
+    """RF side of a backbone as built (cached: each call builds the network on the meta device)."""
+    return int(backbone_info(name, small_image=small_image, width=width)["rf"])
+
+
+@functools.cache
+def _small_image_available(name: str) -> bool:
+    return bool(backbone_info(name)["small_image_available"])
+
+
+def build_grid(base: Config, out: str | Path, backbones: Sequence[str] | None = None,
+               c_mins: Sequence[float] | None = None, reference: bool = True,
+               method: str | None = None) -> list[Cell]:
+    """The cells of the grid, grid cells first (by backbone, then c_min), then the references.
+
+    Args:
+        base: base config (user overrides applied); its ``backbone.small_image`` and
+            ``backbone.width`` define the networks, hence the RF values.
+        out: grid folder; cell ``c`` runs in ``out / c.name``.
+        backbones: backbone names (default :data:`GRID_BACKBONES`), kept in the given order.
+        c_mins: minimum crop scales (default :data:`C_MINS`).
+        reference: add one ``reference_method(method)`` run on ``resnet50`` per c_min.
+        method: the grid's method (default ``base.method.name``).
+
+    Raises:
+        GridError: unknown or repeated backbone, c_min outside (0, c_max], or a backbone that
+            cannot be built with ``backbone.small_image``.
+    """
+    out = Path(out).absolute()
+    backbones = list(GRID_BACKBONES if backbones is None else backbones)
+    c_mins = [float(c) for c in (C_MINS if c_mins is None else c_mins)]
+    method = method or base.method.name
+    known = list_backbones()
+    for name in backbones:
+        if name not in known:
+            raise GridError(f"unknown backbone {name!r}; available: {', '.join(known)}")
+    for seq, what in ((backbones, "backbone"), ([f"{c:g}" for c in c_mins], "c_min")):
+        dup = sorted({x for x in seq if seq.count(x) > 1})
+        if dup:
+            raise GridError(f"{what} {dup[0]} is listed twice")
+    if not backbones or not c_mins:
+        raise GridError("the grid is empty: give at least one backbone and one c_min")
+    for c in c_mins:
+        if not 0 < c <= base.augment.c_max:
+            raise GridError(f"c_min={c:g} must satisfy 0 < c_min <= augment.c_max={base.augment.c_max:g}")
+
+    small, width = base.backbone.small_image, base.backbone.width
+    ref = reference_method(method) if reference else None
+
+    def rf_of(name: str) -> int:
+        if small and not _small_image_available(name):
+            raise GridError(f"backbone {name} has no small-image stem (backbone.small_image=true); "
+                            "leave it out with --backbones")
+        return _rf(name, small, width)
+
+    cells = [Cell(method, b, c, rf_of(b), out / cell_name(method, b, c)) for b in backbones for c in c_mins]
+    if ref is not None:
+        cells += [Cell(ref, REFERENCE_BACKBONE, c, rf_of(REFERENCE_BACKBONE),
+                       out / cell_name(ref, REFERENCE_BACKBONE, c), reference=True) for c in c_mins]
+    return cells
+
+
+# --------------------------------------------------------------------------------------------
+# status of a cell on disk
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """What is on disk for a cell: trained epochs (0 = no checkpoint), the epochs asked for, and
+    the offline evaluation when it is up to date with the checkpoint."""
+
+    epoch: int
+    epochs: int
+    evaluation: dict[str, Any] | None
+
+    @property
+    def trained(self) -> bool:
+        return self.epoch >= self.epochs
+
+    @property
+    def label(self) -> str:
+        if self.epoch == 0:
+            return "todo"
+        if not self.trained:
+            return f"partial ({self.epoch}/{self.epochs})"
+        return "evaluated" if self.evaluation is not None else "trained"
+
+
+def checkpoint_meta(path: Path) -> tuple[int, dict[str, Any]]:
+    """(epoch, stored config dict) of a checkpoint, read through a memory map so that a
+    ResNet-50 checkpoint's tensors are not loaded just to learn how far its run got."""
+    from .checkpoint import CheckpointError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict) or "epoch" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a cossl checkpoint")
+    return int(state["epoch"]), state["config"]
+
+
+def _checkpoint_stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"checkpoint_mtime_ns": st.st_mtime_ns, "checkpoint_size": st.st_size}
+
+
+def cell_status(cell: Cell, epochs: int) -> CellStatus:
+    """Trained epochs (``epochs``: how many the run asks for) and the cell's evaluation if it is
+    up to date with the checkpoint (same file modification time and size: a resumed or retrained
+    run is evaluated again).
+
+    An up-to-date ``grid_eval.json`` also records the checkpoint's epoch, so only cells without
+    one pay for reading the checkpoint (about a second for a small model: the cost is unpickling
+    its many tensors' metadata, not their bytes).
+    """
+    if not cell.checkpoint.is_file():
+        return CellStatus(0, epochs, None)
+    stamp = _checkpoint_stamp(cell.checkpoint)
+    eval_path = cell.out_dir / EVAL_NAME
+    if eval_path.is_file():
+        try:
+            stored = json.loads(eval_path.read_text())
+        except ValueError:
+            stored = None  # a torn or hand-edited file: evaluate again
+        if isinstance(stored, dict) and isinstance(stored.get("epoch"), int) and all(
+                stored.get(k) == v for k, v in stamp.items()):
+            return CellStatus(stored["epoch"], epochs, stored)
+    epoch, _ = checkpoint_meta(cell.checkpoint)
+    return CellStatus(epoch, epochs, None)
+
+
+# --------------------------------------------------------------------------------------------
+# running, evaluating, collecting
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _cell_log(out_dir: Path) -> Iterator[None]:
+    """Send the ``cossl_train`` log to ``out_dir/train.log`` for the duration of one cell.
+
+    The trainer attaches its file handler only once per process (to the first run's folder), so
+    in-process grid runs attach and detach one per cell themselves.
+    """
+    from .trainer import setup_logging
+
+    setup_logging(None)  # stderr handler first: the trainer then leaves the handlers to us
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("cossl_train")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (no torn files on a kill)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_cell(cell: Cell, cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """Offline linear probe (top-1/top-5) and weighted kNN (top-1) of the cell's checkpoint.
+
+    The encoder is rebuilt from the checkpoint's own config (refused if it is not the cell's
+    model); data and evaluation settings come from ``cfg``. Writes ``grid_eval.json`` and the
+    probe beside the checkpoint (``checkpoint.probe.pt``, which ``load_pretrained`` then uses).
+    """
+    from .checkpoint import check_resume_compatible, load_pretrained
+    from .config import to_dict
+    from .evaluate import evaluate_encoder
+    from .trainer import resolve_runtime
+
+    stamp = _checkpoint_stamp(cell.checkpoint)  # before reading: a newer file is evaluated again later
+    device = resolve_runtime(cfg).device
+    pre = load_pretrained(cell.checkpoint, device=device)
+    check_resume_compatible(to_dict(pre.config), cfg, cell.checkpoint)  # the cell's model, not another
+    epoch = pre.epoch
+    res = evaluate_encoder(pre.encoder, cfg, device=device, progress=progress)
+    probe = res.pop("probe")
+    torch.save({"probe": probe.state_dict()}, cell.checkpoint.with_suffix(".probe.pt"))
+    record = {"cell": cell.name, "method": cell.method, "backbone": cell.backbone, "rf": cell.rf,
+              "c_min": cell.c_min, "epoch": epoch, **stamp,
+              "linear_top1": res["linear_top1"], "linear_top5": res["linear_top5"], "knn_top1": res["knn_top1"],
+              "n_train": res["n_train"], "n_val": res["n_val"], "checkpoint": str(cell.checkpoint)}
+    _write_atomic(cell.out_dir / EVAL_NAME, json.dumps(record, indent=2) + "\n")
+    log.info("%s: offline linear top-1 %.2f%% top-5 %.2f%%, kNN top-1 %.2f%% (epoch %d)", cell.name,
+             record["linear_top1"], record["linear_top5"], record["knn_top1"], epoch)
+    return record
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("COSSL_DEBUG"))
+
+
+def run_cells(base: Config, cells: Sequence[Cell], train: bool, progress: bool = True) -> list[tuple[str, str]]:
+    """Train (if ``train``) and evaluate each cell in turn; returns the (cell, error) failures.
+
+    A finished cell is not trained again and an up-to-date evaluation is not redone, so a rerun
+    after an interruption only does the missing work. One failing cell (a NaN loss, a bad
+    checkpoint) is logged and skipped, so that it does not cost the rest of a long grid.
+    """
+    from .trainer import pretrain
+
+    failures: list[tuple[str, str]] = []
+    bar = tqdm(cells, desc="grid", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.name)
+        cfg = cell_config(base, cell)
+        try:
+            status = cell_status(cell, cfg.train.epochs)
+            if not status.trained and not train:
+                log.info("%s: %s, not evaluated", cell.name, status.label)
+                continue
+            if status.trained and status.evaluation is not None:
+                log.info("%s: trained (%d epochs) and evaluated, skipped", cell.name, status.epoch)
+                continue
+            with _cell_log(cell.out_dir):
+                if not status.trained:
+                    if status.epoch:
+                        log.info("%s: resuming at epoch %d of %d", cell.name, status.epoch, status.epochs)
+                    pretrain(cfg, resume=True, progress=progress)  # returns when all epochs are done
+                evaluate_cell(cell, cfg, progress=progress)
+        except Exception as e:  # noqa: BLE001 - reported per cell, the grid goes on
+            if _debug():
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.error("%s failed: %s", cell.name, msg)
+            failures.append((cell.name, msg))
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the next cell may be a bigger network
+    bar.close()
+    return failures
+
+
+def collect_rows(base: Config, cells: Sequence[Cell]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the results table for the evaluated cells, and the names of the others."""
+    rows, missing = [], []
+    for cell in cells:
+        status = cell_status(cell, base.train.epochs)  # the grid never changes epochs per cell
+        ev = status.evaluation
+        if ev is None:
+            missing.append(f"{cell.name} ({status.label})")
+            continue
+        rows.append({"method": cell.method, "backbone": cell.backbone, "rf": cell.rf, "c_min": cell.c_min,
+                     "epochs": status.epoch, "linear_top1": round(float(ev["linear_top1"]), 4),
+                     "linear_top5": round(float(ev["linear_top5"]), 4), "knn_top1": round(float(ev["knn_top1"]), 4),
+                     "checkpoint": str(cell.checkpoint)})
+    return rows, missing
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, buf.getvalue())
+
+
+def format_results(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'method':<9}{'backbone':<20}{'RF':>5}{'c_min':>7}{'epochs':>8}"
+             f"{'linear top-1':>14}{'top-5':>8}{'kNN top-1':>11}"]
+    for r in rows:
+        lines.append(f"{r['method']:<9}{r['backbone']:<20}{r['rf']:>5}{r['c_min']:>7g}{r['epochs']:>8}"
+                     f"{r['linear_top1']:>14.2f}{r['linear_top5']:>8.2f}{r['knn_top1']:>11.2f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# commands for a scheduler
+# --------------------------------------------------------------------------------------------
+
+
+def train_command(cell: Cell, config: Path, overrides: Sequence[str], nproc: int) -> list[str]:
+    """``torchrun`` command line that trains ``cell`` (``--resume``: a requeued job continues).
+
+    ``--standalone`` picks a free rendezvous port, so several cells can share a node.
+    """
+    return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "cossl_train", "pretrain",
+            "--config", str(config), "--resume", "--no-progress", *overrides, *cell.overrides()]
+
+
+def grid_command(mode: str, cells: Sequence[Cell] | None, config: Path, out: Path,
+                 overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """``python -m cossl_train.grid <mode>`` restricted to ``cells`` (None: the whole grid)."""
+    cmd = ["python", "-m", "cossl_train.grid", mode, "--config", str(config), "--out", str(out), *extra]
+    if cells is not None:
+        cmd += ["--cells", ",".join(c.name for c in cells)]
+    return [*cmd, "--no-progress", *overrides]
+
+
+def slurm_script(cells: Sequence[Cell], config: Path, out: Path, overrides: Sequence[str], nproc: int,
+                 time_limit: str, cpus_per_gpu: int, max_parallel: int | None, sbatch: Sequence[str],
+                 grid_args: Sequence[str]) -> str:
+    """A Slurm array script: task i trains cell i on one node, then evaluates it."""
+    array = f"0-{len(cells) - 1}" + (f"%{max_parallel}" if max_parallel else "")
+    lines = [
+        "#!/bin/bash",
+        f"# Figure 3A grid: {len(cells)} cells, one array task per cell; written by",
+        "#   python -m cossl_train.grid --slurm ...",
+        "# Submit from an environment where `torchrun` and `python -m cossl_train` work; a requeued or",
+        "# resubmitted task resumes its cell from the last epoch (pretrain --resume). When all tasks",
+        "# are done, write the results table with:",
+        f"#   {shlex.join(grid_command('--collect', None, config, out, overrides, grid_args))}",
+        "#SBATCH --job-name=cossl-grid",
+        f"#SBATCH --array={array}",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gpus-per-node={nproc}",
+        f"#SBATCH --cpus-per-task={cpus_per_gpu * nproc}",
+        f"#SBATCH --time={time_limit}",
+        f"#SBATCH --output={out / 'slurm'}/%x_%A_%a.log",
+        "#SBATCH --requeue",
+        *(f"#SBATCH {opt}" for opt in sbatch),
+        "set -euo pipefail",
+        "",
+        'case "${SLURM_ARRAY_TASK_ID:?submit this script with sbatch}" in',
+    ]
+    for i, cell in enumerate(cells):
+        lines += [
+            f"  {i})  # {cell.name}",
+            f"    {shlex.join(train_command(cell, config, overrides, nproc))}",
+            f"    {shlex.join(grid_command('--evaluate', [cell], config, out, overrides, grid_args))}",
+            "    ;;",
+        ]
+    lines += ['  *) echo "no grid cell $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', "esac", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m cossl_train.grid",
+        description="Figure 3A grid: RF-ResNet backbones x c_min for CO-BYOL, plus BYOL ResNet-50 references.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="list the cells and their status (default)")
+    mode.add_argument("--print-commands", action="store_true", help="print one torchrun command per cell")
+    mode.add_argument("--slurm", metavar="FILE", help="write a Slurm array script (train + evaluate per task)")
+    mode.add_argument("--run", action="store_true", help="train and evaluate the cells here, then write the CSV")
+    mode.add_argument("--evaluate", action="store_true", help="evaluate trained cells not evaluated yet")
+    mode.add_argument("--collect", action="store_true", help="--evaluate, then write the results CSV")
+    p.add_argument("--config", help=f"base config (default: the packaged {DEFAULT_CONFIG})")
+    p.add_argument("--out", default="runs/grid", help="grid folder, one sub-folder per cell (default: runs/grid)")
+    p.add_argument("--csv", help="results table (default: <out>/results.csv)")
+    p.add_argument("--backbones", type=_csv_list, help=f"comma-separated (default: {','.join(GRID_BACKBONES)})")
+    p.add_argument("--c-min", type=_floats, help=f"comma-separated (default: {','.join(f'{c:g}' for c in C_MINS)})")
+    p.add_argument("--method", help="the grid's method (default: the config's method.name)")
+    p.add_argument("--no-reference", action="store_true", help="leave out the base-method ResNet-50 references")
+    p.add_argument("--cells", type=_csv_list, help="only these cells (names as listed by --dry-run)")
+    p.add_argument("--skip-done", action="store_true", help="--print-commands/--slurm: leave out trained cells")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="GPUs per cell for torchrun (default: 1)")
+    p.add_argument("--slurm-time", default="48:00:00", help="Slurm time limit per cell (default: 48:00:00)")
+    p.add_argument("--slurm-cpus-per-gpu", type=int, default=8, help="default: 8")
+    p.add_argument("--max-parallel", type=int, help="Slurm: at most this many cells at once")
+    p.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="extra #SBATCH line, e.g. --sbatch=--partition=gpu (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="key=value for every cell, e.g. data.root=/data/imagenet/train")
+    return p
+
+
+def _resolve_config(path: str | None) -> Path:
+    if path is not None:
+        return Path(path).absolute()
+    return Path(str(resources.files("cossl_train") / "configs" / DEFAULT_CONFIG))
+
+
+def _select(cells: list[Cell], names: Sequence[str] | None) -> list[Cell]:
+    if not names:
+        return cells
+    by_name = {c.name: c for c in cells}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise GridError(f"no cell named {unknown[0]!r} in this grid (see --dry-run)")
+    return [by_name[n] for n in names]
+
+
+def _grid_args(args: argparse.Namespace) -> list[str]:
+    """The arguments that define the grid's cells, to repeat in generated commands."""
+    out = []
+    if args.backbones:
+        out += ["--backbones", ",".join(args.backbones)]
+    if args.c_min:
+        out += ["--c-min", ",".join(f"{c:g}" for c in args.c_min)]
+    if args.method:
+        out += ["--method", args.method]
+    if args.no_reference:
+        out += ["--no-reference"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m cossl_train.grid`` (and of a ``cossl-train grid`` subcommand).
+
+    Returns 0 on success, 1 when some cells failed (the others were done), 2 on a usage error.
+    """
+    from .checkpoint import CheckpointError
+    from .trainer import NonFiniteLossError, RunExistsError
+
+    # intermixed: overrides may come before or after the options
+    args = build_parser().parse_intermixed_args(argv)
+    try:
+        return _main(args)
+    except (GridError, ConfigError, CheckpointError, NonFiniteLossError, RunExistsError, FileNotFoundError,
+            ValueError) as e:
+        if _debug():
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"cossl_train.grid: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .trainer import setup_logging
+
+    for o in args.overrides:
+        key = o.split("=", 1)[0].replace("co.lambda", "co.lam")
+        if key in CELL_KEYS:
+            raise GridError(f"override {o!r}: the grid sets {key} per cell (use --backbones, --c-min, --method "
+                            "or --out)")
+    if args.nproc_per_node < 1:
+        raise GridError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    config = _resolve_config(args.config)
+    base = load_config(config, args.overrides)
+    out = Path(args.out).absolute()
+    cells = build_grid(base, out, args.backbones, args.c_min, reference=not args.no_reference, method=args.method)
+    cells = _select(cells, args.cells)
+    progress = not args.no_progress
+    setup_logging(None)
+
+    if args.print_commands or args.slurm:
+        if args.skip_done:
+            cells = [c for c in cells if not cell_status(c, base.train.epochs).trained]
+        if not cells:
+            print("every selected cell is trained; nothing to schedule", file=sys.stderr)
+            return 0
+        if args.print_commands:
+            for cell in cells:
+                print(shlex.join(train_command(cell, config, args.overrides, args.nproc_per_node)))
+            collect = grid_command("--collect", None, config, out, args.overrides, _grid_args(args))
+            print(f"# {len(cells)} commands; when they are done: {shlex.join(collect)}", file=sys.stderr)
+        else:
+            script = slurm_script(cells, config, out, args.overrides, args.nproc_per_node, args.slurm_time,
+                                  args.slurm_cpus_per_gpu, args.max_parallel, args.sbatch, _grid_args(args))
+            (out / "slurm").mkdir(parents=True, exist_ok=True)  # Slurm does not create the log folder
+            path = Path(args.slurm)
+            _write_atomic(path, script)
+            path.chmod(0o755)
+            print(f"wrote {path} ({len(cells)} array tasks); submit with: sbatch {path}")
+        return 0
+
+    if args.run or args.evaluate or args.collect:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise GridError("--run trains the cells one after the other in one process; for several GPUs per "
+                            "cell use --print-commands or --slurm")
+        failures = run_cells(base, cells, train=args.run, progress=progress)
+        if args.run or args.collect:
+            rows, missing = collect_rows(base, cells)
+            csv_path = Path(args.csv) if args.csv else out / "results.csv"
+            write_csv(rows, csv_path)
+            if rows:
+                print(format_results(rows))
+            print(f"\n{len(rows)} of {len(cells)} cells in {csv_path}")
+            if missing:
+                print(f"not evaluated yet: {', '.join(missing)}")
+        for name, msg in failures:
+            print(f"FAILED {name}: {msg}", file=sys.stderr)
+        return 1 if failures else 0
+
+    # --dry-run (the default)
+    n_ref = sum(c.reference for c in cells)
+    print(f"{'#':>3}  {'cell':<36}{'method':<9}{'backbone':<20}{'RF':>5}{'c_min':>7}  status")
+    for i, cell in enumerate(cells):
+        status = cell_status(cell, base.train.epochs)
+        print(f"{i:>3}  {cell.name:<36}{cell.method:<9}{cell.backbone:<20}{cell.rf:>5}{cell.c_min:>7g}  {status.label}")
+    print(f"{len(cells)} cells ({len(cells) - n_ref} grid + {n_ref} reference) under {out}; "
+          f"base config {config}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

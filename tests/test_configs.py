@@ -1,0 +1,174 @@
+"""The shipped experiment configs: they load, say what their comments say, and build their model.
+
+Full-size models are only built on the ``meta`` device (shapes, no memory, no compute); the
+forward/backward check runs each config's model at width 8 on 32 px inputs, so no ResNet-50
+forward ever runs at full size on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from cossl_train.backbones import backbone_info
+from cossl_train.config import Config, apply_overrides, load_config, to_dict
+from cossl_train.data import read_class_list
+from cossl_train.methods import build_method
+
+CONFIG_DIR = Path(str(resources.files("cossl_train") / "configs"))
+ALL_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+
+#: the documented values of each paper config (dotted key -> value after loading)
+EXPECTED: dict[str, dict[str, Any]] = {
+    "imagenet1k_co_byol_r50.yaml": {
+        "method.name": "co_byol", "backbone.name": "resnet50", "backbone.small_image": False,
+        "backbone.width": 64, "train.epochs": 100, "train.batch_size": 256, "train.precision": "bf16",
+        "train.channels_last": True, "augment.resolution": 224, "augment.c_min": 0.08,
+        "data.dataset": "imagefolder", "data.root": "/path/to/imagenet/train",
+        "data.val_root": "/path/to/imagenet/val", "data.class_list": None,
+        "optim.name": "lars", "optim.lr": 0.2, "optim.lr_scaling": "linear", "optim.weight_decay": 1.5e-6,
+        "optim.warmup_epochs": 10, "method.ema_base": 0.99, "head.proj_hidden": 4096, "head.proj_dim": 256,
+        "head.pred_hidden": 4096, "co.lam": 1.0, "co.direction": "both",
+    },
+    "imagenet1k_byol_r50.yaml": {
+        "method.name": "byol", "backbone.name": "resnet50", "train.epochs": 100, "train.batch_size": 256,
+        "train.precision": "bf16", "train.channels_last": True, "augment.resolution": 224,
+        "augment.c_min": 0.08, "data.dataset": "imagefolder", "optim.name": "lars", "optim.lr": 0.2,
+    },
+    "imagenet100_grid.yaml": {
+        "method.name": "co_byol", "backbone.name": "resnet50", "data.dataset": "imagefolder",
+        "data.class_list": "imagenet100", "augment.resolution": 224, "train.epochs": 200,
+        "train.precision": "bf16", "train.channels_last": True, "optim.name": "lars", "optim.lr": 0.5,
+        "optim.lars_eta": 0.02, "optim.lars_clip": True, "optim.weight_decay": 1e-6, "optim.warmup_epochs": 10,
+    },
+    "cifar10_co_byol_r18.yaml": {
+        "method.name": "co_byol", "backbone.name": "resnet18", "backbone.small_image": True,
+        "augment.resolution": 32, "augment.c_min": 0.08, "augment.blur_p": (0.0, 0.0),
+        "data.dataset": "cifar10", "data.download": False, "train.epochs": 200, "optim.lr": 1.0,
+    },
+    "cifar10_byol_r18.yaml": {
+        "method.name": "byol", "backbone.name": "resnet18", "backbone.small_image": True,
+        "augment.resolution": 32, "data.dataset": "cifar10", "train.epochs": 200,
+    },
+}
+
+#: (baseline, CO) pairs that must differ only in the method and the output folder
+PAIRS = [("imagenet1k_byol_r50.yaml", "imagenet1k_co_byol_r50.yaml"),
+         ("cifar10_byol_r18.yaml", "cifar10_co_byol_r18.yaml")]
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _leaves(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{'lam' if k == 'lambda' else k}"
+        if isinstance(v, dict):
+            out.update(_leaves(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _flat(cfg: Config) -> dict[str, Any]:
+    return _leaves(to_dict(cfg))
+
+
+def test_every_paper_config_is_shipped_and_documented() -> None:
+    assert set(EXPECTED) <= set(ALL_CONFIGS), sorted(set(EXPECTED) - set(ALL_CONFIGS))
+    # a config added later must also get its documented values here
+    assert set(ALL_CONFIGS) - set(EXPECTED) == {"demo_digits.yaml"}
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_config_loads_without_unknown_keys(name: str) -> None:
+    cfg = load_config(CONFIG_DIR / name)  # refuses unknown keys and wrong types
+    assert isinstance(cfg, Config) and is_dataclass(cfg)
+    # and every top-level section of the file is a real one
+    raw = yaml.safe_load((CONFIG_DIR / name).read_text())
+    assert set(raw) <= {f.name for f in fields(Config)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_values_are_as_documented(name: str) -> None:
+    cfg = load_config(CONFIG_DIR / name)
+    for key, want in EXPECTED[name].items():
+        got = _get(cfg, key)
+        if isinstance(got, tuple):
+            got = tuple(got)
+        assert got == want, f"{name}: {key} = {got!r}, documented {want!r}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_names_only_what_differs_from_the_defaults(name: str) -> None:
+    """A key set to its config.py default belongs in the file's comments, not in its body."""
+    defaults = _flat(Config())
+    named = _leaves(yaml.safe_load((CONFIG_DIR / name).read_text()))
+    for key, value in named.items():
+        default = defaults[key]
+        if isinstance(default, tuple):
+            default, value = list(default), list(value)
+        assert value != default, f"{name} names {key}={value!r}, which is config.py's default"
+
+
+@pytest.mark.parametrize(("base", "co"), PAIRS)
+def test_baseline_and_co_configs_differ_only_by_the_method(base: str, co: str) -> None:
+    a, b = _flat(load_config(CONFIG_DIR / base)), _flat(load_config(CONFIG_DIR / co))
+    diff = {k for k in a if a[k] != b[k]}
+    assert diff == {"method.name", "train.out_dir"}, diff
+    assert a["method.name"] == "byol" and b["method.name"] == "co_byol"
+
+
+def test_output_folders_are_distinct() -> None:
+    outs = [load_config(CONFIG_DIR / n).train.out_dir for n in ALL_CONFIGS]
+    assert len(set(outs)) == len(outs), outs
+
+
+def test_imagenet100_class_list_has_100_classes() -> None:
+    names = read_class_list(load_config(CONFIG_DIR / "imagenet100_grid.yaml").data.class_list)
+    assert len(names) == 100 and all(n.startswith("n") for n in names)
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_full_size_model_builds_on_meta(name: str) -> None:
+    """The real model, shapes only: features and parameter count match the backbone registry."""
+    cfg = load_config(CONFIG_DIR / name)
+    with torch.device("meta"):
+        method = build_method(cfg)
+    info = backbone_info(cfg.backbone.name, cfg.backbone.small_image, width=cfg.backbone.width)
+    assert method.encoder.num_features == info["num_features"]
+    assert sum(p.numel() for p in method.encoder.parameters()) == info["params"]
+    assert (method.co is not None) == cfg.method.name.startswith("co_")
+    if cfg.backbone.name == "resnet50" and cfg.backbone.width == 64:
+        assert info["num_features"] == 2048 and info["rf"] == 427
+        assert info["feature_size"] == 7  # 7 x 7 local representations at 224 px
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_model_trains_one_step_at_width_8(name: str) -> None:
+    """Each config's model, narrowed to width 8 and fed 32 px images, gives a finite loss and
+    gradients (heads shrunk too, so the check stays well under a second)."""
+    cfg = apply_overrides(load_config(CONFIG_DIR / name), [
+        "backbone.width=8", "head.proj_hidden=32", "head.proj_dim=16", "head.pred_hidden=32",
+        "co.proj_hidden=16", "co.pred_hidden=16"])
+    torch.manual_seed(0)
+    method = build_method(cfg)
+    x1, x2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    out = method(x1, x2)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    grads = [p.grad for p in method.encoder.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if cfg.method.name.startswith("co_"):
+        assert out.loss_local > 0
