@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
 
+    sub.add_parser("grid", help="the Figure 3A grid (RF x c_min); see `cossl-train grid --help`", add_help=False)
+    sub.add_parser("bench", help="training and data-loading throughput; see `cossl-train bench --help`",
+                   add_help=False)
+
     s = sub.add_parser("config", help="print the resolved config")
     s.add_argument("--config")
     s.add_argument("overrides", nargs="*")
@@ -126,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the grid and the benchmark have their own argument parsers
+    if argv and argv[0] == "grid":
+        from .grid import main as grid_main
+
+        return grid_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -96,6 +96,8 @@ def resolve_runtime(cfg: Config) -> Runtime:
         raise RuntimeError(f"train.device={want!r} but CUDA is not available here")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # fixed input sizes: let cuDNN pick the fastest convolution algorithms once
+        torch.backends.cudnn.benchmark = True
     precision = cfg.train.precision
     if precision == "auto":
         # bf16 autocast on GPUs that support it; fp32 on CPUs, where bf16 without native bf16
@@ -183,6 +185,12 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict[s
         start_epoch, global_step = int(stored["epoch"]), int(stored["global_step"])
         set_rng_state(stored["rng"])
         log.info("resumed %s at epoch %d (step %d)", ckpt_path, start_epoch, global_step)
+        if start_epoch >= cfg.train.epochs:
+            log.info("the run already finished its %d epochs; nothing to do", cfg.train.epochs)
+            summary_path = out_dir / "summary.json"
+            if summary_path.exists():
+                return json.loads(summary_path.read_text())
+            return {"epoch": start_epoch, "checkpoint": str(ckpt_path)}
 
     metrics = MetricsLogger(out_dir, tensorboard=cfg.train.tensorboard, enabled=main)
     if main:

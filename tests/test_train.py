@@ -82,6 +82,11 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path: Path) -> None:
     with pytest.raises(RunExistsError, match="--resume"):
         pretrain(cfg, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    # resuming a finished run changes nothing and returns its summary
+    summary = (tmp_path / "summary.json").read_text()
+    assert pretrain(cfg, resume=True, progress=False)["epoch"] == 1
+    assert (tmp_path / "summary.json").read_text() == summary
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def test_nan_loss_stops_without_touching_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
