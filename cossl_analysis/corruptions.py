@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cossl_train.atomic import atomic_write
+
 if TYPE_CHECKING:  # torch is only needed when the caller hands us tensors
     import torch
 
@@ -458,15 +460,6 @@ def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return cached
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` so that concurrent readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
-
-
 def corrupt_batch(
     images: np.ndarray | torch.Tensor,
     name: str,
@@ -516,7 +509,7 @@ def corrupt_batch(
     else:
         result = _run_corruptions(array, name, severity, seed, workers, min_size, mp_context, progress)
         if path is not None:
-            _save_atomic(path, result)
+            atomic_write(path, lambda handle: np.save(handle, result))
 
     if is_torch:
         import torch

@@ -63,6 +63,7 @@ from cossl_analysis.robustness import (
     preflight,
     run_sweeps,
 )
+from cossl_train.atomic import atomic_write_text
 
 PROG = "cossl-robustness"
 #: ``section.key=value`` arguments are config overrides, everything else a checkpoint path
@@ -493,12 +494,6 @@ def _pct1(value: float | None) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_raw(result: SweepResult, summary: dict[str, Any], crop: dict[str, Any], out: Path,
               command: Sequence[str]) -> None:
     """``robustness.json`` (everything) and ``robustness.csv`` (the cells, long format)."""
@@ -525,13 +520,13 @@ def write_raw(result: SweepResult, summary: dict[str, Any], crop: dict[str, Any]
         "cells": result.records,
         "run": {"computed": result.computed, "reused": result.reused, "seconds": round(result.seconds, 2)},
     }
-    _write_text_atomic(out / "robustness.json", json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(out / "robustness.json", json.dumps(payload, indent=2, default=str) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rec in result.records:
         writer.writerow({k: ("" if rec.get(k) is None else rec[k]) for k in CSV_COLUMNS})
-    _write_text_atomic(out / "robustness.csv", buffer.getvalue())
+    atomic_write_text(out / "robustness.csv", buffer.getvalue())
 
 
 def write_report(result: SweepResult, out: Path, fmt: str = "md", command: Sequence[str] = (PROG,)) -> Path:
@@ -657,7 +652,7 @@ def write_report(result: SweepResult, out: Path, fmt: str = "md", command: Seque
         f"(rerun `{PROG}` with the same `--out` to add or finish cells without recomputing the others)."
     )
     report = out / f"report.{fmt}"
-    _write_text_atomic(report, doc.html(out) if fmt == "html" else doc.markdown())
+    atomic_write_text(report, doc.html(out) if fmt == "html" else doc.markdown())
     return report
 
 

@@ -29,9 +29,8 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from tqdm.auto import tqdm
 from cossl_analysis.adversarial import ATTACKS, attack_accuracy
 from cossl_analysis.corruptions import CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES, corrupt_batch
 from cossl_analysis.internal_corruption import DEFAULT_STRENGTHS, internal_corruption_sweep
+from cossl_train.atomic import atomic_write
 from cossl_train.checkpoint import Pretrained, load_pretrained
 from cossl_train.config import Config
 
@@ -502,7 +502,7 @@ def ensure_probes(
                                progress=progress)
             stored = {"probe": res.probe.state_dict(), "top1": res.top1, "epochs": cfg.eval.linear_epochs}
             path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, lambda handle, s=stored: torch.save(s, handle))
+            atomic_write(path, lambda handle, s=stored: torch.save(s, handle))
         weight = stored["probe"]["weight"]
         probe = nn.Linear(weight.shape[1], weight.shape[0])
         probe.load_state_dict(stored["probe"])
@@ -573,20 +573,6 @@ def plan_cells(opts: SweepOptions) -> list[Cell]:
     return cells
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(binary handle)`` into a temporary file, fsync, rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class CellStore:
     """Finished cells, in a JSON file rewritten atomically after every cell.
 
@@ -622,7 +608,7 @@ class CellStore:
         payload = {"format": _STORE_FORMAT, "version": _STORE_VERSION, "cells": self.cells}
         text = json.dumps(payload, indent=1, sort_keys=True).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, lambda handle: handle.write(text))
+        atomic_write(self.path, lambda handle: handle.write(text))
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,7 +55,6 @@ import logging
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_text
 from .backbones import PRESETS, backbone_info, list_backbones
 from .config import Config, ConfigError, apply_overrides, load_config
 from .trainer import CHECKPOINT_NAME
@@ -314,19 +314,6 @@ def _cell_log(out_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (no torn files on a kill)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate_cell(cell: Cell, cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Offline linear probe (top-1/top-5) and weighted kNN (top-1) of the cell's checkpoint.
 
@@ -351,7 +338,7 @@ def evaluate_cell(cell: Cell, cfg: Config, progress: bool = True) -> dict[str, A
               "c_min": cell.c_min, "epoch": epoch, **stamp,
               "linear_top1": res["linear_top1"], "linear_top5": res["linear_top5"], "knn_top1": res["knn_top1"],
               "n_train": res["n_train"], "n_val": res["n_val"], "checkpoint": str(cell.checkpoint)}
-    _write_atomic(cell.out_dir / EVAL_NAME, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(cell.out_dir / EVAL_NAME, json.dumps(record, indent=2) + "\n")
     log.info("%s: offline linear top-1 %.2f%% top-5 %.2f%%, kNN top-1 %.2f%% (epoch %d)", cell.name,
              record["linear_top1"], record["linear_top5"], record["knn_top1"], epoch)
     return record
@@ -423,7 +410,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def format_results(rows: Sequence[dict[str, Any]]) -> str:
@@ -629,7 +616,7 @@ def _main(args: argparse.Namespace) -> int:
                                   args.slurm_cpus_per_gpu, args.max_parallel, args.sbatch, _grid_args(args))
             (out / "slurm").mkdir(parents=True, exist_ok=True)  # Slurm does not create the log folder
             path = Path(args.slurm)
-            _write_atomic(path, script)
+            atomic_write_text(path, script)
             path.chmod(0o755)
             print(f"wrote {path} ({len(cells)} array tasks); submit with: sbatch {path}")
         return 0
