@@ -87,6 +87,15 @@ def init_from_env() -> None:
     dist.init_process_group(backend)
 
 
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any process (so that all processes take the same branch)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

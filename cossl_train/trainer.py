@@ -224,7 +224,10 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict[s
                 break
             v1, v2, y = batch.view1, batch.view2, batch.label
             skipped += batch.skipped
-            if y.numel() == 0:  # every image of this batch was unreadable
+            # unreadable images left fewer than 2 in this batch (BatchNorm cannot train on one):
+            # skip it, on every process together, since a process that skipped alone would leave
+            # the others waiting in DDP's all-reduce
+            if dist_utils.any_process(y.numel() < 2, rt.device):
                 continue
             v1 = v1.to(rt.device, non_blocking=True)
             v2 = v2.to(rt.device, non_blocking=True)

@@ -191,3 +191,28 @@ def test_cli_pretrain_then_offline_evaluation(tmp_path: Path, capsys: pytest.Cap
     assert cli_main(["knn", str(ckpt), "backbone.width=4"]) == 2  # the model may not change
     for f in ("metrics.jsonl", "epochs.csv", "config.yaml", "summary.json", "train.log"):
         assert (out / f).exists(), f
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
+    """A folder where half the files are corrupt or truncated trains, and the log counts them."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+        (tmp_path / "data" / cls / "bad.jpg").write_bytes(b"not an image at all")
+        good = (tmp_path / "data" / cls / "0.png").read_bytes()
+        for i in range(3):
+            (tmp_path / "data" / cls / f"cut{i}.png").write_bytes(good[: len(good) // 3])
+    out = tmp_path / "run"
+    cfg = load_config(None, [*TINY_OVERRIDES, "data.dataset=imagefolder", f"data.root={tmp_path / 'data'}",
+                             "train.batch_size=4", "train.epochs=1", "method.name=byol", f"train.out_dir={out}"])
+    pretrain(cfg, progress=False)
+    row = next(csv.DictReader(open(out / "epochs.csv")))
+    assert int(row["skipped_images"]) == 8  # 2 x (1 corrupt + 3 truncated) of 16 files
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
