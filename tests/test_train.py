@@ -204,7 +204,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{i}.png")
         (tmp_path / "data" / cls / "bad.jpg").write_bytes(b"not an image at all")
         good = (tmp_path / "data" / cls / "0.png").read_bytes()
         for i in range(3):
