@@ -9,9 +9,6 @@ from functools import cache
 import numpy as np
 import pytest
 
-# Not importorskip: a plain `import imagecorruptions` fails on setuptools >= 81 (pkg_resources).
-if importlib.util.find_spec("imagecorruptions") is None:
-    pytest.skip("imagecorruptions is not installed", allow_module_level=True)
 pytest.importorskip("cv2")
 skimage_data = pytest.importorskip("skimage.data")
 

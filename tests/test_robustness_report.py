@@ -8,7 +8,6 @@ saves on a few dozen 16 px images; the pool itself is tested in test_corruptions
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-if importlib.util.find_spec("imagecorruptions") is None:  # importorskip would fail on pkg_resources
-    pytest.skip("imagecorruptions is not installed", allow_module_level=True)
 pytest.importorskip("torchattacks")
 
 from cossl_analysis import corruptions as C  # noqa: E402
