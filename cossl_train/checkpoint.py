@@ -136,9 +136,9 @@ class Pretrained:
     path: Path
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        from .encoder import global_pool
+        from .encoder import pool_features
 
-        return global_pool(self.encoder(x))
+        return pool_features(self.encoder, self.encoder(x))
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
         from .encoder import local_features
@@ -161,7 +161,9 @@ class _Classifier(nn.Module):
         self.encoder, self.probe = encoder, probe
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.probe(self.encoder(x).mean(dim=(2, 3)))
+        from .encoder import pool_features
+
+        return self.probe(pool_features(self.encoder, self.encoder(x)))
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .config import AugmentConfig, Config, DataConfig
-from .encoder import global_pool
+from .encoder import pool_features
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 256
         if y.numel() == 0:  # the whole batch was unreadable (and counted by the loader)
             continue
         x = x.to(device, non_blocking=True).float() / 255 if x.dtype == torch.uint8 else x.to(device)
-        feats.append(global_pool(encoder(x)).float().cpu())
+        feats.append(pool_features(encoder, encoder(x)).float().cpu())
         labels.append(y)
     encoder.train(was_training)
     return torch.cat(feats), torch.cat(labels)
