@@ -52,7 +52,6 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +60,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .augment import BatchPhotometric, TwoViewCrop
+from .augment import TwoViewCrop
 from .config import Config, apply_overrides, load_config
 from .data import PretrainDataset, build_loader, build_pretrain_dataset
-from .ema import cosine_ema_rate, ema_update_
-from .methods import build_method
-from .optim import build_optimizer, effective_lr, set_lr, warmup_cosine
-from .trainer import Runtime, resolve_runtime, seed_everything, step_seed
+from .optim import effective_lr
+from .runtime import Runtime, cpu_native_bf16, resolve_runtime
+from .step import Schedule, build_parts, train_step
 
-METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr")
+METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr", "mocov3", "co_mocov3", "dino", "co_dino")
+#: methods timed by default (the others on request: --methods all)
+DEFAULT_METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr")
 #: distinct loader batches kept on the device and cycled through by the timed steps
 INPUT_BATCHES = 4
 
@@ -235,48 +235,22 @@ def fetch_inputs(ds: Dataset, cfg: Config, rt: Runtime, n: int = INPUT_BATCHES) 
 
 
 class StepRunner:
-    """One method ready to train: ``step(i)`` runs training step ``i`` and returns its duration.
-
-    The step is ``trainer.pretrain``'s inner loop without the online probe and logging.
-    """
+    """One method ready to train: ``step(i)`` runs training step ``i`` (``step.train_step``, the
+    trainer's own step, without an online probe) and returns its duration."""
 
     def __init__(self, cfg: Config, rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], total_steps: int) -> None:
-        self.cfg, self.rt, self.inputs, self.total = cfg, rt, inputs, total_steps
-        seed_everything(cfg.train.seed)
-        method = build_method(cfg).to(rt.device)
-        if cfg.train.channels_last:
-            method = method.to(memory_format=torch.channels_last)
-        self.method = method.train()
-        self.peak_lr = effective_lr(cfg.optim, cfg.train.batch_size)
-        self.optimizer = build_optimizer(method, cfg.optim, self.peak_lr)
-        self.photometric = [BatchPhotometric(cfg.augment, view=v).to(rt.device) for v in (0, 1)]
-        self.forward = torch.compile(method) if cfg.train.compile else method
-        self.autocast = (lambda: torch.autocast(rt.device.type, dtype=rt.dtype)) if rt.dtype else nullcontext
+        self.rt, self.inputs = rt, inputs
+        schedule = Schedule(steps_per_epoch=total_steps, total_steps=total_steps, warmup_steps=0,
+                            peak_lr=effective_lr(cfg.optim, cfg.train.batch_size), min_lr_ratio=cfg.optim.min_lr_ratio,
+                            ema_base=cfg.method.ema_base)
+        self.parts = build_parts(cfg, rt, schedule, num_classes=None)
+        self.method = self.parts.method
 
     def step(self, i: int) -> float:
-        cfg, rt = self.cfg, self.rt
-        _sync(rt.device)
+        _sync(self.rt.device)
         t0 = time.perf_counter()
-        v1, v2 = self.inputs[i % len(self.inputs)]
-        s = step_seed(cfg.train.seed, 0, i, 0)
-        v1, v2 = self.photometric[0](v1, seed=s), self.photometric[1](v2, seed=s + 1)
-        if cfg.train.channels_last:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            out = self.forward(v1, v2)
-        loss = out.loss.float()
-        if not torch.isfinite(loss):  # the trainer's per-step check (a device sync, as there)
-            raise FloatingPointError(f"{cfg.method.name}: loss {loss.item()} at benchmark step {i}")
-        loss.backward()
-        set_lr(self.optimizer, warmup_cosine(i, self.total, 0, self.peak_lr, cfg.optim.min_lr_ratio))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        pairs = self.method.momentum_pairs()
-        if pairs:
-            ema_update_(pairs, cosine_ema_rate(i, self.total, cfg.method.ema_base))
-        del out, loss
-        _sync(rt.device)
+        train_step(self.parts, self.inputs[i % len(self.inputs)], None, epoch=0, micro=i, global_step=i)
+        _sync(self.rt.device)
         return time.perf_counter() - t0
 
 
@@ -305,7 +279,7 @@ def _split(steps: int, rounds: int) -> list[int]:
     return [steps // rounds + (1 if k < steps % rounds else 0) for k in range(rounds)]
 
 
-def time_methods(cfgs: dict[str, Config], rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], steps: int,
+def time_methods(cfgs: dict[str, Config], inputs: Sequence[tuple[Tensor, Tensor]], steps: int,
                  warmup: int, rounds: int = 4, progress: bool = True,
                  isolate_cpu_memory: bool = True) -> dict[str, dict[str, Any]]:
     """Time ``steps`` training steps of every method after ``warmup`` untimed ones each.
@@ -325,10 +299,11 @@ def time_methods(cfgs: dict[str, Config], rt: Runtime, inputs: Sequence[tuple[Te
     bar = tqdm(total=total * len(names), desc="bench", unit="step", leave=False, disable=not progress)
     runners: dict[str, StepRunner] = {}
     results: dict[str, dict[str, Any]] = {}
-    memory = PeakMemory(rt.device)
+    rts = {name: resolve_runtime(cfg.train.device, cfg.train.precision) for name, cfg in cfgs.items()}
+    memory = PeakMemory(rts[names[0]].device)
     for name in names:
         memory.reset()
-        runner = StepRunner(cfgs[name], rt, inputs, total)
+        runner = StepRunner(cfgs[name], rts[name], inputs, total)
         first = float("nan")
         for i in range(warmup):
             dt = runner.step(i)
@@ -369,7 +344,7 @@ def time_methods(cfgs: dict[str, Config], rt: Runtime, inputs: Sequence[tuple[Te
         }
     del runners
     gc.collect()
-    if rt.device.type == "cuda":
+    if memory.device.type == "cuda":
         torch.cuda.empty_cache()
     elif isolate_cpu_memory:
         import importlib
@@ -380,7 +355,7 @@ def time_methods(cfgs: dict[str, Config], rt: Runtime, inputs: Sequence[tuple[Te
         probe = importlib.import_module("cossl_train.bench").cpu_memory_probe
         with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
             for name in tqdm(names, desc="memory", leave=False, disable=not progress):
-                results[name].update(pool.apply(probe, (cfgs[name], rt, list(inputs), warmup,
+                results[name].update(pool.apply(probe, (cfgs[name], rts[name], list(inputs), warmup,
                                                         torch.get_num_threads())))
     return results
 
@@ -427,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="GPU: python -m cossl_train.bench --device cuda --backbone resnet50 --width 64 --no-small-image "
                "--resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic --workers 8",
     )
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, or 'all' ({', '.join(METHODS)}; default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--backbone", default="resnet18", help="a name from `cossl-train backbones` (default: resnet18)")
     p.add_argument("--width", type=int, default=16, help="backbone base width (default: 16; 64 = standard)")
     p.add_argument("--small-image", action=argparse.BooleanOptionalAction, default=True,
@@ -439,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=4,
                    help="timed steps are interleaved across methods in this many rounds (default: 4)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto: bf16 on GPUs that support it, fp32 on CPU (default)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "both"),
+                   help="auto (default): bf16 on CUDA and on CPUs with native bf16, else fp32; both: time every "
+                        "method in fp32 and in bf16 in the same run")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is in warm-up)")
     p.add_argument("--cudnn-benchmark", action="store_true",
@@ -457,12 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def bench_config(args: argparse.Namespace) -> Config:
+def bench_config(args: argparse.Namespace, precision: str) -> Config:
     """The benchmark's config: defaults, the flags, then the trailing overrides."""
     flags = [
         f"backbone.name={args.backbone}", f"backbone.width={args.width}",
         f"backbone.small_image={str(args.small_image).lower()}", f"augment.resolution={args.resolution}",
-        f"train.batch_size={args.batch_size}", f"train.precision={args.precision}",
+        f"train.batch_size={args.batch_size}", f"train.precision={precision}",
         f"train.channels_last={str(args.channels_last).lower()}", f"train.compile={str(args.compile).lower()}",
         f"train.device={args.device}", f"optim.name={args.optim}", "data.dataset=digits",
         f"data.digits_size={args.resolution}", f"data.num_workers={args.workers}",
@@ -484,21 +461,91 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def _key(method: str, precision: str, both: bool) -> str:
+    return f"{method}@{precision}" if both else method
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    method, _, precision = key.partition("@")
+    return method, precision
+
+
+def step_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Median step-time ratios measured in this run: each CO method over its base method (same
+    precision), and bf16 over fp32 for each method timed in both."""
+    ratios = {}
+    for key in results:
+        method, precision = _split_key(key)
+        others = [f"{method[3:]}@{precision}" if precision else method[3:]] if method.startswith("co_") else []
+        others += [f"{method}@fp32"] if precision == "bf16" else []
+        for other in others:
+            if other in results:
+                ratios[f"{key}/{other}"] = results[key]["step_ms_median"] / results[other]["step_ms_median"]
+    return ratios
+
+
 def format_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) -> str:
-    lines = [f"{'method':<11}{'img/s':>9}{'step ms':>10}{'vs base':>9}{'peak MiB':>10}{'first step s':>14}"]
+    lines = [f"{'method':<16}{'img/s':>9}{'step ms':>10}{'vs base':>9}{'peak MiB':>10}{'first step s':>14}"]
     for name, r in results.items():
-        ratio = ratios.get(f"{name}/{name[3:]}") if name.startswith("co_") else None
-        lines.append(f"{name:<11}{r['images_per_s']:>9.1f}{r['step_ms_median']:>10.1f}"
+        method, precision = _split_key(name)
+        base = f"{method[3:]}@{precision}" if precision else method[3:]
+        ratio = ratios.get(f"{name}/{base}")
+        lines.append(f"{name:<16}{r['images_per_s']:>9.1f}{r['step_ms_median']:>10.1f}"
                      f"{(f'{ratio:.2f}x' if ratio else ''):>9}{r['peak_memory_mib']:>10.0f}{r['first_step_s']:>14.2f}")
     return "\n".join(lines)
 
 
+def _parse_methods(spec: str) -> list[str] | None:
+    methods = list(METHODS) if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    return methods if methods and all(m in METHODS for m in methods) else None
+
+
+def _settings(args: argparse.Namespace, cfg: Config, rt: Runtime, precisions: list[str]) -> dict[str, Any]:
+    return {
+        "backbone": cfg.backbone.name, "width": cfg.backbone.width, "small_image": cfg.backbone.small_image,
+        "resolution": cfg.augment.resolution, "batch_size": cfg.train.batch_size, "steps": args.steps,
+        "warmup": args.warmup, "rounds": len(_split(args.steps, args.rounds)),
+        "device": str(rt.device), "device_name": _device_name(rt.device), "precision": ",".join(precisions),
+        "precision_reason": rt.precision_reason, "cpu_flags_bf16": cpu_native_bf16()[1],
+        "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
+        "optim": cfg.optim.name, "dataset": args.dataset, "workers": args.workers,
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "overrides": list(args.overrides),
+        "load_average_before": _load_average(),
+    }
+
+
+def _print_header(st: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"cossl_train.bench: {st['backbone']} width {st['width']}"
+          f"{' small-image' if st['small_image'] else ''}, {st['resolution']} px, batch "
+          f"{st['batch_size']}, {st['device']} ({st['device_name']}) {st['precision']} ({st['precision_reason']}; "
+          f"{st['cpu_flags_bf16']}), channels_last {'on' if st['channels_last'] else 'off'}, compile "
+          f"{'on' if st['compile'] else 'off'}, {st['threads']} threads; median of {args.steps} steps after "
+          f"{args.warmup} warm-up, interleaved in {st['rounds']} rounds", flush=True)
+
+
+def _report(results: dict[str, dict[str, Any]], ratios: dict[str, float], loader: dict[str, Any],
+            args: argparse.Namespace, cfg: Config, st: dict[str, Any]) -> None:
+    print(format_table(results, ratios))
+    if ratios:
+        print("step-time ratios (same run): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print(f"data loader alone ({args.dataset}, TwoViewCrop at {cfg.augment.resolution} px, workers={args.workers}): "
+          f"{loader['images_per_s']:.0f} img/s")
+    print(f"peak MiB: {next(iter(results.values()))['memory_kind']}; above the level before the method "
+          "was built (absolute values in the JSON)")
+    st["load_average_after"] = _load_average()
+    if st["device"] == "cpu":
+        print("note: CPU timings; on a shared machine they are noisy (medians reduce, not remove, the noise)")
+        print(f"load average (1 min) before/after: {st['load_average_before']:.1f} / "
+              f"{st['load_average_after']:.1f} on {os.cpu_count()} CPUs")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        print(f"cossl_train.bench: error: --methods must name some of {', '.join(METHODS)}", file=sys.stderr)
+    methods = _parse_methods(args.methods)
+    if methods is None:
+        print(f"cossl_train.bench: error: --methods must be 'all' or name some of {', '.join(METHODS)}",
+              file=sys.stderr)
         return 2
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
         # warm-up >= 1: peak memory is read over the warm-up (the first step allocates optimizer state)
@@ -508,63 +555,28 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    cfg = bench_config(args)
-    rt = resolve_runtime(cfg)
-    precision = "bf16" if rt.dtype is not None else "fp32"
-    if rt.device.type == "cpu" and precision == "bf16":
-        print("note: bf16 autocast on this CPU may be emulated (several times slower than fp32)", file=sys.stderr)
-    progress = not args.no_progress
+    both = args.precision == "both"
+    cfg = bench_config(args, "fp32" if both else args.precision)
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
+    precisions = ["fp32", "bf16"] if both else [rt.precision]
+    st = _settings(args, cfg, rt, precisions)
+    _print_header(st, args)
 
     n_synthetic = max(cfg.train.batch_size * (args.loader_batches + 4), cfg.train.batch_size * INPUT_BATCHES)
     ds = build_dataset(cfg, args.dataset, n_synthetic)
     inputs = fetch_inputs(ds, cfg, rt)
-
-    settings = {
-        "backbone": cfg.backbone.name, "width": cfg.backbone.width, "small_image": cfg.backbone.small_image,
-        "resolution": cfg.augment.resolution, "batch_size": cfg.train.batch_size, "steps": args.steps,
-        "warmup": args.warmup, "rounds": len(_split(args.steps, args.rounds)),
-        "device": str(rt.device), "device_name": _device_name(rt.device),
-        "precision": precision, "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
-        "optim": cfg.optim.name, "dataset": args.dataset, "workers": args.workers,
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "overrides": list(args.overrides),
-        "load_average_before": _load_average(),
-    }
-    print(f"cossl_train.bench: {settings['backbone']} width {settings['width']}"
-          f"{' small-image' if settings['small_image'] else ''}, {settings['resolution']} px, batch "
-          f"{settings['batch_size']}, {settings['device']} ({settings['device_name']}) {precision}, channels_last "
-          f"{'on' if settings['channels_last'] else 'off'}, compile {'on' if settings['compile'] else 'off'}, "
-          f"{settings['threads']} threads; median of {args.steps} steps after {args.warmup} warm-up, "
-          f"interleaved in {settings['rounds']} rounds", flush=True)
-
-    cfgs = {name: apply_overrides(cfg, [f"method.name={name}"]) for name in methods}
-    results = time_methods(cfgs, rt, inputs, args.steps, args.warmup, rounds=args.rounds, progress=progress)
-    ratios = {f"{m}/{m[3:]}": results[m]["step_ms_median"] / results[m[3:]]["step_ms_median"]
-              for m in results if m.startswith("co_") and m[3:] in results}
-
+    cfgs = {_key(m, p, both): apply_overrides(cfg, [f"method.name={m}", f"train.precision={p}"])
+            for p in precisions for m in methods}
+    results = time_methods(cfgs, inputs, args.steps, args.warmup, rounds=args.rounds, progress=not args.no_progress)
+    ratios = step_ratios(results)
     del inputs
     loader = time_loader(ds, cfg, rt, args.workers, args.loader_batches)
-
-    print(format_table(results, ratios))
-    ratio_text = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
-    if ratio_text:
-        print(f"CO/base step-time ratio: {ratio_text}")
-    print(f"data loader alone ({args.dataset}, TwoViewCrop at {cfg.augment.resolution} px, workers={args.workers}): "
-          f"{loader['images_per_s']:.0f} img/s")
-    print(f"peak MiB: {next(iter(results.values()))['memory_kind']}; above the level before the method "
-          "was built (absolute values in the JSON)")
-    if rt.device.type == "cpu":
-        print("note: CPU timings; on a shared machine they are noisy (medians reduce, not remove, the noise)")
-
-    settings["load_average_after"] = _load_average()
-    if rt.device.type == "cpu":
-        print(f"load average (1 min) before/after: {settings['load_average_before']:.1f} / "
-              f"{settings['load_average_after']:.1f} on {os.cpu_count()} CPUs")
+    _report(results, ratios, loader, args, cfg, st)
     if args.json:
-        record = {"settings": settings, "methods": results, "ratios": ratios, "loader": loader}
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        path.write_text(json.dumps({"settings": st, "methods": results, "ratios": ratios, "loader": loader},
+                                   indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

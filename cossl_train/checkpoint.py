@@ -3,10 +3,17 @@
 A checkpoint holds everything an exact resume needs (model with its momentum targets,
 optimizer, online probe, step counters, RNG states) plus the config that built the model, so
 ``load_pretrained`` can rebuild a ready encoder from the file alone.
+
+A linear probe trained offline is saved beside its checkpoint (``<name>.probe.pt``, see
+:func:`save_probe`) with what it was trained for: the checkpoint's epoch and a hash of its encoder
+weights, the data and the protocol. :func:`load_pretrained` uses it only when it matches the
+checkpoint; otherwise it says so and falls back to the online probe.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
 import zipfile
 from dataclasses import dataclass
@@ -19,15 +26,22 @@ from torch import nn
 
 from .atomic import atomic_write
 from .config import Config, from_dict
+from .errors import CheckpointError  # re-exported for callers
 
 FORMAT = "cossl-checkpoint"
-VERSION = 1
-#: config sections that define the model; a resume that changes them is refused
+VERSION = 2
+PROBE_FORMAT = "cossl-probe"
+#: config sections that define the model
 MODEL_SECTIONS = ("backbone", "head", "co", "method")
+#: what else a resume must not change: the optimizer and its schedule, the augmentations (every
+#: key), and these keys of the others (batch, epochs, steps, data order)
+RESUME_SECTIONS = (*MODEL_SECTIONS, "optim", "augment")
+RESUME_KEYS = {"train": ("batch_size", "accum_steps", "epochs", "max_steps_per_epoch", "seed"),
+               "data": ("dataset", "limit", "class_list")}
+
+log = logging.getLogger("cossl_train")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used here; the message is one line."""
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -54,6 +68,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cossl checkpoint (no '{FORMAT}' marker)")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} was written by another version of cossl (checkpoint format "
+                              f"{state.get('version')}, this one reads {VERSION}); pre-train it again")
     return state
 
 
@@ -62,23 +79,85 @@ def describe(cfg_dict: dict) -> str:
     return f"method={m.get('name')} backbone={b.get('name')} width={b.get('width')} small_image={b.get('small_image')}"
 
 
-def check_resume_compatible(stored: dict, cfg: Config, path: str | Path) -> None:
-    """Refuse to resume with a different model definition, naming the first differing key."""
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _first_difference(stored_cfg: dict, cfg: Config, sections: tuple[str, ...],
+                      keys: dict[str, tuple[str, ...]]) -> tuple[str, object, object] | None:
     from .config import to_dict
 
     current = to_dict(cfg)
-    for section in MODEL_SECTIONS:
-        for key, value in current[section].items():
-            old = stored.get(section, {}).get(key)
-            if isinstance(value, tuple):
-                value = list(value)
-            if isinstance(old, tuple):
-                old = list(old)
-            if old != value:
-                raise CheckpointError(
-                    f"{path} was written with {section}.{key}={old!r} but the config says {value!r}; "
-                    "resume needs the same model (use another train.out_dir for a new run)"
-                )
+    pairs = [(s, k) for s in sections for k in current[s]] + [(s, k) for s, ks in keys.items() for k in ks]
+    for section, key in pairs:
+        old, new = _plain(stored_cfg.get(section, {}).get(key)), _plain(current[section][key])
+        if old != new:
+            return f"{section}.{key}", old, new
+    return None
+
+
+def check_same_model(stored_cfg: dict, cfg: Config, path: str | Path) -> None:
+    """Refuse a checkpoint whose config defines another model than ``cfg``, naming the key."""
+    diff = _first_difference(stored_cfg, cfg, MODEL_SECTIONS, {})
+    if diff is not None:
+        raise CheckpointError(f"{path} was written with {diff[0]}={diff[1]!r} but the config says {diff[2]!r}")
+
+
+def check_resume_compatible(stored: dict, cfg: Config, world_size: int, path: str | Path) -> None:
+    """Refuse to resume with another model, schedule, batch, world size or augmentation, naming the
+    first difference: each of them would silently bend the learning-rate and EMA schedules or
+    change what is trained."""
+    diff = _first_difference(stored.get("config", {}), cfg, RESUME_SECTIONS, RESUME_KEYS)
+    if diff is not None:
+        raise CheckpointError(f"{path} was written with {diff[0]}={diff[1]!r} but the config says {diff[2]!r}; "
+                              "a resume must continue the same run (use another train.out_dir for a new run)")
+    if stored.get("world_size") != world_size:
+        raise CheckpointError(f"{path} was written by {stored.get('world_size')} process(es), this run has "
+                              f"{world_size}; resume with the same number of processes (the global batch and the "
+                              "schedules depend on it)")
+
+
+def weights_hash(module: nn.Module) -> str:
+    """Content hash (hex) of ``module``'s state dict: equal weights give an equal hash."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def probe_path(checkpoint: str | Path) -> Path:
+    """Where the offline linear probe of ``checkpoint`` is saved."""
+    return Path(checkpoint).with_suffix(".probe.pt")
+
+
+def save_probe(checkpoint: str | Path, probe: nn.Linear, encoder: nn.Module, epoch: int, data: dict[str, Any],
+               protocol: str, results: dict[str, Any]) -> Path:
+    """Save an offline probe beside ``checkpoint`` with its provenance (see module docstring)."""
+    path = probe_path(checkpoint)
+    state = {"format": PROBE_FORMAT, "probe": probe.state_dict(), "checkpoint_epoch": int(epoch),
+             "encoder_hash": weights_hash(encoder), "data": data, "protocol": protocol, "results": results}
+    atomic_write(path, lambda handle: torch.save(state, handle))
+    return path
+
+
+def _offline_probe(path: Path, encoder: nn.Module, epoch: int) -> tuple[dict | None, str]:
+    """The stored offline probe of checkpoint ``path`` if it was trained on this checkpoint,
+    else (None, why not)."""
+    file = probe_path(path)
+    if not file.is_file():
+        return None, "none saved"
+    try:
+        stored = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an unreadable file is reported, never used
+        return None, f"{file} is unreadable ({type(e).__name__})"
+    if not isinstance(stored, dict) or stored.get("format") != PROBE_FORMAT:
+        return None, f"{file} has no provenance record (written by an older cossl)"
+    if stored["checkpoint_epoch"] != epoch or stored["encoder_hash"] != weights_hash(encoder):
+        return None, (f"{file} was trained on another state of this checkpoint (epoch {stored['checkpoint_epoch']}, "
+                      f"the checkpoint is at epoch {epoch}, or other weights)")
+    return stored, "matches"
 
 
 def load_state(module: nn.Module, state_dict: dict, path: str | Path, stored_cfg: dict | None = None) -> None:
@@ -126,14 +205,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 @dataclass
 class Pretrained:
     """A ready model from a checkpoint: ``encoder(x)`` gives the feature map of [0, 1] images,
-    ``features(x)`` the pooled global representation, ``local(x)`` the (B, h*w, C) local ones,
-    and ``probe`` the online linear probe (None when the run had no labels)."""
+    ``features(x)`` the global representation (pooled, and through the pool MLP when there is
+    one), ``local(x)`` the (B, h*w, C) local ones, and ``probe`` a linear probe on the global
+    representation (None when the run had no labels and none was trained offline).
+    ``probe_source`` says which probe it is; ``probe_data`` the data config it was trained on."""
 
     encoder: nn.Module
     probe: nn.Linear | None
     config: Config
     epoch: int
     path: Path
+    probe_source: str = "none"
+    probe_data: dict[str, Any] | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         from .encoder import pool_features
@@ -166,11 +249,18 @@ class _Classifier(nn.Module):
         return self.probe(pool_features(self.encoder, self.encoder(x)))
 
 
+def _linear(state: dict) -> nn.Linear:
+    probe = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    probe.load_state_dict(state)
+    return probe
+
+
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     """Rebuild the online encoder (and its linear probe) of a cossl checkpoint, in eval mode.
 
-    A linear probe trained offline by ``cossl-train linear-probe`` (saved beside the checkpoint
-    as ``<name>.probe.pt``) is preferred over the online probe when present.
+    The probe is the offline one saved beside the checkpoint when it was trained on this very
+    checkpoint (epoch and encoder weights hash), else the online probe of the run, with a logged
+    note when an offline probe was there but did not match.
     """
     from .methods import build_encoder
 
@@ -181,15 +271,17 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pre
     prefix = "encoder."
     enc_state = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     load_state(encoder, enc_state, path, state["config"])
-    probe = None
-    offline = path.with_suffix(".probe.pt")
-    probe_state = None
-    if offline.is_file():
-        probe_state = torch.load(offline, map_location="cpu", weights_only=True)["probe"]
-    elif state.get("probe") is not None:
-        probe_state = state["probe"]
-    if probe_state is not None:
-        probe = nn.Linear(probe_state["weight"].shape[1], probe_state["weight"].shape[0])
-        probe.load_state_dict(probe_state)
+    epoch = int(state.get("epoch", 0))
+    offline, why = _offline_probe(path, encoder, epoch)
+    probe, source, data = None, "none", None
+    if offline is not None:
+        probe, data = _linear(offline["probe"]), offline["data"]
+        source = f"offline linear probe ({offline['protocol']})"
+    else:
+        if why != "none saved":
+            log.warning("not using the offline probe: %s; using the online probe instead", why)
+        if state.get("probe_linear") is not None:
+            probe, source, data = _linear(state["probe_linear"]), "online probe", state["config"].get("data")
+    if probe is not None:
         probe = probe.to(device).eval()
-    return Pretrained(encoder.to(device).eval(), probe, cfg, int(state.get("epoch", 0)), path)
+    return Pretrained(encoder.to(device).eval(), probe, cfg, epoch, path, source, data)

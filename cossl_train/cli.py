@@ -12,15 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .trainer import NonFiniteLossError, RunExistsError
+    """Errors caused by the input (one line, exit 2); anything else is a bug and keeps its traceback."""
+    from .errors import CosslError
 
-    return (ConfigError, CheckpointError, NonFiniteLossError, RunExistsError, FileNotFoundError, ValueError)
+    return (CosslError, FileNotFoundError)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -33,29 +30,32 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _eval_checkpoint(args: argparse.Namespace, linear: bool, knn: bool) -> dict:
-    from .checkpoint import load_pretrained
-    from .config import apply_overrides
+    from .checkpoint import load_pretrained, save_probe
+    from .config import apply_overrides, to_dict
     from .evaluate import evaluate_encoder
-    from .trainer import resolve_runtime
+    from .runtime import resolve_device
 
     pre = load_pretrained(args.checkpoint)
     # data and evaluation settings may change (another data.root, say); the model may not
     cfg = apply_overrides(pre.config, args.overrides, sections=("data", "eval", "train"))
-    device = resolve_runtime(cfg).device
+    device = resolve_device(cfg.train.device)
     res = evaluate_encoder(pre.encoder.to(device), cfg, device=device, linear=linear, knn=knn,
                            progress=not args.no_progress)
     probe = res.pop("probe", None)
     if probe is not None:
-        torch.save({"probe": probe.state_dict()}, Path(args.checkpoint).with_suffix(".probe.pt"))
-    res = {"checkpoint": str(args.checkpoint), "epoch": pre.epoch, **res}
-    return res
+        scores = {k: res[k] for k in ("linear_top1", "linear_top5")}
+        save_probe(args.checkpoint, probe, pre.encoder, pre.epoch, to_dict(cfg)["data"], res["linear_protocol"],
+                   scores)
+    return {"checkpoint": str(args.checkpoint), "epoch": pre.epoch, **res}
 
 
 def cmd_linear_probe(args: argparse.Namespace) -> None:
+    from .evaluate import PROTOCOLS
+
     res = _eval_checkpoint(args, linear=True, knn=False)
-    out = Path(args.checkpoint).with_suffix(".linear.json")
+    out = Path(args.checkpoint).with_suffix(f".linear_{res['linear_protocol']}.json")
     out.write_text(json.dumps(res, indent=2))
-    print(f"offline linear probe: top-1 {res['linear_top1']:.2f}%  top-5 {res['linear_top5']:.2f}%  "
+    print(f"{PROTOCOLS[res['linear_protocol']]}: top-1 {res['linear_top1']:.2f}%  top-5 {res['linear_top5']:.2f}%  "
           f"({res['n_train']} train / {res['n_val']} val images; probe saved beside the checkpoint; {out})")
 
 
@@ -63,7 +63,8 @@ def cmd_knn(args: argparse.Namespace) -> None:
     res = _eval_checkpoint(args, linear=False, knn=True)
     out = Path(args.checkpoint).with_suffix(".knn.json")
     out.write_text(json.dumps(res, indent=2))
-    print(f"weighted kNN: top-1 {res['knn_top1']:.2f}%  ({res['n_train']} train / {res['n_val']} val; {out})")
+    print(f"weighted kNN (k={res['knn_k']}): top-1 {res['knn_top1']:.2f}%  ({res['n_train']} train / "
+          f"{res['n_val']} val; {out})")
 
 
 def cmd_backbones(args: argparse.Namespace) -> None:
@@ -97,10 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML file (see cossl_train/configs/)")
     s.add_argument("--resume", action="store_true", help="continue the run in train.out_dir")
     s.add_argument("--no-progress", action="store_true")
-    s.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=5 co.lambda=0.5")
+    s.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=5 co.local_weight=0.5")
     s.set_defaults(func=cmd_pretrain)
 
-    for name, func, helptext in (("linear-probe", cmd_linear_probe, "offline linear probe (top-1/top-5)"),
+    for name, func, helptext in (("linear-probe", cmd_linear_probe, "offline linear probe (top-1/top-5; "
+                                                                     "eval.linear_protocol=fast|standard)"),
                                  ("knn", cmd_knn, "weighted kNN accuracy")):
         s = sub.add_parser(name, help=f"{helptext} of a checkpoint's frozen encoder")
         s.add_argument("checkpoint")

@@ -1,8 +1,9 @@
 """Typed configuration: every default lives here, YAML files and dotted overrides merge on top.
 
 A config file only names what differs from these defaults. Unknown keys and values of the wrong
-type are refused with a one-line error that names the key (OmegaConf structured configs).
-``co.lambda`` is accepted as an alias of ``co.lam`` (``lambda`` is a Python keyword).
+type are refused with a one-line error that names the key (OmegaConf structured configs); keys of
+earlier versions (``co.lambda``, ``co.lam``, ``method.temperature``) are refused with the name of
+the key that replaced them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message is one line."""
+from .errors import ConfigError  # re-exported for callers
 
 
 @dataclass
@@ -66,15 +65,23 @@ class AugmentConfig:
 class BackboneConfig:
     #: a name from ``cossl-train backbones``
     name: str = "resnet18"
-    #: CIFAR-style stem: 3x3 stride-1 first conv and no max-pool
-    small_image: bool = False
+    #: the stem: true = CIFAR-style (3x3 stride-1 first conv, no max-pool), false = ImageNet's
+    #: (7x7 stride 2 + max-pool); unset = the backbone's own (``cossl-train backbones``)
+    small_image: bool | None = None
     #: base channel width (64 = the standard ResNet); smaller for tiny models
     width: int = 64
+    #: the MLP after average pooling (the paper's RF-limited backbones have one); unset = the
+    #: backbone's default (on for the RF-ResNet presets). The global representation that the
+    #: projector and every linear probe read is its output.
+    pool_mlp: bool | None = None
+    #: hidden width of that MLP (0 = the feature width)
+    pool_mlp_hidden: int = 0
 
 
 @dataclass
 class HeadConfig:
-    """Global projector/predictor MLPs (Linear-BN-ReLU-Linear), BYOL's sizes by default."""
+    """Global projector/predictor MLPs, BYOL's sizes by default (DINO: the head's hidden width and
+    bottleneck; its output size is ``method.dino.out_dim``)."""
 
     proj_hidden: int = 4096
     proj_dim: int = 256
@@ -83,26 +90,65 @@ class HeadConfig:
 
 @dataclass
 class CoConfig:
-    """The CO term: local heads and the local-to-global loss (DESIGN.md section 1)."""
+    """The CO term (docs/method.md): local heads and the local/global loss."""
 
-    #: lambda, the weight of the local loss; 0 gives the base method exactly
-    lam: float = 1.0
+    #: w_s in L = (1 - w_s) L_g + w_s L_l; 0 gives the base method exactly. The paper's good
+    #: range 0.2-0.5 is second-hand (see docs/method.md); 0.3 is our default inside it.
+    local_weight: float = 0.3
     #: local_to_global | global_to_local | both (mean of the two)
     direction: str = "both"
     #: hidden width of the local projector and predictor (applied at every position, so
     #: smaller than the global heads' by default to keep the step cost low)
     proj_hidden: int = 1024
     pred_hidden: int = 1024
+    #: average-pool the local map to grid x grid before the local heads (0 = the map as it is)
+    grid: int = 0
+    #: the local heads are the global ones (pool MLP, projector, predictor at every position)
+    shared_heads: bool = False
+
+
+@dataclass
+class SimCLRConfig:
+    temperature: float = 0.2
+
+
+@dataclass
+class MoCoV3Config:
+    #: MoCo-v3's temperature for ResNet-50 (0.2 is its ViT value)
+    temperature: float = 1.0
+
+
+@dataclass
+class DINOConfig:
+    """DINO's ResNet-50 recipe (its repository's defaults and README command)."""
+
+    #: number of prototypes K (the head's output size)
+    out_dim: int = 65536
+    #: linear layers of the head's MLP (to the bottleneck of size ``head.proj_dim``)
+    head_layers: int = 3
+    #: keep the last layer's row norms at 1 (the ResNet-50 recipe); false learns them
+    norm_last_layer: bool = True
+    #: BatchNorm in the head's MLP (DINO's ``use_bn_in_head``; off in its ResNet-50 recipe)
+    head_bn: bool = False
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    #: teacher temperature at epoch 0, raised linearly to teacher_temp over the warm-up epochs
+    teacher_temp_warmup: float = 0.04
+    teacher_temp_warmup_epochs: int = 0
+    center_momentum: float = 0.9
+    #: epochs during which the last layer's gradient is dropped
+    freeze_last_layer_epochs: float = 1.0
 
 
 @dataclass
 class MethodConfig:
-    #: byol | co_byol | simclr | co_simclr
+    #: a base method (byol, dino, mocov3, simclr) or its CO form (co_byol, ...)
     name: str = "co_byol"
-    #: SimCLR / CO-SimCLR InfoNCE temperature
-    temperature: float = 0.2
-    #: BYOL base EMA rate, raised to 1 along a cosine schedule
+    #: base EMA rate of the momentum branch (BYOL, DINO, MoCo-v3), raised to 1 along a cosine
     ema_base: float = 0.99
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    mocov3: MoCoV3Config = field(default_factory=MoCoV3Config)
+    dino: DINOConfig = field(default_factory=DINOConfig)
 
 
 @dataclass
@@ -122,6 +168,8 @@ class OptimConfig:
     #: final learning rate of the cosine schedule, as a fraction of the peak
     min_lr_ratio: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    #: clip each parameter's gradient norm to this value (DINO: 3.0); 0 = off
+    clip_grad: float = 0.0
 
 
 @dataclass
@@ -130,7 +178,8 @@ class TrainConfig:
     #: per-process batch size (global batch = batch_size * world size * accum_steps)
     batch_size: int = 256
     accum_steps: int = 1
-    #: auto (bf16 on GPUs that support it, fp32 on CPU) | bf16 | fp32
+    #: auto (bf16 autocast on CUDA and on CPUs with native bf16 -- AVX512-BF16 or AMX --, fp32
+    #: elsewhere; the choice and its reason are printed) | bf16 | fp32
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
@@ -138,9 +187,11 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     out_dir: str = "runs/default"
-    #: online linear probe on detached features (needs labels)
+    #: online linear probe on detached, normalised features (needs labels); evaluated on the
+    #: validation split every ``probe_eval_every`` epochs (0 = never)
     online_probe: bool = True
     probe_lr: float = 1e-3
+    probe_eval_every: int = 1
     log_every: int = 10
     #: 0 = full epochs; >0 stops each epoch after this many optimizer steps (smoke runs)
     max_steps_per_epoch: int = 0
@@ -151,12 +202,25 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Offline evaluation of a frozen encoder (docs/evaluation.md).
+
+    Linear protocols: ``fast`` trains the head on features of centre crops encoded once;
+    ``standard`` (the protocol of published ImageNet numbers) trains it with SGD on
+    random-resized-crop + flip views encoded anew every epoch, and evaluates on centre crops.
+    Both use the ``linear_*`` recipe below.
+    """
+
     knn_k: int = 20
     knn_temperature: float = 0.07
+    #: fast | standard
+    linear_protocol: str = "fast"
     linear_epochs: int = 100
     linear_lr: float = 0.1
     linear_batch_size: int = 256
     linear_weight_decay: float = 0.0
+    linear_momentum: float = 0.9
+    #: standard protocol: scale range of the training views' RandomResizedCrop
+    linear_crop_scale: tuple[float, float] = (0.08, 1.0)
 
 
 @dataclass
@@ -173,8 +237,8 @@ class Config:
 
 
 _CHOICES = {
-    ("method", "name"): ("byol", "co_byol", "simclr", "co_simclr"),
     ("co", "direction"): ("local_to_global", "global_to_local", "both"),
+    ("eval", "linear_protocol"): ("fast", "standard"),
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
@@ -182,20 +246,36 @@ _CHOICES = {
 }
 
 
-def _alias(key: str) -> str:
-    return key.replace("co.lambda", "co.lam")
+#: keys of earlier versions -> what replaced them (a config naming one stops with this hint)
+RENAMED: dict[str, str] = {
+    "co.lambda": "co.local_weight (w_s in L = (1 - w_s) L_g + w_s L_l, no longer L_g + lambda L_l)",
+    "co.lam": "co.local_weight (w_s in L = (1 - w_s) L_g + w_s L_l, no longer L_g + lambda L_l)",
+    "method.temperature": "method.simclr.temperature or method.mocov3.temperature",
+}
 
 
-def _rename_lambda(d: Any) -> Any:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out["lam" if k == "lambda" else k] = _rename_lambda(v)
-        return out
-    return d
+def _check_renamed(keys: list[str], source: str) -> None:
+    for key in keys:
+        if key in RENAMED:
+            raise ConfigError(f"{source}: {key} was renamed: use {RENAMED[key]}")
+
+
+def _dotted_keys(d: Any, prefix: str = "") -> list[str]:
+    if not isinstance(d, dict):
+        return []
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += [key, *_dotted_keys(v, key + ".")]
+    return out
 
 
 def validate(cfg: Config) -> Config:
+    from .methods import method_names
+
+    names = method_names()
+    if cfg.method.name not in names:
+        raise ConfigError(f"method.name={cfg.method.name!r} is not one of {', '.join(names)}")
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
@@ -205,8 +285,20 @@ def validate(cfg: Config) -> Config:
     for name in ("batch_size", "epochs", "accum_steps"):
         if getattr(cfg.train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg.train, name)} must be >= 1")
-    if cfg.co.lam < 0:
-        raise ConfigError(f"co.lam={cfg.co.lam} must be >= 0")
+    from .backbones import list_backbones
+
+    if cfg.backbone.name not in list_backbones():
+        raise ConfigError(f"backbone.name={cfg.backbone.name!r} is not one of {', '.join(list_backbones())}")
+    if cfg.train.seed < 0:
+        raise ConfigError(f"train.seed={cfg.train.seed} must be >= 0")
+    if not 0 <= cfg.co.local_weight <= 1:
+        raise ConfigError(f"co.local_weight={cfg.co.local_weight} must lie in [0, 1] (it is w_s in "
+                          "L = (1 - w_s) L_g + w_s L_l)")
+    if cfg.co.grid < 0:
+        raise ConfigError(f"co.grid={cfg.co.grid} must be >= 0 (0 = the feature map as it is)")
+    if getattr(cfg.augment, "local_crops", 0) and cfg.method.name.endswith("simclr"):
+        raise ConfigError(f"augment.local_crops={cfg.augment.local_crops}: multi-crop is supported by byol, dino, "
+                          f"mocov3 and their CO forms, not by {cfg.method.name}")
     return cfg
 
 
@@ -226,12 +318,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
-        layers.append((str(path), OmegaConf.create(_rename_lambda(raw))))
+        _check_renamed(_dotted_keys(raw), str(path))
+        layers.append((str(path), OmegaConf.create(raw)))
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+    _check_renamed([o.split("=", 1)[0] for o in overrides], "command line")
     if overrides:
-        layers.append(("command line", OmegaConf.from_dotlist([_alias(o) for o in overrides])))
+        layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
     merged = base
     for source, layer in layers:
         try:
@@ -250,10 +344,11 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...],
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
-        if sections is not None and _alias(o).split(".")[0] not in sections:
+        if sections is not None and o.split(".")[0] not in sections:
             raise ConfigError(f"override {o!r} not allowed here; only {', '.join(sections)} keys can change")
+    _check_renamed([o.split("=", 1)[0] for o in overrides], "command line")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist([_alias(o) for o in overrides]))
+        merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         raise ConfigError(f"command line: bad config key or value {key!r}: {str(e).splitlines()[0]}") from None
@@ -266,6 +361,7 @@ def to_dict(cfg: Config) -> dict:
 
 def from_dict(d: dict) -> Config:
     """Rebuild a Config from a checkpoint's dict (unknown keys refused, as for files)."""
+    _check_renamed(_dotted_keys(d), "stored config")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(d))
     except OmegaConfBaseException as e:

@@ -24,8 +24,8 @@ def is_main() -> bool:
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward all-reduces the full gradient and keeps this process's rows:
-    every process receives the gradient of its rows summed over all processes' losses."""
+    """all_gather of equal-sized parts whose backward all-reduces the full gradient and keeps this
+    process's rows: every process receives the gradient of its rows summed over all processes' losses."""
 
     @staticmethod
     def forward(ctx, x: Tensor, group: dist.ProcessGroup) -> Tensor:  # noqa: ANN001
@@ -43,16 +43,35 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[start:start + ctx.rows], None
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` (B, ...) from all processes along dim 0, keeping gradients.
+def gather_rows(x: Tensor) -> tuple[Tensor, int]:
+    """Concatenate ``x`` (B, ...) from all processes along dim 0, keeping gradients, and return it
+    with the row of this process's first element in it (the ``offset`` of the contrastive losses).
 
-    The backward pass sends each process the gradient of its own rows summed over all
-    processes, so with DDP's gradient averaging the result equals one process on the
-    concatenated batch. Returns ``x`` itself in a single process.
+    Processes may hold different numbers of rows (a batch that lost unreadable images): parts are
+    padded to the largest for the collective and trimmed after, so row ``offset + b`` is always
+    this process's row b. The backward pass sends each process the gradient of its own rows
+    summed over all processes' losses. In a single process: ``(x, 0)``.
     """
     if not is_distributed() or world_size() == 1:
-        return x
-    return _GatherWithGrad.apply(x, _gather_group())
+        return x, 0
+    group = _gather_group()
+    sizes_t = torch.zeros(world_size(), dtype=torch.long, device=x.device)
+    sizes_t[rank()] = x.shape[0]
+    dist.all_reduce(sizes_t, group=group)
+    sizes = sizes_t.tolist()
+    top = max(sizes)
+    padded = x if x.shape[0] == top else torch.cat([x, x.new_zeros((top - x.shape[0], *x.shape[1:]))])
+    full = _GatherWithGrad.apply(padded, group)
+    if min(sizes) == top:
+        return full, rank() * top
+    parts = [full[r * top:r * top + n] for r, n in enumerate(sizes)]
+    return torch.cat(parts), sum(sizes[:rank()])
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` (B, ...) from all processes along dim 0, keeping gradients (see
+    :func:`gather_rows`, which also gives this process's offset)."""
+    return gather_rows(x)[0]
 
 
 _GATHER_GROUP = None

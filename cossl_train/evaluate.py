@@ -1,43 +1,76 @@
-"""Offline evaluation of a frozen encoder: linear probe (top-1/top-5) and weighted kNN.
+"""Offline evaluation of a frozen encoder: linear probes (two protocols) and weighted kNN.
 
-Features are encoded once; the linear head then trains on the stored features, which is what
-makes the probe cheap enough to run on every checkpoint.
+Every number carries the protocol that produced it (docs/evaluation.md):
+
+* ``fast`` linear probe: features of centre crops encoded once; a linear head trained on them
+  (SGD, momentum, cosine rate, features standardised with the training mean/std). Cheap enough
+  to run on every checkpoint.
+* ``standard`` linear probe: the protocol of published ImageNet numbers (BYOL's, solo-learn's, the
+  CO-SSL paper's): a linear head on the frozen encoder (eval mode) trained with SGD for
+  ``eval.linear_epochs`` epochs on random-resized-crop + flip views encoded anew every epoch,
+  evaluated on centre crops. Costs one encoder pass over the training set per epoch.
+* weighted kNN: cosine similarity, the k nearest training features vote with weight exp(s / T).
+
+The global representation is ``encoder.pool(fmap)`` (spatial mean, then the pool MLP when there
+is one). Images are decoded by ``data.num_workers`` loader processes.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2 as v2
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .config import AugmentConfig, Config, DataConfig
 from .encoder import pool_features
 
+log = logging.getLogger("cossl_train")
+
+PROTOCOLS = {
+    "fast": "fast linear probe (frozen centre-crop features encoded once)",
+    "standard": "standard linear probe (SGD on random-resized-crop + flip views, centre-crop evaluation)",
+}
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False,
+            generator: torch.Generator | None = None) -> DataLoader:
+    from .data import collate_skip_none
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator,
+                      collate_fn=partial(collate_skip_none, n_fields=2))
+
+
+def _pixels(x: Tensor, device: str | torch.device) -> Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu",
                      num_workers: int = 0, progress: bool = True, desc: str = "encode") -> tuple[Tensor, Tensor]:
-    """Global representations (N, C) float32 and labels (N,) of a dataset of (uint8 image, label)."""
-    from .data import collate_skip_none
-
+    """Global representations (N, C) float32 and labels (N,) of a dataset of (uint8 image, label),
+    decoded by ``num_workers`` loader processes (unreadable images are dropped)."""
     was_training = encoder.training
     encoder.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=partial(collate_skip_none, n_fields=2))
     feats, labels = [], []
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in tqdm(_loader(dataset, batch_size, num_workers), desc=desc, disable=not progress, leave=False):
         x, y = batch[0], batch[1]
         if y.numel() == 0:  # the whole batch was unreadable (and counted by the loader)
             continue
-        x = x.to(device, non_blocking=True).float() / 255 if x.dtype == torch.uint8 else x.to(device)
-        feats.append(pool_features(encoder, encoder(x)).float().cpu())
+        feats.append(pool_features(encoder, encoder(_pixels(x, device))).float().cpu())
         labels.append(y)
     encoder.train(was_training)
+    if not feats:
+        from .errors import DataError
+
+        raise DataError(f"none of the {len(dataset)} images to encode ({desc}) could be read")  # type: ignore[arg-type]
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -45,19 +78,26 @@ def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 256
 class ProbeResult:
     top1: float
     top5: float
-    probe: nn.Linear  #: acts on raw (unstandardised) features: standardisation is folded in
+    probe: nn.Linear  #: acts on raw (unstandardised) features: any standardisation is folded in
+    protocol: str
 
 
-def _topk(logits: Tensor, labels: Tensor, k: int) -> float:
+def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
+    """Percentage of rows whose label is among the k largest logits."""
     k = min(k, logits.shape[1])
     hit = logits.topk(k, dim=1).indices.eq(labels[:, None]).any(dim=1)
     return hit.float().mean().item() * 100
 
 
+def _sgd(head: nn.Module, lr: float, momentum: float, weight_decay: float, epochs: int) -> tuple:
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+
+
 def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, epochs: int = 100,
                  lr: float = 0.1, batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0,
-                 progress: bool = True) -> ProbeResult:
-    """Train a linear classifier on frozen features (SGD, momentum 0.9, cosine lr) and report
+                 progress: bool = True, momentum: float = 0.9) -> ProbeResult:
+    """The fast protocol: a linear classifier on frozen features (SGD with momentum, cosine lr),
     top-1/top-5 (%) on the validation features. Features are standardised with the training
     mean/std; the returned probe has that folded into its weights."""
     g = torch.Generator().manual_seed(seed)
@@ -65,10 +105,9 @@ def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs, xv = (train_x - mean) / std, (val_x - mean) / std
     head = nn.Linear(train_x.shape[1], num_classes)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    opt, sched = _sgd(head, lr, momentum, weight_decay, epochs)
     n = len(xs)
-    for _ in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+    for _ in tqdm(range(epochs), desc="linear probe (fast)", disable=not progress, leave=False):
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
@@ -82,7 +121,65 @@ def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
         folded = nn.Linear(train_x.shape[1], num_classes)
         folded.weight.copy_(head.weight / std)
         folded.bias.copy_(head.bias - (head.weight * (mean / std)).sum(1))
-    return ProbeResult(_topk(logits, val_y, 1), _topk(logits, val_y, 5), folded)
+    return ProbeResult(topk_accuracy(logits, val_y, 1), topk_accuracy(logits, val_y, 5), folded, "fast")
+
+
+def _with_transform(dataset: Dataset, transform: object) -> Dataset:
+    """The same images (and subset) as ``dataset``, an ``EvalDataset`` or a Subset of one, seen
+    through another transform."""
+    from .data import EvalDataset
+
+    if isinstance(dataset, Subset):
+        return Subset(_with_transform(dataset.dataset, transform), dataset.indices)
+    if not isinstance(dataset, EvalDataset):
+        raise TypeError(f"the standard protocol needs an EvalDataset, got {type(dataset).__name__}")
+    return EvalDataset(dataset.base, transform, dataset.indices)  # type: ignore[arg-type]
+
+
+class TrainViewTransform:
+    """The standard protocol's training views: RandomResizedCrop(R, scale) + horizontal flip,
+    one image -> uint8 (3, R, R)."""
+
+    def __init__(self, resolution: int, scale: tuple[float, float]) -> None:
+        self.transform = v2.Compose([v2.RandomResizedCrop(resolution, scale=tuple(scale), antialias=True),
+                                     v2.RandomHorizontalFlip()])
+
+    def __call__(self, img: object) -> Tensor:
+        from .augment import to_rgb_uint8
+
+        return to_rgb_uint8(self.transform(img))
+
+
+def linear_probe_standard(encoder: nn.Module, train: Dataset, val: Dataset, cfg: Config,
+                          device: str | torch.device = "cpu", progress: bool = True) -> ProbeResult:
+    """The standard protocol (module docstring) with the ``eval.linear_*`` recipe."""
+    e = cfg.eval
+    vx, vy = extract_features(encoder, val, e.linear_batch_size, device, cfg.data.num_workers, progress, "encode val")
+    views = _with_transform(train, TrainViewTransform(cfg.augment.resolution, e.linear_crop_scale))
+    num_classes = int(vy.max()) + 1
+    encoder.eval()
+    head: nn.Linear | None = None
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    opt = sched = None
+    for _ in tqdm(range(e.linear_epochs), desc="linear probe (standard)", disable=not progress, leave=False):
+        for x, y, _skipped in _loader(views, e.linear_batch_size, cfg.data.num_workers, shuffle=True, generator=gen):
+            if y.numel() == 0:
+                continue
+            with torch.no_grad():
+                f = pool_features(encoder, encoder(_pixels(x, device))).float()
+            if head is None:  # sized on the first batch: the class count of both splits
+                num_classes = max(num_classes, int(y.max()) + 1)
+                head = nn.Linear(f.shape[1], num_classes).to(device)
+                opt, sched = _sgd(head, e.linear_lr, e.linear_momentum, e.linear_weight_decay, e.linear_epochs)
+            loss = F.cross_entropy(head(f), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    assert head is not None, "no readable training image"
+    with torch.no_grad():
+        logits = head(vx.to(device)).cpu()
+    return ProbeResult(topk_accuracy(logits, vy, 1), topk_accuracy(logits, vy, 5), head.cpu(), "standard")
 
 
 @torch.no_grad()
@@ -107,10 +204,6 @@ def eval_splits(data_cfg: DataConfig, aug_cfg: AugmentConfig, seed: int = 0,
                 holdout: float = 0.1) -> tuple[Dataset, Dataset]:
     """(train, val) labelled datasets for evaluation; a folder without a validation split gets
     a deterministic ``holdout`` fraction of its training images held out (and says so)."""
-    import logging
-
-    from torch.utils.data import Subset
-
     from .data import build_eval_datasets
 
     train, val = build_eval_datasets(data_cfg, aug_cfg)
@@ -118,27 +211,59 @@ def eval_splits(data_cfg: DataConfig, aug_cfg: AugmentConfig, seed: int = 0,
         n = len(train)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         cut = max(1, int(n * holdout))
-        logging.getLogger("cossl_train").info(
-            "no validation split: holding out %d of %d training images for evaluation", cut, n)
+        log.info("no validation split: holding out %d of %d training images for evaluation", cut, n)
         train, val = Subset(train, perm[cut:]), Subset(train, perm[:cut])
     return train, val
 
 
+def _labelled(ty: Tensor, vy: Tensor, cfg: Config) -> None:
+    if (ty < 0).any() or (vy < 0).any():
+        from .errors import DataError
+
+        raise DataError(f"evaluation needs labels, but data.dataset={cfg.data.dataset} data.root={cfg.data.root!r} "
+                        "has unlabelled images")
+
+
 def evaluate_encoder(encoder: nn.Module, cfg: Config, device: str | torch.device = "cpu", linear: bool = True,
                      knn: bool = True, progress: bool = True) -> dict:
-    """Offline linear probe (top-1/top-5) and weighted kNN (top-1) of a frozen encoder, in %."""
+    """Offline linear probe (``eval.linear_protocol``; top-1/top-5) and weighted kNN (top-1) of a
+    frozen encoder, in %. The result names the protocol (``linear_protocol``)."""
     train, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
-    bs = cfg.eval.linear_batch_size
-    tx, ty = extract_features(encoder, train, bs, device, progress=progress, desc="encode train")
-    vx, vy = extract_features(encoder, val, bs, device, progress=progress, desc="encode val")
-    if (ty < 0).any() or (vy < 0).any():
-        raise ValueError(f"evaluation needs labels, but data.root={cfg.data.root!r} has unlabelled images")
+    bs, workers = cfg.eval.linear_batch_size, cfg.data.num_workers
+    tx, ty = extract_features(encoder, train, bs, device, workers, progress, "encode train")
+    vx, vy = extract_features(encoder, val, bs, device, workers, progress, "encode val")
+    _labelled(ty, vy, cfg)
     out: dict = {"n_train": len(tx), "n_val": len(vx)}
     if linear:
-        res = linear_probe(tx, ty, vx, vy, epochs=cfg.eval.linear_epochs, lr=cfg.eval.linear_lr,
-                           batch_size=cfg.eval.linear_batch_size, weight_decay=cfg.eval.linear_weight_decay,
-                           seed=cfg.train.seed, progress=progress)
-        out.update(linear_top1=res.top1, linear_top5=res.top5, probe=res.probe)
+        e = cfg.eval
+        if e.linear_protocol == "standard":
+            res = linear_probe_standard(encoder, train, val, cfg, device, progress)
+        else:
+            res = linear_probe(tx, ty, vx, vy, epochs=e.linear_epochs, lr=e.linear_lr, batch_size=bs,
+                               weight_decay=e.linear_weight_decay, seed=cfg.train.seed, progress=progress,
+                               momentum=e.linear_momentum)
+        out.update(linear_protocol=res.protocol, linear_top1=res.top1, linear_top5=res.top5, probe=res.probe)
     if knn:
+        out["knn_top1"] = knn_classify(tx, ty, vx, vy, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)
+        out["knn_k"] = cfg.eval.knn_k
+    return out
+
+
+@torch.no_grad()
+def online_evaluation(encoder: nn.Module, probe: nn.Module | None, cfg: Config, device: torch.device,
+                      knn: bool = False) -> dict[str, float]:
+    """During pre-training: the online probe's top-1 on the validation split (centre crops, eval
+    mode) and, with ``knn``, the weighted kNN top-1 (%)."""
+    train, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
+    bs, workers = cfg.eval.linear_batch_size, cfg.data.num_workers
+    vx, vy = extract_features(encoder, val, bs, device, workers, False)
+    out: dict[str, float] = {}
+    if probe is not None:
+        was = probe.training
+        probe.eval()
+        out["online_probe_val_top1"] = topk_accuracy(probe(vx.to(device)).cpu(), vy, 1)
+        probe.train(was)
+    if knn:
+        tx, ty = extract_features(encoder, train, bs, device, workers, False)
         out["knn_top1"] = knn_classify(tx, ty, vx, vy, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)
     return out

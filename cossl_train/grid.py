@@ -67,7 +67,8 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write_text
 from .backbones import PRESETS, backbone_info, list_backbones
-from .config import Config, ConfigError, apply_overrides, load_config
+from .config import Config, apply_overrides, load_config
+from .errors import CosslError
 from .trainer import CHECKPOINT_NAME
 
 log = logging.getLogger("cossl_train.grid")
@@ -94,7 +95,7 @@ CELL_KEYS: tuple[str, ...] = ("method.name", "backbone.name", "augment.c_min", "
 EVAL_NAME = "grid_eval.json"
 
 
-class GridError(ValueError):
+class GridError(CosslError, ValueError):
     """A grid that cannot be built or used as asked; the message is one line."""
 
 
@@ -321,15 +322,15 @@ def evaluate_cell(cell: Cell, cfg: Config, progress: bool = True) -> dict[str, A
     model); data and evaluation settings come from ``cfg``. Writes ``grid_eval.json`` and the
     probe beside the checkpoint (``checkpoint.probe.pt``, which ``load_pretrained`` then uses).
     """
-    from .checkpoint import check_resume_compatible, load_pretrained
+    from .checkpoint import check_same_model, load_pretrained
     from .config import to_dict
     from .evaluate import evaluate_encoder
-    from .trainer import resolve_runtime
+    from .runtime import resolve_device
 
     stamp = _checkpoint_stamp(cell.checkpoint)  # before reading: a newer file is evaluated again later
-    device = resolve_runtime(cfg).device
+    device = resolve_device(cfg.train.device)
     pre = load_pretrained(cell.checkpoint, device=device)
-    check_resume_compatible(to_dict(pre.config), cfg, cell.checkpoint)  # the cell's model, not another
+    check_same_model(to_dict(pre.config), cfg, cell.checkpoint)  # the cell's model, not another
     epoch = pre.epoch
     res = evaluate_encoder(pre.encoder, cfg, device=device, progress=progress)
     probe = res.pop("probe")
@@ -566,15 +567,13 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns 0 on success, 1 when some cells failed (the others were done), 2 on a usage error.
     """
-    from .checkpoint import CheckpointError
-    from .trainer import NonFiniteLossError, RunExistsError
+    from .errors import CosslError
 
     # intermixed: overrides may come before or after the options
     args = build_parser().parse_intermixed_args(argv)
     try:
         return _main(args)
-    except (GridError, ConfigError, CheckpointError, NonFiniteLossError, RunExistsError, FileNotFoundError,
-            ValueError) as e:
+    except (CosslError, FileNotFoundError) as e:
         if _debug():
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -586,7 +585,7 @@ def _main(args: argparse.Namespace) -> int:
     from .trainer import setup_logging
 
     for o in args.overrides:
-        key = o.split("=", 1)[0].replace("co.lambda", "co.lam")
+        key = o.split("=", 1)[0]
         if key in CELL_KEYS:
             raise GridError(f"override {o!r}: the grid sets {key} per cell (use --backbones, --c-min, --method "
                             "or --out)")

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
+
 log = logging.getLogger("cossl_train")
+
+
+def _csv_text(header: list[str], rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 class MetricsLogger:
@@ -41,16 +52,28 @@ class MetricsLogger:
                     self.tb.add_scalar(f"train/{k}", v, step)
 
     def log_epoch(self, epoch: int, values: dict[str, Any]) -> None:
+        """Append one row to ``epochs.csv``. A column that first appears in a later epoch (kNN
+        every k epochs, say) rewrites the file with the widened header, earlier rows left empty
+        there, so every value stays under its own column."""
         if not self.enabled:
             return
         path = self.out_dir / "epochs.csv"
         row = {"epoch": epoch, **values}
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        rows: list[dict[str, Any]] = []
+        header: list[str] = []
+        if path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header = list(reader.fieldnames or [])
+                rows = list(reader)
+        new_columns = [k for k in row if k not in header]
+        if new_columns or not header:
+            header += new_columns
+            rows.append(row)
+            atomic_write_text(path, _csv_text(header, rows))
+        else:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=header).writerow(row)
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

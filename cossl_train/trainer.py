@@ -1,34 +1,33 @@
-"""The pre-training loop: one function, ``pretrain(cfg)``, for one CPU, one GPU or torchrun.
+"""The pre-training loop: ``pretrain(cfg)`` for one CPU, one GPU or torchrun, as named phases.
 
-Per step: loader-side crops -> device-side photometric views (seeded per step, so a resumed run
-draws the same augmentations) -> method loss under autocast -> backward -> (every
-``accum_steps``) lr schedule, optimizer step, EMA update of the momentum targets. The online
-probe trains on detached features with its own optimizer. A checkpoint is written atomically
-after every epoch; a non-finite loss stops the run before anything is written.
+    set up (process group, logging, runtime, the stored run)  -> setup_run
+    data and schedules                                        -> setup_data, make_schedule
+    model, optimizer, augmentations, probe                    -> step.build_parts
+    resume                                                    -> restore
+    epochs: steps (step.train_step), then end of epoch        -> run_epoch, end_epoch
+    finish                                                    -> finish
+
+A checkpoint is written atomically after every epoch; a non-finite loss stops the run before
+anything is written. A resume must use the run's model, batch, world size, schedule and
+augmentation settings (``checkpoint.check_resume_compatible``): otherwise its learning-rate and
+EMA schedules would silently bend.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import random
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from .augment import BatchPhotometric
 from .checkpoint import (
     CheckpointError,
     check_resume_compatible,
@@ -39,29 +38,16 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import Config, dump_yaml, to_dict
-from .data import build_eval_datasets, build_loader, build_pretrain_dataset
-from .ema import cosine_ema_rate, ema_update_
-from .methods import build_method
+from .data import build_loader, build_pretrain_dataset
+from .errors import DataError, NonFiniteLossError, RunExistsError
 from .metrics import MetricsLogger
-from .optim import build_optimizer, effective_lr, set_lr, warmup_cosine
+from .optim import effective_lr
+from .runtime import Runtime, resolve_runtime
+from .step import Schedule, StepResult, TrainParts, build_parts, train_step
 
 log = logging.getLogger("cossl_train")
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; raised before any checkpoint is written."""
-
-
-class RunExistsError(RuntimeError):
-    """The output folder already holds a checkpoint and --resume was not given."""
-
-
-@dataclass
-class Runtime:
-    device: torch.device
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
 
 
 def setup_logging(out_dir: Path | None = None) -> None:
@@ -84,37 +70,163 @@ def setup_logging(out_dir: Path | None = None) -> None:
         log.addHandler(fh)
 
 
-def resolve_runtime(cfg: Config) -> Runtime:
-    want = cfg.train.device
-    if want == "auto":
-        if dist_utils.is_distributed() and torch.cuda.is_available():
-            want = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        else:
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(want)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={want!r} but CUDA is not available here")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        # fixed input sizes: let cuDNN pick the fastest convolution algorithms once
-        torch.backends.cudnn.benchmark = True
-    precision = cfg.train.precision
-    if precision == "auto":
-        # bf16 autocast on GPUs that support it; fp32 on CPUs, where bf16 without native bf16
-        # instructions is emulated (measured 10-15x slower than fp32 on an AVX2 CPU)
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return Runtime(device, torch.bfloat16 if precision == "bf16" else None)
+# --------------------------------------------------------------------------------------------
+# phases
+# --------------------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class Run:
+    """One run's place in the world: config, runtime, process, files, and what is stored."""
+
+    cfg: Config
+    rt: Runtime
+    rank: int
+    world: int
+    out_dir: Path
+    stored: dict[str, Any] | None
+    collapse_warned: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
 
 
-def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    """A distinct, reproducible seed for the augmentations of one step of one process."""
-    return (seed * 1_000_003 + epoch * 10_007 + step) * 97 + rank
+@dataclass
+class RunData:
+    dataset: Any
+    num_classes: int | None
+    steps_per_epoch: int
+    global_batch: int
+
+
+@dataclass
+class EpochStats:
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    probe_correct: int = 0
+    probe_total: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def add(self, res: StepResult) -> None:
+        self.probe_correct += res.probe_correct
+        self.probe_total += res.probe_total
+        if res.stepped:
+            for k, v in res.values.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.count += 1
+
+
+def setup_run(cfg: Config, resume: bool) -> Run:
+    """Join the process group, log to the run folder, pick the runtime, read a stored run."""
+    dist_utils.init_from_env()
+    out_dir = Path(cfg.train.out_dir)
+    setup_logging(out_dir)
+    run = Run(cfg, resolve_runtime(cfg.train.device, cfg.train.precision), dist_utils.rank(),
+              dist_utils.world_size(), out_dir, None)
+    if run.checkpoint.exists():
+        if not resume:
+            raise RunExistsError(f"{run.checkpoint} already exists; pass --resume to continue that run or "
+                                 "choose another train.out_dir")
+        run.stored = load_checkpoint(run.checkpoint)
+        check_resume_compatible(run.stored, cfg, run.world, run.checkpoint)
+    elif resume:
+        log.info("--resume: no checkpoint in %s yet, starting from scratch", out_dir)
+    return run
+
+
+def setup_data(cfg: Config, world: int) -> RunData:
+    ds = build_pretrain_dataset(cfg.data, cfg.augment)
+    per_step = cfg.train.batch_size * world * cfg.train.accum_steps
+    steps = len(ds) // per_step
+    if cfg.train.max_steps_per_epoch:
+        steps = min(steps, cfg.train.max_steps_per_epoch)
+    if steps < 1:
+        raise DataError(f"train.batch_size={cfg.train.batch_size} x {world} process(es) x accum "
+                         f"{cfg.train.accum_steps} is larger than the dataset ({len(ds)} images)")
+    return RunData(ds, getattr(ds, "num_classes", None), steps, per_step)
+
+
+def make_schedule(cfg: Config, data: RunData) -> Schedule:
+    return Schedule(steps_per_epoch=data.steps_per_epoch, total_steps=data.steps_per_epoch * cfg.train.epochs,
+                    warmup_steps=int(round(cfg.optim.warmup_epochs * data.steps_per_epoch)),
+                    peak_lr=effective_lr(cfg.optim, data.global_batch), min_lr_ratio=cfg.optim.min_lr_ratio,
+                    ema_base=cfg.method.ema_base)
+
+
+def restore(parts: TrainParts, run: Run) -> tuple[int, int]:
+    """Load the stored run into ``parts``; (first epoch to train, optimizer steps done)."""
+    if run.stored is None:
+        return 0, 0
+    s = run.stored
+    load_state(parts.method, s["model"], run.checkpoint, s["config"])
+    parts.optimizer.load_state_dict(s["optimizer"])
+    if parts.probe is not None and s.get("probe") is not None:
+        parts.probe.load_full_state(s["probe"])
+    set_rng_state(s["rng"])
+    log.info("resumed %s at epoch %d (step %d)", run.checkpoint, s["epoch"], s["global_step"])
+    return int(s["epoch"]), int(s["global_step"])
+
+
+def log_start(run: Run, parts: TrainParts, data: RunData) -> None:
+    cfg = run.cfg
+    (run.out_dir / "config.yaml").write_text(dump_yaml(cfg))
+    log.info("method=%s backbone=%s (%d features, pool MLP %s) device=%s precision=%s (%s) world_size=%d",
+             cfg.method.name, cfg.backbone.name, parts.method.encoder.num_features,
+             "on" if not isinstance(parts.method.encoder.head, nn.Identity) else "off", run.rt.device,
+             run.rt.precision, run.rt.precision_reason, run.world)
+    scale = f" = {cfg.optim.lr} x {data.global_batch}/256 (optim.lr_scaling=linear)" if (
+        cfg.optim.lr_scaling == "linear") else " (optim.lr_scaling=none)"
+    log.info("global batch %d (%d per process x %d process(es) x %d accumulation); peak lr %.4g%s", data.global_batch,
+             cfg.train.batch_size, run.world, cfg.train.accum_steps, parts.schedule.peak_lr, scale)
+    log.info("loss: %g x the mean over view pairs (2 = the sum over both view orders, as BYOL and MoCo-v3 publish "
+             "it; their learning rates assume it); w_s = %g", parts.method.loss.pair_scale, parts.method.local_weight)
+    log.info("%d images, %d optimizer steps per epoch, %d epochs", len(data.dataset), data.steps_per_epoch,
+             cfg.train.epochs)
+
+
+def run_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_step: int, metrics: MetricsLogger,
+              progress: bool) -> tuple[int, EpochStats]:
+    """The optimizer steps of one epoch; returns the new step count and the epoch's sums."""
+    cfg, device = run.cfg, run.rt.device
+    parts.method.train()
+    loader = build_loader(data.dataset, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
+                          num_workers=cfg.data.num_workers, drop_last=True, device=device, rank=run.rank,
+                          world_size=run.world)
+    stats, t0 = EpochStats(), time.perf_counter()
+    micro_steps = data.steps_per_epoch * cfg.train.accum_steps
+    bar = tqdm(total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+               disable=not (progress and run.main), leave=False)
+    for micro, batch in enumerate(loader):
+        if micro >= micro_steps:
+            break
+        stats.skipped += batch.skipped
+        # unreadable images left fewer than 2 in this batch (BatchNorm cannot train on one): skip
+        # it on every process together, since a process that skipped alone would stall DDP
+        if dist_utils.any_process(batch.label.numel() < 2, device):
+            continue
+        views = [v.to(device, non_blocking=True) for v in (batch.view1, batch.view2,
+                                                             *getattr(batch, "local_views", ()))]
+        try:
+            res = train_step(parts, views, batch.label.to(device), epoch, micro, global_step, run.rank)
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"{e}; stopped before writing a checkpoint ({run.checkpoint} keeps the last "
+                                     "good epoch); try a lower optim.lr or train.precision=fp32") from None
+        stats.add(res)
+        if res.stepped:
+            global_step += 1
+            bar.update(1)
+            if run.main and global_step % cfg.train.log_every == 0:
+                metrics.log_step(global_step, {**res.values, "epoch": epoch + 1})
+            bar.set_postfix(loss=f"{res.values['loss']:.3f}", std=f"{res.values['embedding_std']:.2f}")
+    bar.close()
+    stats.seconds = time.perf_counter() - t0
+    return global_step, stats
 
 
 def _all_finite(module: nn.Module) -> bool:
@@ -122,223 +234,90 @@ def _all_finite(module: nn.Module) -> bool:
     return bool(torch.isfinite(torch.stack(norms)).all())
 
 
-def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Pre-train ``cfg.method.name`` and return the summary written to ``summary.json``."""
-    dist_utils.init_from_env()
-    out_dir = Path(cfg.train.out_dir)
-    setup_logging(out_dir)
-    rt = resolve_runtime(cfg)
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    main = dist_utils.is_main()
+def epoch_values(run: Run, parts: TrainParts, data: RunData, epoch: int, stats: EpochStats) -> dict[str, float]:
+    """The epoch's row of ``epochs.csv``: means of the step values, probe accuracies, throughput,
+    and the evaluations due this epoch (online probe and kNN on the validation split)."""
+    cfg = run.cfg
+    vals = {k: v / max(stats.count, 1) for k, v in stats.sums.items()}
+    vals["online_probe_train_top1"] = 100 * stats.probe_correct / stats.probe_total if stats.probe_total else float(
+        "nan")
+    vals["images_per_s"] = stats.count * data.global_batch / stats.seconds if stats.seconds else float("nan")
+    vals["skipped_images"] = stats.skipped
+    due_probe = parts.probe is not None and cfg.train.probe_eval_every and (epoch + 1) % cfg.train.probe_eval_every == 0
+    due_knn = cfg.train.knn_every and (epoch + 1) % cfg.train.knn_every == 0
+    if (due_probe or due_knn) and run.main:
+        from .evaluate import online_evaluation
 
-    stored = None
-    if ckpt_path.exists():
-        if not resume:
-            raise RunExistsError(
-                f"{ckpt_path} already exists; pass --resume to continue that run or choose another train.out_dir"
-            )
-        stored = load_checkpoint(ckpt_path)
-        check_resume_compatible(stored["config"], cfg, ckpt_path)
-    elif resume:
-        log.info("--resume: no checkpoint in %s yet, starting from scratch", out_dir)
+        try:
+            vals.update(online_evaluation(parts.method.encoder, parts.probe if due_probe else None, cfg,
+                                          run.rt.device, knn=bool(due_knn)))
+        except DataError as e:  # an unreadable validation split must not stop the pre-training
+            log.warning("epoch %d: no evaluation on the validation split (%s)", epoch + 1, e)
+    return vals
 
-    # data
-    train_ds = build_pretrain_dataset(cfg.data, cfg.augment)
-    num_classes = getattr(train_ds, "num_classes", None)
-    global_batch = cfg.train.batch_size * world * cfg.train.accum_steps
-    steps_per_epoch = len(train_ds) // (cfg.train.batch_size * world) // cfg.train.accum_steps
-    if cfg.train.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"train.batch_size={cfg.train.batch_size} x {world} process(es) x accum {cfg.train.accum_steps} "
-            f"is larger than the dataset ({len(train_ds)} images)"
-        )
-    total_steps = steps_per_epoch * cfg.train.epochs
-    peak_lr = effective_lr(cfg.optim, global_batch)
-    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
 
-    # model: seeded so that the same config gives the same initial weights
-    seed_everything(cfg.train.seed)
-    method = build_method(cfg).to(rt.device)
-    if cfg.train.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    probe = nn.Linear(method.encoder.num_features, num_classes).to(rt.device) if (
-        cfg.train.online_probe and num_classes) else None
-    model: nn.Module = method
-    if world > 1:
-        model = dist_utils.wrap_ddp(method, rt.device, find_unused=(getattr(method, "co", None) is not None
-                                                                     and method.lam == 0))
-    optimizer = build_optimizer(method, cfg.optim, peak_lr)
-    probe_opt = torch.optim.AdamW(probe.parameters(), lr=cfg.train.probe_lr, weight_decay=0.0) if probe else None
-    photometric = [BatchPhotometric(cfg.augment, view=v).to(rt.device) for v in (0, 1)]
-    forward = torch.compile(model) if cfg.train.compile else model
+def end_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_step: int, stats: EpochStats,
+              metrics: MetricsLogger) -> dict[str, Any]:
+    """Check the weights, evaluate, write the checkpoint and the epoch's metrics."""
+    if not _all_finite(parts.method):
+        raise NonFiniteLossError(f"weights became non-finite in epoch {epoch + 1}; {run.checkpoint} not overwritten")
+    vals = epoch_values(run, parts, data, epoch, stats)
+    if stats.skipped:
+        log.warning("epoch %d: skipped %d unreadable image(s)", epoch + 1, stats.skipped)
+    if vals.get("embedding_std", 1.0) < 0.05 and not run.collapse_warned:
+        log.warning("embeddings look collapsed (normalised std x sqrt(D) = %.3f)", vals["embedding_std"])
+        run.collapse_warned = True
+    if run.main:
+        probe = parts.probe
+        save_checkpoint(run.checkpoint, {
+            "config": to_dict(run.cfg), "epoch": epoch + 1, "global_step": global_step,
+            "model": parts.method.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "probe": probe.full_state() if probe is not None else None,
+            "probe_linear": probe.as_linear().state_dict() if probe is not None else None,
+            "num_classes": data.num_classes, "rng": rng_state(), "world_size": run.world,
+        })
+        metrics.log_epoch(epoch + 1, vals)
+        log.info("epoch %d/%d %s", epoch + 1, run.cfg.train.epochs, " ".join(f"{k}={v:.4g}" for k, v in vals.items()))
+    dist_utils.barrier()
+    return {"epoch": epoch + 1, **vals}
 
-    start_epoch, global_step = 0, 0
-    if stored is not None:
-        load_state(method, stored["model"], ckpt_path, stored["config"])
-        optimizer.load_state_dict(stored["optimizer"])
-        if probe is not None and stored.get("probe") is not None:
-            probe.load_state_dict(stored["probe"])
-            probe_opt.load_state_dict(stored["probe_optimizer"])
-        start_epoch, global_step = int(stored["epoch"]), int(stored["global_step"])
-        set_rng_state(stored["rng"])
-        log.info("resumed %s at epoch %d (step %d)", ckpt_path, start_epoch, global_step)
-        if start_epoch >= cfg.train.epochs:
-            log.info("the run already finished its %d epochs; nothing to do", cfg.train.epochs)
-            summary_path = out_dir / "summary.json"
-            if summary_path.exists():
-                return json.loads(summary_path.read_text())
-            return {"epoch": start_epoch, "checkpoint": str(ckpt_path)}
 
-    metrics = MetricsLogger(out_dir, tensorboard=cfg.train.tensorboard, enabled=main)
-    if main:
-        (out_dir / "config.yaml").write_text(dump_yaml(cfg))
-        log.info("method=%s backbone=%s (%d features) device=%s precision=%s world_size=%d",
-                 cfg.method.name, cfg.backbone.name, method.encoder.num_features, rt.device,
-                 "bf16" if rt.dtype else "fp32", world)
-        scale = f" = {cfg.optim.lr} x {global_batch}/256 (optim.lr_scaling=linear)" if (
-            cfg.optim.lr_scaling == "linear") else " (optim.lr_scaling=none)"
-        log.info("global batch %d (%d per process x %d process(es) x %d accumulation); peak lr %.4g%s",
-                 global_batch, cfg.train.batch_size, world, cfg.train.accum_steps, peak_lr, scale)
-        log.info("%d images, %d optimizer steps per epoch, %d epochs", len(train_ds), steps_per_epoch,
-                 cfg.train.epochs)
-
-    autocast = (lambda: torch.autocast(rt.device.type, dtype=rt.dtype)) if rt.dtype else nullcontext
-    summary: dict[str, Any] = {}
-    collapse_warned = False
-    for epoch in range(start_epoch, cfg.train.epochs):
-        method.train()
-        loader = build_loader(train_ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
-                              num_workers=cfg.data.num_workers, drop_last=True, device=rt.device,
-                              rank=rank, world_size=world)
-        sums: dict[str, float] = {}
-        count, probe_correct, probe_total, skipped = 0, 0, 0, 0
-        t0 = time.perf_counter()
-        micro_steps = steps_per_epoch * cfg.train.accum_steps
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not (progress and main), leave=False)
-        for micro, batch in enumerate(loader):
-            if micro >= micro_steps:
-                break
-            v1, v2, y = batch.view1, batch.view2, batch.label
-            skipped += batch.skipped
-            # unreadable images left fewer than 2 in this batch (BatchNorm cannot train on one):
-            # skip it, on every process together, since a process that skipped alone would leave
-            # the others waiting in DDP's all-reduce
-            if dist_utils.any_process(y.numel() < 2, rt.device):
-                continue
-            v1 = v1.to(rt.device, non_blocking=True)
-            v2 = v2.to(rt.device, non_blocking=True)
-            s = step_seed(cfg.train.seed, epoch, micro, rank)
-            v1, v2 = photometric[0](v1, seed=s), photometric[1](v2, seed=s + 1)
-            if cfg.train.channels_last:
-                v1 = v1.contiguous(memory_format=torch.channels_last)
-                v2 = v2.contiguous(memory_format=torch.channels_last)
-            sync = (micro + 1) % cfg.train.accum_steps == 0
-            ctx = model.no_sync() if (world > 1 and not sync) else nullcontext()
-            with ctx, autocast():
-                out = forward(v1, v2)
-            loss = out.loss.float()
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step}; stopped before writing a "
-                    f"checkpoint ({ckpt_path} keeps the last good epoch); try a lower optim.lr or train.precision=fp32"
-                )
-            with ctx:
-                (loss / cfg.train.accum_steps).backward()
-
-            if probe is not None:
-                y_dev = y.to(rt.device)
-                labelled = y_dev >= 0
-                if labelled.any():
-                    logits = probe(out.features[labelled].float())
-                    probe_loss = F.cross_entropy(logits, y_dev[labelled])
-                    probe_opt.zero_grad(set_to_none=True)
-                    probe_loss.backward()
-                    if world > 1:  # keep the probe identical on every process
-                        for p in probe.parameters():
-                            p.grad = dist_utils.all_reduce_mean(p.grad)
-                    probe_opt.step()
-                    probe_correct += (logits.argmax(1) == y_dev[labelled]).sum().item()
-                    probe_total += int(labelled.sum())
-
-            if sync:
-                lr = warmup_cosine(global_step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
-                set_lr(optimizer, lr)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                tau = cosine_ema_rate(global_step, total_steps, cfg.method.ema_base)
-                pairs = method.momentum_pairs()
-                if pairs:
-                    ema_update_(pairs, tau)
-                global_step += 1
-                bar.update(1)
-
-                z = F.normalize(out.embeddings.float(), dim=1)
-                # collapse monitor: std of normalised embeddings x sqrt(D); ~1 healthy, 0 collapsed
-                collapse = (z.std(0).mean() * math.sqrt(z.shape[1])).item()
-                vals = {"loss": loss.item(), "loss_global": out.loss_global.item(),
-                        "loss_local": out.loss_local.item(), "lr": lr, "tau": tau, "embedding_std": collapse}
-                for k, v in vals.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                if main and global_step % cfg.train.log_every == 0:
-                    metrics.log_step(global_step, {**vals, "epoch": epoch + 1})
-                bar.set_postfix(loss=f"{vals['loss']:.3f}", std=f"{collapse:.2f}")
-                if collapse < 0.05 and not collapse_warned:
-                    log.warning("embeddings look collapsed (normalised std x sqrt(D) = %.3f)", collapse)
-                    collapse_warned = True
-        bar.close()
-        elapsed = time.perf_counter() - t0
-
-        if not _all_finite(method):
-            raise NonFiniteLossError(f"weights became non-finite in epoch {epoch + 1}; {ckpt_path} not overwritten")
-        epoch_vals = {k: v / max(count, 1) for k, v in sums.items()}
-        epoch_vals["online_probe_top1"] = probe_correct / probe_total * 100 if probe_total else float("nan")
-        epoch_vals["images_per_s"] = count * global_batch / elapsed
-        epoch_vals["skipped_images"] = skipped
-        if skipped:
-            log.warning("epoch %d: skipped %d unreadable image(s)", epoch + 1, skipped)
-        if cfg.train.knn_every and (epoch + 1) % cfg.train.knn_every == 0:
-            epoch_vals["knn_top1"] = _knn_now(method, cfg, rt) if main else float("nan")
-
-        if main:
-            save_checkpoint(ckpt_path, {
-                "config": to_dict(cfg),
-                "epoch": epoch + 1,
-                "global_step": global_step,
-                "model": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "probe": probe.state_dict() if probe is not None else None,
-                "probe_optimizer": probe_opt.state_dict() if probe_opt is not None else None,
-                "num_classes": num_classes,
-                "rng": rng_state(),
-                "world_size": world,
-            })
-            metrics.log_epoch(epoch + 1, epoch_vals)
-            log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in epoch_vals.items()))
-        summary = {"epoch": epoch + 1, **epoch_vals}
-        dist_utils.barrier()
-
+def finish(run: Run, metrics: MetricsLogger, summary: dict[str, Any]) -> dict[str, Any]:
     metrics.close()
-    if main:
-        summary["checkpoint"] = str(ckpt_path)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if run.main:
+        summary["checkpoint"] = str(run.checkpoint)
+        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _knn_now(method: nn.Module, cfg: Config, rt: Runtime) -> float:
-    from .evaluate import extract_features, knn_classify
-
-    train_eval, val_eval = build_eval_datasets(cfg.data, cfg.augment)
-    if val_eval is None:
-        return float("nan")
-    tx, ty = extract_features(method.encoder, train_eval, device=rt.device, progress=False)
-    vx, vy = extract_features(method.encoder, val_eval, device=rt.device, progress=False)
-    return knn_classify(tx, ty, vx, vy, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)
+def _finished(run: Run) -> dict[str, Any]:
+    log.info("the run already finished its %d epochs; nothing to do", run.cfg.train.epochs)
+    path = run.out_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {"epoch": run.cfg.train.epochs,
+                                                               "checkpoint": str(run.checkpoint)}
 
 
-__all__ = ["pretrain", "NonFiniteLossError", "RunExistsError", "CheckpointError"]
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+
+
+def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Pre-train ``cfg.method.name`` and return the summary written to ``summary.json``."""
+    run = setup_run(cfg, resume)
+    data = setup_data(cfg, run.world)
+    parts = build_parts(cfg, run.rt, make_schedule(cfg, data), data.num_classes, run.world)
+    start_epoch, global_step = restore(parts, run)
+    if start_epoch >= cfg.train.epochs:
+        return _finished(run)
+    metrics = MetricsLogger(run.out_dir, tensorboard=cfg.train.tensorboard, enabled=run.main)
+    if run.main:
+        log_start(run, parts, data)
+    summary: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        global_step, stats = run_epoch(parts, run, data, epoch, global_step, metrics, progress)
+        summary = end_epoch(parts, run, data, epoch, global_step, stats, metrics)
+    return finish(run, metrics, summary)
+
+
+__all__ = ["pretrain", "NonFiniteLossError", "RunExistsError", "CheckpointError", "CHECKPOINT_NAME"]

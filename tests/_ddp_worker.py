@@ -28,7 +28,7 @@ def main(method_name: str, out: str) -> None:
     v1, v2 = full_batch()
     b = v1.shape[0] // world
     part = slice(rank * b, (rank + 1) * b)
-    result = ddp(v1[part], v2[part])
+    result = ddp([v1[part], v2[part]])
     result.loss.backward()
     loss = dist_utils.all_reduce_mean(result.loss)
     if rank == 0:

@@ -27,14 +27,14 @@ ALL_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 #: the documented values of each paper config (dotted key -> value after loading)
 EXPECTED: dict[str, dict[str, Any]] = {
     "imagenet1k_co_byol_r50.yaml": {
-        "method.name": "co_byol", "backbone.name": "resnet50", "backbone.small_image": False,
+        "method.name": "co_byol", "backbone.name": "resnet50", "backbone.small_image": None,
         "backbone.width": 64, "train.epochs": 100, "train.batch_size": 256, "train.precision": "bf16",
         "train.channels_last": True, "augment.resolution": 224, "augment.c_min": 0.08,
         "data.dataset": "imagefolder", "data.root": "/path/to/imagenet/train",
         "data.val_root": "/path/to/imagenet/val", "data.class_list": None,
         "optim.name": "lars", "optim.lr": 0.2, "optim.lr_scaling": "linear", "optim.weight_decay": 1.5e-6,
         "optim.warmup_epochs": 10, "method.ema_base": 0.99, "head.proj_hidden": 4096, "head.proj_dim": 256,
-        "head.pred_hidden": 4096, "co.lam": 1.0, "co.direction": "both",
+        "head.pred_hidden": 4096, "co.local_weight": 0.3, "co.direction": "both",
     },
     "imagenet1k_byol_r50.yaml": {
         "method.name": "byol", "backbone.name": "resnet50", "train.epochs": 100, "train.batch_size": 256,
@@ -73,7 +73,7 @@ def _get(cfg: Config, dotted: str) -> Any:
 def _leaves(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{'lam' if k == 'lambda' else k}"
+        key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(_leaves(v, key + "."))
         else:
@@ -165,7 +165,7 @@ def test_model_trains_one_step_at_width_8(name: str) -> None:
     torch.manual_seed(0)
     method = build_method(cfg)
     x1, x2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
-    out = method(x1, x2)
+    out = method([x1, x2])
     out.loss.backward()
     assert torch.isfinite(out.loss)
     grads = [p.grad for p in method.encoder.parameters() if p.requires_grad]

@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 
 def make_method(name: str) -> nn.Module:
     """The method in float64 with BatchNorm on running statistics (see _ddp_worker.py)."""
-    cfg = load_config(None, [*TINY_OVERRIDES, f"method.name={name}", "co.lambda=0.7"])
+    cfg = load_config(None, [*TINY_OVERRIDES, f"method.name={name}", "co.local_weight=0.7", "method.dino.out_dim=32"])
     torch.manual_seed(0)
     model = build_method(cfg).double()
     for m in model.modules():
@@ -44,7 +44,7 @@ def _torchrun(args: list[str], **kw: object) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, cwd=HERE.parent, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("method", ["byol", "co_byol", "simclr", "co_simclr"])
+@pytest.mark.parametrize("method", ["byol", "co_byol", "simclr", "co_simclr", "co_dino", "co_mocov3"])
 def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
     out = tmp_path / "ddp.pt"
     proc = _torchrun([str(HERE / "_ddp_worker.py"), method, str(out)],
@@ -55,7 +55,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
 
     model = make_method(method)
     v1, v2 = full_batch()
-    single = model(v1, v2)
+    single = model([v1, v2])
     single.loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 

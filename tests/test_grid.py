@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from cossl_train.grid import (
     GRID_BACKBONES,
     GridError,
     build_grid,
+    cell_config,
     main,
 )
 
@@ -108,8 +110,28 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def test_tiny_grid_runs_end_to_end_and_skips_finished_cells(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+class _Killed(Exception):
+    pass
+
+
+def _interrupt_after_first_epoch(cfg: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``cfg`` and stop it right after its first checkpoint, as a killed job would."""
+    import cossl_train.trainer as trainer
+
+    real = trainer.end_epoch
+
+    def end_then_die(*args: object, **kw: object) -> object:
+        real(*args, **kw)
+        raise _Killed
+
+    monkeypatch.setattr(trainer, "end_epoch", end_then_die)
+    with pytest.raises(_Killed):
+        trainer.pretrain(cfg, progress=False)
+    monkeypatch.setattr(trainer, "end_epoch", real)
+
+
+def test_tiny_grid_runs_end_to_end_and_skips_finished_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "grid"
     args = ["--run", "--out", str(out), "--backbones", ",".join(TINY_BACKBONES),
             "--c-min", ",".join(map(str, TINY_C_MIN)), "--no-progress", *TINY_GRID]
@@ -142,9 +164,15 @@ def test_tiny_grid_runs_end_to_end_and_skips_finished_cells(tmp_path: Path,
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert _csv(out / "results.csv") == rows
 
-    # an interrupted cell (here: one asked for a second epoch) resumes from its checkpoint and is re-evaluated
+    # an interrupted cell (here: a 2-epoch run killed after its first epoch) resumes from its
+    # checkpoint and is re-evaluated
     cell = "co_byol_rf_resnet50_rf43_cmin0.2"
     more = [a if a != "train.epochs=1" else "train.epochs=2" for a in args]
+    base2 = load_config(GRID_CONFIG, [*TINY_GRID, "train.epochs=2"])
+    target = next(c for c in build_grid(base2, out, TINY_BACKBONES, TINY_C_MIN) if c.name == cell)
+    shutil.rmtree(target.out_dir)
+    _interrupt_after_first_epoch(cell_config(base2, target), monkeypatch)
+    assert load_checkpoint(target.checkpoint)["epoch"] == 1
     assert main([*more, "--cells", cell]) == 0
     state = load_checkpoint(out / cell / "checkpoint.pt")
     assert state["epoch"] == 2 and state["global_step"] == 4  # 2 steps per epoch

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from cossl_train.losses import byol_loss, global_to_local_infonce, local_to_global_infonce, nt_xent_loss
+from cossl_train.losses import (
+    byol_loss,
+    dino_cross_entropy,
+    global_to_local_infonce,
+    infonce_loss,
+    local_to_global_infonce,
+    nt_xent_loss,
+    teacher_probabilities,
+)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -96,3 +104,32 @@ def test_local_infonce_offset_selects_positive_among_gathered_keys() -> None:
     perm = torch.tensor([2, 3, 0, 1, 4, 5])
     expected = _local_infonce_reference(q.numpy(), k[perm].numpy(), 0.5)
     assert local_to_global_infonce(q, k, 0.5, offset=2).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_infonce_loss_closed_form_with_offset() -> None:
+    """MoCo-v3's InfoNCE: query b's positive is key offset + b among the gathered keys."""
+    g = torch.Generator().manual_seed(7)
+    q, k = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
+    expected = np.mean([-(_cos(q[b].numpy(), k[2 + b].numpy()) / 0.4
+                          - math.log(sum(math.exp(_cos(q[b].numpy(), k[j].numpy()) / 0.4) for j in range(7))))
+                        for b in range(3)])
+    assert infonce_loss(q, k, 0.4, offset=2).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_dino_teacher_probabilities_and_cross_entropy_closed_form() -> None:
+    g = torch.Generator().manual_seed(8)
+    s = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    t = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    c = torch.randn(6, generator=g, dtype=torch.float64)
+    probs = teacher_probabilities(t, c, 0.04)
+    expected_probs = np.array([np.exp((t[i] - c).numpy() / 0.04) / np.exp((t[i] - c).numpy() / 0.04).sum()
+                               for i in range(4)])
+    np.testing.assert_allclose(probs.numpy(), expected_probs, rtol=1e-10)
+    log_p = [s[i].numpy() / 0.1 - math.log(np.exp(s[i].numpy() / 0.1).sum()) for i in range(4)]
+    expected = np.mean([-(expected_probs[i] * log_p[i]).sum() for i in range(4)])
+    assert dino_cross_entropy(s, probs, 0.1).item() == pytest.approx(expected, rel=1e-10)
+    # one teacher distribution broadcast over P local student outputs
+    s_local = torch.randn(4, 3, 6, generator=g, dtype=torch.float64)
+    per_pos = np.mean([dino_cross_entropy(s_local[:, j], probs, 0.1).item() for j in range(3)])
+    assert dino_cross_entropy(s_local, probs.unsqueeze(1), 0.1).item() == pytest.approx(per_pos, rel=1e-12)
+    assert not probs.requires_grad

@@ -1,8 +1,9 @@
-"""Losses of BYOL, SimCLR and the CO term, as plain functions.
+"""InfoNCE losses: SimCLR's NT-Xent, MoCo-v3's InfoNCE and the CO term's local/global forms.
 
-Shapes: B images per process, P = h*w local positions, D embedding size, Bg = B * world size.
-Every contrastive loss takes *keys* that may have been gathered from all processes and the
-``offset`` of this process's rows among them, so the same code serves one process and DDP.
+Shapes: B queries on this process, P local positions, D embedding size, Bg = keys gathered from all
+processes (Bg = B in one process). ``offset`` is the row of this process's first image among the
+gathered keys, so the positive of query b is key ``offset + b``. All are cross-entropy on logits
+(never exp-then-log).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def byol_loss(p: Tensor, z: Tensor) -> Tensor:
-    """Mean of 2 - 2 cos(p, z) over all leading dimensions.
+def infonce_loss(q: Tensor, k: Tensor, temperature: float, offset: int = 0) -> Tensor:
+    """MoCo-v3's contrastive loss: mean over the B queries of cross-entropy(q_b . k / T, offset + b).
 
-    p: (..., D) predictions; z: (..., D) targets, broadcastable against p (for example
-    p (B, P, D) against z (B, 1, D) for local predictions and one global target per image).
-    The caller detaches targets; this function does not.
+    q: (B, D) queries; k: (Bg, D) keys of all processes (the caller detaches momentum keys).
+    Both are L2-normalised here. MoCo-v3 multiplies this by 2T; the method does that.
     """
-    p = F.normalize(p, dim=-1)
-    z = F.normalize(z, dim=-1)
-    return (2 - 2 * (p * z).sum(dim=-1)).mean()
+    q = F.normalize(q, dim=-1)
+    k = F.normalize(k, dim=-1)
+    logits = q @ k.t() / temperature  # (B, Bg)
+    target = torch.arange(q.shape[0], device=q.device) + offset
+    return F.cross_entropy(logits, target)
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, k1: Tensor, k2: Tensor, temperature: float, offset: int = 0) -> Tensor:
@@ -46,7 +48,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, k1: Tensor, k2: Tensor, temperature: fl
 
 
 def local_to_global_infonce(q_local: Tensor, k_global: Tensor, temperature: float, offset: int = 0) -> Tensor:
-    """Local InfoNCE of CO-SimCLR: every local embedding queries the global embeddings.
+    """Every local embedding queries the global embeddings of the other view.
 
     q_local: (B, P, D) local embeddings of one view; k_global: (Bg, D) global embeddings of the
     other view from all processes. Query (b, p) has positive k_global[offset + b]; the other

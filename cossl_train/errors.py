@@ -1,0 +1,32 @@
+"""Expected failures: bad input rather than bugs.
+
+Every error a user can cause (a config key, a data path, a checkpoint, a diverging run) is a
+:class:`CosslError`; the command-line tools print its one-line message and exit with status 2.
+Anything else -- a bare ``ValueError`` from a bug included -- keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CosslError(Exception):
+    """An expected failure caused by the input; the message is one line."""
+
+
+class ConfigError(CosslError, ValueError):
+    """A config file or override that cannot be used."""
+
+
+class CheckpointError(CosslError, ValueError):
+    """A checkpoint that cannot be used here."""
+
+
+class DataError(CosslError, ValueError):
+    """Data that cannot be used as configured (missing folder, unlabelled images, empty split...)."""
+
+
+class NonFiniteLossError(CosslError, RuntimeError):
+    """The loss became NaN or infinite; raised before any checkpoint is written."""
+
+
+class RunExistsError(CosslError, RuntimeError):
+    """The output folder already holds a checkpoint and --resume was not given."""

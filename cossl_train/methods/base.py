@@ -1,0 +1,158 @@
+"""The parts every method is composed of, and the one forward pass they share.
+
+A method (:class:`SSLMethod`) is an encoder, a global projector (and predictor), a target branch
+(a momentum copy of encoder and projector, or the online projections themselves), a
+:class:`PairLoss`, and optionally the CO term. The base methods differ only in the parts they pass
+in (``methods/byol.py``, ``dino.py``, ``mocov3.py``, ``simclr.py``); none overrides the forward.
+
+Views: ``views[:2]`` are the two global views of every image; ``views[2:]`` optional small crops
+(multi-crop). The online branch encodes every view; the target branch only the global views. A
+*pair* (a, b) is a query view a and a target view b != a; losses are averaged over pairs and
+scaled by the loss's ``pair_scale`` (2 for BYOL and MoCo-v3, whose published losses sum the two
+view orders; 1 for DINO, which averages).
+
+Total loss: L = (1 - w_s) L_g + w_s L_l with w_s = ``co.local_weight``; with w_s = 0 (or no CO
+term) the CO term is skipped entirely, so loss and gradients are the base method's bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..ema import make_target
+from ..encoder import Encoder
+
+LocalHeadFactory = Callable[[], tuple[nn.Module, nn.Module | None]]
+
+
+@dataclass
+class MethodOutput:
+    loss: Tensor  #: L = (1 - w_s) L_g + w_s L_l, the value to back-propagate
+    loss_global: Tensor  #: L_g (detached)
+    loss_local: Tensor  #: L_l (detached; 0 when there is no CO term or w_s = 0)
+    features: Tensor  #: (B, C) detached global representation of view 1, for the online probe
+    embeddings: Tensor  #: (B, D) detached online projections of view 1, for the collapse monitor
+    #: parameters whose gradient must be dropped after this step's backward (DINO's frozen last layer)
+    drop_grads: tuple[nn.Parameter, ...] = field(default=())
+
+
+def view_pairs(num_views: int, num_targets: int) -> list[tuple[int, int]]:
+    """(query view, target view) pairs: every view against every other *global* view."""
+    return [(a, b) for b in range(num_targets) for a in range(num_views) if a != b]
+
+
+class PairLoss(nn.Module):
+    """A base method's loss, split so that the CO term can reuse it pair by pair.
+
+    Subclasses define :meth:`pair` (global query (B, D) against global target (B, D)),
+    :meth:`local_to_global` (local queries (B, P, D) against one global target per image) and
+    :meth:`global_to_local` (a global query against local targets (B, P, D)); :meth:`targets`
+    turns raw target-branch outputs into what the loss compares with (DINO: centring and
+    sharpening); :meth:`global_loss` is the scaled mean of :meth:`pair` over the view pairs.
+    """
+
+    #: multiplier on the mean over pairs
+    pair_scale: float = 1.0
+    #: whether the loss supports more than two views (multi-crop)
+    multi_crop: bool = True
+
+    def targets(self, raw: Sequence[Tensor], epoch: float) -> list[Tensor]:
+        return list(raw)
+
+    def pair(self, query: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def local_to_global(self, local_query: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def global_to_local(self, query: Tensor, local_target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def global_loss(self, queries: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
+        pairs = view_pairs(len(queries), len(targets))
+        return self.pair_scale * sum(self.pair(queries[a], targets[b]) for a, b in pairs) / len(pairs)
+
+
+@dataclass
+class OnlineBranch:
+    """The online side of one step: per view, the feature map, the global representation, the
+    projection and the query (the predictor's output, or the projection without predictor)."""
+
+    fmaps: list[Tensor]
+    reps: list[Tensor]
+    projections: list[Tensor]
+    queries: list[Tensor]
+
+
+class SSLMethod(nn.Module):
+    """One self-supervised method composed of parts; see the module docstring.
+
+    Args:
+        encoder: feature map + pooling (``Encoder``).
+        projector: global projector g (for DINO: the student head).
+        predictor: global predictor q, or None.
+        loss: the base method's :class:`PairLoss`.
+        momentum: targets from an EMA copy of encoder and projector (BYOL, DINO, MoCo-v3); else
+            the online projections of the global views are the targets (SimCLR).
+        make_local_heads: builds the CO term's own local projector and predictor.
+        frozen: parameters whose gradient is dropped while ``epoch < frozen_epochs`` (DINO).
+    """
+
+    def __init__(self, encoder: Encoder, projector: nn.Module, predictor: nn.Module | None, loss: PairLoss,
+                 momentum: bool, make_local_heads: LocalHeadFactory, frozen_epochs: float = 0.0,
+                 frozen: Callable[[nn.Module], list[nn.Parameter]] | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.predictor = predictor
+        self.loss = loss
+        self.momentum = momentum
+        if momentum:
+            self.target_encoder = make_target(encoder)
+            self.target_projector = make_target(projector)
+        self.make_local_heads = make_local_heads
+        self.frozen_epochs = frozen_epochs
+        self._frozen = frozen
+        #: the CO term and w_s, set by ``co_term.attach`` after the base parts are built
+        self.co: nn.Module | None = None
+        self.local_weight = 0.0
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        pairs = [(self.encoder, self.target_encoder), (self.projector, self.target_projector)] if self.momentum else []
+        return pairs + (self.co.momentum_pairs() if self.co is not None else [])
+
+    def online(self, views: Sequence[Tensor]) -> OnlineBranch:
+        fmaps = [self.encoder(v) for v in views]
+        reps = [self.encoder.pool(f) for f in fmaps]
+        projections = [self.projector(h) for h in reps]
+        queries = [self.predictor(z) for z in projections] if self.predictor is not None else projections
+        return OnlineBranch(fmaps, reps, projections, queries)
+
+    @torch.no_grad()
+    def target_branch(self, views: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """(feature maps, raw targets) of the momentum branch for the global views."""
+        fmaps = [self.target_encoder(v) for v in views]
+        return fmaps, [self.target_projector(self.target_encoder.pool(f)) for f in fmaps]
+
+    def forward(self, views: Sequence[Tensor], epoch: float = 0.0) -> MethodOutput:
+        if len(views) < 2:
+            raise ValueError(f"a method needs at least the two global views, got {len(views)}")
+        online = self.online(views)
+        if self.momentum:
+            target_fmaps, raw = self.target_branch(views[:2])
+        else:
+            target_fmaps, raw = None, online.projections[:2]
+        targets = self.loss.targets(raw, epoch)
+        loss_g = self.loss.global_loss(online.queries, targets)
+        loss, loss_l = loss_g, torch.zeros((), device=loss_g.device)
+        # w_s = 0 skips the term entirely: loss and gradients stay the base method's bit for bit
+        if self.co is not None and self.local_weight > 0:
+            loss_l = self.co(self, online, target_fmaps, targets, epoch)
+            loss = (1 - self.local_weight) * loss_g + self.local_weight * loss_l
+        drop = tuple(self._frozen(self)) if self._frozen is not None and epoch < self.frozen_epochs else ()
+        return MethodOutput(loss, loss_g.detach(), loss_l.detach(), online.reps[0].detach(),
+                            online.projections[0].detach(), drop)
