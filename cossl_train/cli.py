@@ -68,14 +68,23 @@ def cmd_knn(args: argparse.Namespace) -> None:
 
 
 def cmd_backbones(args: argparse.Namespace) -> None:
+    """One line per backbone: its default stem (or the small-image one with ``--small-image``), RF,
+    total stride, feature width, map side at the input size it is meant for, trunk parameters and,
+    where the pool MLP is on by default, the total with it."""
     from .backbones import backbone_info, list_backbones
 
-    print(f"{'name':<28}{'RF (px)':>9}{'stride':>8}{'features':>10}{'params (M)':>12}")
+    print(f"{'name':<20}{'stem':<10}{'RF (px)':>8}{'stride':>8}{'features':>10}{'input':>7}{'map':>7}"
+          f"{'params (M)':>12}{'+ pool MLP (M)':>16}")
     for name in list_backbones():
-        if args.small_image and not backbone_info(name)["small_image_available"]:
-            continue
-        info = backbone_info(name, small_image=args.small_image)
-        print(f"{name:<28}{info['rf']:>9}{info['jump']:>8}{info['num_features']:>10}{info['params'] / 1e6:>12.2f}")
+        info = backbone_info(name)
+        if args.small_image and not info["small_image"]:
+            if not info["small_image_available"]:
+                continue
+            info = backbone_info(name, small_image=True)
+        side, params = info["feature_size"], info["params"] / 1e6
+        with_mlp = f"{params + info['pool_mlp_params'] / 1e6:.2f}" if info["pool_mlp"] else "-"
+        print(f"{name:<20}{info['stem']:<10}{info['rf']:>8}{info['jump']:>8}{info['num_features']:>10}"
+              f"{info['input_size']:>7}{f'{side}x{side}':>7}{params:>12.2f}{with_mlp:>16}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

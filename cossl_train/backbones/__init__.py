@@ -5,11 +5,16 @@ Each backbone exposes ``num_features`` (= C) and does no pooling; the encoder's 
 
 * ``resnet18``, ``resnet50``: torchvision's ResNets without classifier; ``small_image=True`` gives
   the CIFAR-style stem (32 px in -> 4 x 4 out).
-* ``rf_resnet50_rf<N>``: RF-ResNet presets (paper Figure 2), RF of N x N pixels, 43 <= N <= 427.
+* ``rf_resnet18_rf<N>``, ``rf_resnet50_rf<N>``: RF-ResNet presets (paper Figure 2; ``rf_presets``),
+  RF of N x N pixels with their default stem: the small-image stem for the 32 and 64 px presets
+  (``rf_resnet18_rf13/17/29/45``), the ImageNet stem for the others.
 * ``bagnet33``: BagNet-33, RF 33 x 33, ResNet-50's channels and depth.
 
-``backbone_info(name)`` gives the RF (size, jump, start), parameter count, ``num_features`` and
-output side without running a forward (the network is built on the ``meta`` device).
+Per-backbone defaults (``backbone_defaults``): the stem (``small_image``) and ``pool_mlp``, the MLP
+after average pooling that the paper puts on its RF-limited backbones (on for every RF-ResNet
+preset, off for the others). ``backbone_info(name)`` gives the RF (size, jump, start), parameter
+count, ``num_features`` and output side without running a forward (the network is built on the
+``meta`` device).
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..encoder import PoolMLP
 from .bagnet import BagNet, bagnet33
 from .receptive_field import ReceptiveField, gradient_rf_probe, output_size, receptive_field
 from .resnet import ResNet, count_parameters, resnet18, resnet50
-from .rf_resnet import PRESETS, RFResNet, RFResNetSpec
+from .rf_presets import ALL_PRESETS, PRESETS, Preset
+from .rf_resnet import RFResNet, RFResNet18, RFResNetSpec
 
 __all__ = [
     "build_backbone",
     "list_backbones",
     "backbone_info",
+    "backbone_defaults",
     "ReceptiveField",
     "receptive_field",
     "output_size",
@@ -37,9 +45,11 @@ __all__ = [
     "count_parameters",
     "ResNet",
     "RFResNet",
+    "RFResNet18",
     "RFResNetSpec",
     "BagNet",
     "PRESETS",
+    "ALL_PRESETS",
 ]
 
 
@@ -47,37 +57,40 @@ __all__ = [
 class _Entry:
     factory: Callable[[bool, int], nn.Module]  # (small_image, width) -> backbone
     description: str
-    small_image: bool = True  # whether the small-image stem is available
+    small_image: bool = False  # default stem
+    small_image_available: bool = True  # whether the small-image stem can be built
+    pool_mlp: bool = False  # default of the MLP after average pooling
+    input_size: int = 224  # image side the backbone is meant for, with its default stem
+    stem: str = "imagenet"  # name of its stem when not the small-image one
 
 
-def _no_small_image(name: str, build: Callable[[int], nn.Module]) -> Callable[[bool, int], nn.Module]:
-    def factory(small_image: bool, width: int) -> nn.Module:
-        if small_image:
-            raise ValueError(f"backbone {name!r} has no small-image stem (its stem already has stride 1)")
-        return build(width)
-
-    return factory
-
-
-def _rf_preset(spec: RFResNetSpec) -> Callable[[bool, int], nn.Module]:
-    return lambda small_image, width: RFResNet(spec, width=width, small_image=small_image)
+def _rf_entry(preset: Preset) -> _Entry:
+    spec, family = preset.spec, preset.family
+    stem = "small-image stem" if preset.small_image else "ImageNet stem"
+    return _Entry(
+        lambda small_image, width: family(spec, width=width, small_image=small_image),
+        f"{preset.family_name}, kernel3={spec.kernel3}, {stem}, strides {spec.strides}",
+        small_image=preset.small_image,
+        pool_mlp=True,
+        input_size=preset.input_size,
+    )
 
 
 _REGISTRY: dict[str, _Entry] = {
     "resnet18": _Entry(lambda s, w: resnet18(width=w, small_image=s), "ResNet-18 (torchvision layout)"),
     "resnet50": _Entry(lambda s, w: resnet50(width=w, small_image=s), "ResNet-50 v1.5 (torchvision layout)"),
+    **{name: _rf_entry(preset) for name, preset in ALL_PRESETS.items()},
+    "bagnet33": _Entry(
+        lambda s, w: bagnet33(w), "BagNet-33 (valid 3x3 convs, RF 33)", small_image_available=False, stem="bagnet"
+    ),
 }
-for _name, _spec in PRESETS.items():
-    _REGISTRY[_name] = _Entry(
-        _rf_preset(_spec), f"RF-ResNet-50, kernel3={_spec.kernel3}, max-pool, strides {_spec.strides}"
-    )
-_REGISTRY["bagnet33"] = _Entry(
-    _no_small_image("bagnet33", bagnet33), "BagNet-33 (valid 3x3 convs, RF 33)", small_image=False
-)
+
+#: image side assumed for a stem that is not the backbone's default (CIFAR-size / ImageNet-size)
+_STEM_INPUT_SIZE = {True: 32, False: 224}
 
 
 def list_backbones() -> list[str]:
-    """Registered backbone names, in registration order (RF-ResNet presets by growing RF)."""
+    """Registered backbone names, in registration order (RF-ResNet presets by family, then growing RF)."""
     return list(_REGISTRY)
 
 
@@ -88,50 +101,89 @@ def _entry(name: str) -> _Entry:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(_REGISTRY)}") from None
 
 
-def build_backbone(name: str, *, small_image: bool = False, width: int = 64) -> nn.Module:
+def _stem(name: str, entry: _Entry, small_image: bool | None) -> bool:
+    """The stem to build: the backbone's default for ``None``, else the one asked for, if it exists."""
+    if small_image is None:
+        return entry.small_image
+    if small_image and not entry.small_image_available:
+        raise ValueError(f"backbone {name!r} has no small-image stem (its stem already has stride 1)")
+    return bool(small_image)
+
+
+def backbone_defaults(name: str) -> dict[str, bool]:
+    """Per-backbone defaults: ``small_image`` (its own stem) and ``pool_mlp`` (MLP after pooling).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    entry = _entry(name)
+    return {"small_image": entry.small_image, "pool_mlp": entry.pool_mlp}
+
+
+def build_backbone(name: str, *, small_image: bool | None = None, width: int = 64) -> nn.Module:
     """A freshly initialised backbone (B, 3, H, W) -> (B, num_features, h, w).
 
     Args:
         name: one of ``list_backbones()``.
-        small_image: CIFAR-style stem (3x3 stride-1 first conv, no max-pool) for ResNets and
-            RF-ResNets; refused by ``bagnet33``.
+        small_image: ``None``: the backbone's own stem (``backbone_defaults(name)["small_image"]``);
+            ``True``: the CIFAR-style stem (3x3 stride-1 first conv, no max-pool), refused by
+            ``bagnet33``; ``False``: the ImageNet stem (bagnet33: its own).
         width: base channel count (64 = the standard networks); ``num_features`` scales with it.
 
     Raises:
-        ValueError: unknown name, ``width < 1``, or ``small_image`` for a backbone without it.
-    """
-    if width < 1:
-        raise ValueError(f"backbone width must be >= 1, got {width}")
-    return _entry(name).factory(small_image, width)
-
-
-def backbone_info(name: str, small_image: bool = False, *, width: int = 64, input_size: int = 224) -> dict[str, Any]:
-    """Geometry and size of a backbone, computed without a forward pass.
-
-    Returns a dict with ``name``, ``description``, ``rf`` (RF side, pixels), ``jump`` (total
-    stride), ``start`` (first input pixel of output position 0's RF; see ``ReceptiveField``), ``params``
-    (parameter count at ``width``), ``num_features``, ``input_size`` and ``feature_size`` (side h of
-    the output map for an ``input_size`` px square input; 0 if the input is too small), and
-    ``small_image_available`` (whether ``small_image=True`` is accepted). For
-    ``bagnet33`` also ``resnet50_params``, ResNet-50's count at the same width, for comparison.
+        ValueError: unknown name, ``width < 1``, or ``small_image=True`` for a backbone without it.
     """
     entry = _entry(name)
+    if width < 1:
+        raise ValueError(f"backbone width must be >= 1, got {width}")
+    return entry.factory(_stem(name, entry, small_image), width)
+
+
+def backbone_info(
+    name: str, small_image: bool | None = None, *, width: int = 64, input_size: int | None = None
+) -> dict[str, Any]:
+    """Geometry and size of a backbone, computed without a forward pass.
+
+    Args:
+        name, small_image, width: as for ``build_backbone``.
+        input_size: image side for ``feature_size``; default the side the backbone is meant for:
+            its preset's (224, or 32 / 64 for the small-image presets) with its default stem, 32
+            with a forced small-image stem, 224 with a forced ImageNet stem.
+
+    Returns a dict with ``name``, ``description``, ``small_image`` (the stem built), ``stem``
+    (``"small"``, ``"imagenet"`` or ``"bagnet"``), ``small_image_available`` (whether
+    ``small_image=True`` is accepted), ``width``, ``rf`` (RF side, pixels), ``jump`` (total stride),
+    ``start`` (first input pixel of output position 0's RF; see ``ReceptiveField``), ``params``
+    (trunk parameter count at ``width``), ``num_features`` (C), ``input_size`` and ``feature_size``
+    (side h of the output map for an ``input_size`` px square input; 0 if the input is too small),
+    ``pool_mlp`` (the default, ``backbone_defaults``) and ``pool_mlp_params`` (parameters of a
+    ``PoolMLP(C, C)``, whether on by default or not). For ``bagnet33`` also ``resnet50_params``,
+    ResNet-50's count at the same width, for comparison.
+    """
+    entry = _entry(name)
+    small = _stem(name, entry, small_image)
+    if input_size is None:
+        input_size = entry.input_size if small == entry.small_image else _STEM_INPUT_SIZE[small]
     with torch.device("meta"):  # no memory, no compute: only shapes and layer attributes are read
-        net = entry.factory(small_image, width)
+        net = build_backbone(name, small_image=small, width=width)
         rf = receptive_field(net)
+        channels = int(net.num_features)
         info: dict[str, Any] = {
             "name": name,
             "description": entry.description,
-            "small_image": small_image,
-            "small_image_available": entry.small_image,
+            "small_image": small,
+            "stem": "small" if small else entry.stem,
+            "small_image_available": entry.small_image_available,
             "width": width,
             "rf": rf.size,
             "jump": rf.jump,
             "start": rf.start,
             "params": count_parameters(net),
-            "num_features": int(net.num_features),
+            "num_features": channels,
             "input_size": input_size,
             "feature_size": output_size(net, input_size),
+            "pool_mlp": entry.pool_mlp,
+            "pool_mlp_params": count_parameters(PoolMLP(channels, channels)),
         }
         if isinstance(net, BagNet):
             info["resnet50_params"] = count_parameters(resnet50(width=width))

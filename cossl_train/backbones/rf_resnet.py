@@ -1,4 +1,4 @@
-"""RF-ResNet (CO-SSL paper, Figure 2): a bottleneck ResNet-50 whose receptive field is a parameter.
+"""RF-ResNet (CO-SSL paper, Figure 2): a ResNet whose receptive field is a parameter, in two families.
 
 Layout (all convolutions 'same'-padded, ``padding = k // 2``)::
 
@@ -8,45 +8,59 @@ Layout (all convolutions 'same'-padded, ``padding = k // 2``)::
     layer3  n3 blocks, first block stride s''                          <- s''
     layer4  n4 blocks, first block stride s'''                         <- s'''
 
-Two block types, both torchvision-style bottlenecks (1x1 reduce, middle conv, 1x1 expand,
-expansion 4, projection shortcut ``downsample`` when the shape changes, stride on the middle conv):
+``small_image`` swaps the stem for a 3x3 stride-1 conv without max-pool (whatever m says).
 
-* "3x3" block: 1x1 -> 3x3 -> 1x1 (exactly torchvision's ``Bottleneck``);
-* "1x1" block: 1x1 -> 1x1 -> 1x1 (same channels, no spatial extent).
+Two families, each with a "3x3" block and a "1x1" block of the same channels, module names and
+projection shortcut (``downsample``, when the shape changes):
+
+* RF-ResNet-50 (``RFResNet``): torchvision's ``Bottleneck`` (1x1 -> 3x3 -> 1x1, expansion 4, v1.5:
+  the stride on the middle conv) and ``PointwiseBottleneck`` (1x1 -> 1x1 -> 1x1);
+* RF-ResNet-18 (``RFResNet18``): torchvision's ``BasicBlock`` (3x3 -> 3x3, the stride on the first
+  conv) and ``PointwiseBasicBlock`` (1x1 -> 1x1).
 
 In every layer the first ``kernel3[i]`` blocks are of the 3x3 type and the rest of the 1x1 type.
 A 1x1 block adds nothing to the RF (its stride, if any, only scales the jump), so the RF is set by
 (m, s', s'', s''', kernel3) and does not depend on the depth n beyond the leading 3x3 blocks:
-depth and parameter count can be held at ResNet-50's while the RF shrinks.
+depth can be held at the full network's while the RF shrinks.
 
-RF recurrence: the stem gives RF 7 (11 with max-pool) at jump 2 (4); each 3x3 block adds
-``2 * jump`` where ``jump`` is the total stride at its input; the first block of a layer then
-multiplies the jump by its stride.
+RF recurrence: the stem gives RF 7 (11 with max-pool) at jump 2 (4), or RF 3 at jump 1 with
+``small_image``. Each 3x3 conv adds ``2 * jump``, where ``jump`` is the total stride at its input,
+and a strided conv then multiplies the jump by its stride. So a bottleneck 3x3 block adds
+``2 * jump`` (one 3x3 conv, before its stride) and a basic 3x3 block ``2 * jump * (1 + stride)``.
 
-Presets (``PRESETS``) keep n = (3, 4, 6, 3), the max-pool and strides (2, 2, 2) of ResNet-50, so
-they all have its depth, channels and total stride 32 (a 7 x 7 map at 224 px: the same number of
-local representations), and only ``kernel3`` changes the RF. The 3x3 blocks are kept in the early
-layers, where each widens the RF least. A 1x1 block has fewer weights than a 3x3 one, so the
-parameter count grows with the RF: 14.1 M (rf43) to 23.5 M (rf427) at width 64. Each preset's
-name carries the RF computed by ``receptive_field`` (checked in the tests); ``rf_resnet50_rf427``
-is ResNet-50 itself. Other settings: ``RFResNet(as_spec(...))``.
+With the full spec (every block 3x3: ``RESNET50_SPEC`` / ``RESNET18_SPEC``, the defaults) the
+networks are torchvision's ResNet-50 / ResNet-18, module names included, so the state dicts match
+``resnet50``'s / ``resnet18``'s (checked in the tests). Named settings: ``rf_presets``; others:
+``RFResNet(as_spec(...))`` or ``RFResNet18(as_spec(blocks=(2, 2, 2, 2), ...))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
-from torchvision.models.resnet import Bottleneck, conv1x1
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from .resnet import init_resnet_weights, make_stem
 
-__all__ = ["RFResNet", "RFResNetSpec", "PointwiseBottleneck", "PRESETS", "as_spec"]
+__all__ = [
+    "RFResNet",
+    "RFResNet18",
+    "RFResNetSpec",
+    "PointwiseBottleneck",
+    "PointwiseBasicBlock",
+    "RESNET50_SPEC",
+    "RESNET18_SPEC",
+    "as_spec",
+]
+
+Block = type[BasicBlock] | type[Bottleneck]
 
 
 class PointwiseBottleneck(Bottleneck):
-    """The "1x1" block: torchvision's ``Bottleneck`` with its 3x3 conv replaced by a 1x1 conv.
+    """The RF-ResNet-50 "1x1" block: torchvision's ``Bottleneck`` with its 3x3 conv replaced by a 1x1.
 
     Same channels, names and shortcut as the 3x3 block; a stride (first block of a layer) sits on
     the middle 1x1 conv, like the v1.5 layout puts it on the 3x3.
@@ -59,13 +73,26 @@ class PointwiseBottleneck(Bottleneck):
         self.conv2 = conv1x1(planes, planes, stride)
 
 
+class PointwiseBasicBlock(BasicBlock):
+    """The RF-ResNet-18 "1x1" block: torchvision's ``BasicBlock`` with both 3x3 convs replaced by 1x1s.
+
+    Same channels, names and shortcut as the 3x3 block; a stride sits on ``conv1``, as in
+    ``BasicBlock``, where it samples the same pixels as the strided 1x1 shortcut.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__(inplanes, planes, stride, downsample)
+        self.conv1 = conv1x1(inplanes, planes, stride)  # same registration slots: forward order kept
+        self.conv2 = conv1x1(planes, planes)
+
+
 @dataclass(frozen=True)
 class RFResNetSpec:
-    """The RF-setting parameters of Figure 2.
+    """The RF-setting parameters of Figure 2 (defaults: ResNet-50's, i.e. ``RESNET50_SPEC``).
 
     Attributes:
         blocks: n, number of blocks in layer1..layer4.
-        maxpool: m, whether the stem has its 3x3/2 max-pool.
+        maxpool: m, whether the stem has its 3x3/2 max-pool (ignored by the small-image stem).
         strides: s', s'', s''', stride of the first block of layer2, layer3, layer4.
         kernel3: number of leading blocks of each layer that are of the 3x3 type
             (0 <= kernel3[i] <= blocks[i]); the others are 1x1 blocks.
@@ -85,36 +112,34 @@ class RFResNetSpec:
             raise ValueError(f"kernel3 must satisfy 0 <= kernel3[i] <= blocks[i], got {self}")
 
 
-#: named presets, RF in the name (ImageNet stem, 224 px -> 7 x 7 for all of them)
-PRESETS: dict[str, RFResNetSpec] = {
-    "rf_resnet50_rf43": RFResNetSpec(kernel3=(1, 1, 1, 0)),
-    "rf_resnet50_rf67": RFResNetSpec(kernel3=(2, 2, 1, 0)),
-    "rf_resnet50_rf107": RFResNetSpec(kernel3=(3, 2, 1, 1)),
-    "rf_resnet50_rf155": RFResNetSpec(kernel3=(3, 3, 2, 1)),
-    "rf_resnet50_rf203": RFResNetSpec(kernel3=(3, 4, 3, 1)),
-    "rf_resnet50_rf299": RFResNetSpec(kernel3=(3, 4, 6, 1)),
-    "rf_resnet50_rf427": RFResNetSpec(kernel3=(3, 4, 6, 3)),
-}
+#: every block 3x3: RF-ResNet-50 = ResNet-50, RF-ResNet-18 = ResNet-18
+RESNET50_SPEC = RFResNetSpec()
+RESNET18_SPEC = RFResNetSpec(blocks=(2, 2, 2, 2), kernel3=(2, 2, 2, 2))
 
 
 class RFResNet(nn.Module):
-    """RF-ResNet trunk: (B, 3, H, W) -> (B, num_features, h, w), no pooling, no classifier.
+    """RF-ResNet-50 trunk: (B, 3, H, W) -> (B, num_features, h, w), no pooling, no classifier.
 
     Args:
-        spec: the RF-setting parameters (n, m, s', s'', s''', kernel3); default ResNet-50's.
-        width: base channel count (64 = ResNet-50); ``num_features = 32 * width``.
+        spec: the RF-setting parameters (n, m, s', s'', s''', kernel3); default the family's full
+            spec (``full_spec``: ResNet-50 here, ResNet-18 for ``RFResNet18``).
+        width: base channel count (64 = the torchvision network); ``num_features = 8 * width *
+            expansion`` (2048 for RF-ResNet-50, 512 for RF-ResNet-18 at width 64).
         small_image: CIFAR-style stem (3x3 stride-1 conv, no max-pool, whatever ``spec.maxpool``);
-            the RF and total stride then differ from the preset's name (see ``backbone_info``).
+            the RF and total stride then differ (see ``backbone_info``).
 
     Output side: ``ceil(H / (4 * s' * s'' * s'''))`` with the standard stem and max-pool (224 px ->
     7 x 7 for the default strides); without the max-pool, or with ``small_image``, the factor 4 is
-    2 or 1. Module names follow torchvision's ResNet, so with the default spec the state dict
-    matches ``resnet50``'s.
+    2 or 1.
     """
+
+    block3: ClassVar[Block] = Bottleneck  # the "3x3" block
+    block1: ClassVar[Block] = PointwiseBottleneck  # the "1x1" block
+    full_spec: ClassVar[RFResNetSpec] = RESNET50_SPEC
 
     def __init__(self, spec: RFResNetSpec | None = None, width: int = 64, small_image: bool = False) -> None:
         super().__init__()
-        spec = RFResNetSpec() if spec is None else spec
+        spec = self.full_spec if spec is None else spec
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         self.spec = spec
@@ -130,19 +155,18 @@ class RFResNet(nn.Module):
             planes = width * 2**i
             layer = self._make_layer(inplanes, planes, spec.blocks[i], strides[i], spec.kernel3[i])
             self.add_module(f"layer{i + 1}", layer)
-            inplanes = planes * Bottleneck.expansion
+            inplanes = planes * self.block3.expansion
         self.num_features: int = inplanes
         init_resnet_weights(self)
 
-    @staticmethod
-    def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, kernel3: int) -> nn.Sequential:
-        out = planes * Bottleneck.expansion
+    def _make_layer(self, inplanes: int, planes: int, blocks: int, stride: int, kernel3: int) -> nn.Sequential:
+        out = planes * self.block3.expansion
         downsample = None
         if stride != 1 or inplanes != out:
             downsample = nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
         layers: list[nn.Module] = []
         for j in range(blocks):
-            block = Bottleneck if j < kernel3 else PointwiseBottleneck
+            block = self.block3 if j < kernel3 else self.block1
             if j == 0:
                 layers.append(block(inplanes, planes, stride, downsample))
             else:
@@ -156,6 +180,17 @@ class RFResNet(nn.Module):
         x = self.layer2(x)
         x = self.layer3(x)
         return self.layer4(x)
+
+
+class RFResNet18(RFResNet):
+    """RF-ResNet-18 trunk: ``RFResNet`` with basic blocks; ``spec`` defaults to ``RESNET18_SPEC``.
+
+    ``num_features = 8 * width`` (512 at width 64).
+    """
+
+    block3: ClassVar[Block] = BasicBlock
+    block1: ClassVar[Block] = PointwiseBasicBlock
+    full_spec: ClassVar[RFResNetSpec] = RESNET18_SPEC
 
 
 def as_spec(
