@@ -285,10 +285,12 @@ def validate(cfg: Config) -> Config:
     for name in ("batch_size", "epochs", "accum_steps"):
         if getattr(cfg.train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg.train, name)} must be >= 1")
-    from .backbones import list_backbones
+    from .backbones import backbone_defaults, list_backbones
 
     if cfg.backbone.name not in list_backbones():
         raise ConfigError(f"backbone.name={cfg.backbone.name!r} is not one of {', '.join(list_backbones())}")
+    if cfg.backbone.small_image and not backbone_defaults(cfg.backbone.name)["small_image_available"]:
+        raise ConfigError(f"backbone.small_image=true: {cfg.backbone.name} has no small-image stem")
     if cfg.train.seed < 0:
         raise ConfigError(f"train.seed={cfg.train.seed} must be >= 0")
     if not 0 <= cfg.co.local_weight <= 1:

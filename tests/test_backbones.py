@@ -385,7 +385,8 @@ def test_small_image_none_true_false() -> None:
 def test_backbone_defaults() -> None:
     for name in NAMES:
         defaults = backbone_defaults(name)
-        assert defaults == {"small_image": name in SMALL_PRESETS, "pool_mlp": name in ALL_PRESETS}, name
+        assert defaults == {"small_image": name in SMALL_PRESETS, "pool_mlp": name in ALL_PRESETS,
+                            "small_image_available": name != "bagnet33"}, name
         info = backbone_info(name, width=WIDTH)
         assert (info["small_image"], info["pool_mlp"]) == (defaults["small_image"], defaults["pool_mlp"])
     assert backbone_defaults("rf_resnet50_rf427")["pool_mlp"]  # ResNet-50's layout, but a preset

@@ -111,13 +111,15 @@ def _stem(name: str, entry: _Entry, small_image: bool | None) -> bool:
 
 
 def backbone_defaults(name: str) -> dict[str, bool]:
-    """Per-backbone defaults: ``small_image`` (its own stem) and ``pool_mlp`` (MLP after pooling).
+    """Per-backbone defaults: ``small_image`` (its own stem) and ``pool_mlp`` (MLP after pooling),
+    and ``small_image_available`` (whether the small-image stem can be built).
 
     Raises:
         ValueError: unknown name.
     """
     entry = _entry(name)
-    return {"small_image": entry.small_image, "pool_mlp": entry.pool_mlp}
+    return {"small_image": entry.small_image, "pool_mlp": entry.pool_mlp,
+            "small_image_available": entry.small_image_available}
 
 
 def build_backbone(name: str, *, small_image: bool | None = None, width: int = 64) -> nn.Module:

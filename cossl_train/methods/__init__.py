@@ -48,13 +48,12 @@ def build_encoder(cfg: Config) -> Encoder:
     """The encoder of ``cfg``: backbone (with its default stem unless ``backbone.small_image`` is
     set), input normalisation, and the MLP after pooling when ``backbone.pool_mlp`` (or the
     backbone's default) says so."""
-    from .. import backbones
+    from ..backbones import backbone_defaults, build_backbone
     from ..encoder import PoolMLP
 
     b = cfg.backbone
-    backbone = backbones.build_backbone(b.name, small_image=b.small_image, width=b.width)
-    defaults = getattr(backbones, "backbone_defaults", lambda name: {"pool_mlp": False})
-    pool_mlp = defaults(b.name)["pool_mlp"] if b.pool_mlp is None else b.pool_mlp
+    backbone = build_backbone(b.name, small_image=b.small_image, width=b.width)
+    pool_mlp = backbone_defaults(b.name)["pool_mlp"] if b.pool_mlp is None else b.pool_mlp
     c = backbone.num_features
     head = PoolMLP(c, b.pool_mlp_hidden or c) if pool_mlp else None
     return Encoder(backbone, cfg.augment.mean, cfg.augment.std, head=head)
