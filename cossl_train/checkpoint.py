@@ -154,9 +154,10 @@ def _offline_probe(path: Path, encoder: nn.Module, epoch: int) -> tuple[dict | N
         return None, f"{file} is unreadable ({type(e).__name__})"
     if not isinstance(stored, dict) or stored.get("format") != PROBE_FORMAT:
         return None, f"{file} has no provenance record (written by an older cossl)"
-    if stored["checkpoint_epoch"] != epoch or stored["encoder_hash"] != weights_hash(encoder):
-        return None, (f"{file} was trained on another state of this checkpoint (epoch {stored['checkpoint_epoch']}, "
-                      f"the checkpoint is at epoch {epoch}, or other weights)")
+    if stored["checkpoint_epoch"] != epoch:
+        return None, f"{file} was trained at epoch {stored['checkpoint_epoch']}, the checkpoint is at epoch {epoch}"
+    if stored["encoder_hash"] != weights_hash(encoder):
+        return None, f"{file} was trained on other encoder weights than the checkpoint holds"
     return stored, "matches"
 
 

@@ -87,6 +87,15 @@ def _gather_group() -> dist.ProcessGroup:
     return _GATHER_GROUP
 
 
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum of ``x`` over processes (no gradient)."""
+    if not is_distributed():
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y
+
+
 def all_reduce_mean(x: Tensor) -> Tensor:
     """Mean of ``x`` over processes (no gradient); for logging."""
     if not is_distributed():

@@ -183,21 +183,26 @@ def linear_probe_standard(encoder: nn.Module, train: Dataset, val: Dataset, cfg:
 
 
 @torch.no_grad()
-def knn_classify(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, k: int = 20,
-                 temperature: float = 0.07, chunk: int = 1024) -> float:
-    """Weighted kNN top-1 (%): cosine similarity on L2-normalised features, the k nearest
-    training samples vote with weight exp(sim / temperature) (Wu et al. 2018)."""
-    num_classes = int(max(train_y.max(), val_y.max())) + 1
+def knn_predict(train_x: Tensor, train_y: Tensor, val_x: Tensor, k: int = 20, temperature: float = 0.07,
+                chunk: int = 1024) -> Tensor:
+    """Weighted kNN predictions (N_val,): cosine similarity on L2-normalised features, the k
+    nearest training samples vote with weight exp(sim / temperature) (Wu et al. 2018)."""
+    num_classes = int(train_y.max()) + 1
     k = min(k, len(train_x))
     tx = F.normalize(train_x, dim=1)
-    correct = 0
+    preds = []
     for i in range(0, len(val_x), chunk):
         q = F.normalize(val_x[i:i + chunk], dim=1)
         sims, idx = (q @ tx.t()).topk(k, dim=1)
         weights = (sims / temperature).exp()
-        votes = torch.zeros(len(q), num_classes).scatter_add_(1, train_y[idx], weights)
-        correct += (votes.argmax(1) == val_y[i:i + chunk]).sum().item()
-    return correct / len(val_x) * 100
+        preds.append(torch.zeros(len(q), num_classes).scatter_add_(1, train_y[idx], weights).argmax(1))
+    return torch.cat(preds)
+
+
+def knn_classify(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, k: int = 20,
+                 temperature: float = 0.07, chunk: int = 1024) -> float:
+    """Weighted kNN top-1 (%) of :func:`knn_predict`."""
+    return (knn_predict(train_x, train_y, val_x, k, temperature, chunk) == val_y).float().mean().item() * 100
 
 
 def eval_splits(data_cfg: DataConfig, aug_cfg: AugmentConfig, seed: int = 0,

@@ -226,6 +226,8 @@ def run_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_ste
             bar.set_postfix(loss=f"{res.values['loss']:.3f}", std=f"{res.values['embedding_std']:.2f}")
     bar.close()
     stats.seconds = time.perf_counter() - t0
+    # every process skips the unreadable images of its own shard: count them all
+    stats.skipped = int(dist_utils.all_reduce_sum(torch.tensor(float(stats.skipped), device=device)).item())
     return global_step, stats
 
 

@@ -190,7 +190,7 @@ def test_split_inputs() -> None:
 
 def _no_probe_checkpoint(src: Path, dst: Path) -> Path:
     state = torch.load(src, map_location="cpu", weights_only=True)
-    state["probe"] = None
+    state["probe"] = state["probe_linear"] = None
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, dst)
     return dst

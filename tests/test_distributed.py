@@ -91,3 +91,56 @@ def test_killed_two_process_run_resumes_exactly(tmp_path: Path) -> None:
     assert a["epoch"] == b["epoch"] == 3 and a["world_size"] == b["world_size"] == 2
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_gathered_negatives_stay_aligned_with_uneven_batches(tmp_path: Path) -> None:
+    """3 rows on one process, 5 on the other (a batch that lost unreadable images): every process
+    sees all 8 keys in order, its positives at its own offset, and the gradient of one process on
+    all 8 rows (the sum of both processes' losses)."""
+    sys.path.insert(0, str(HERE))
+    from _ddp_uneven_worker import SIZES, rows
+
+    from cossl_train.losses import nt_xent_loss
+
+    out = tmp_path / "uneven"
+    proc = _torchrun([str(HERE / "_ddp_uneven_worker.py"), str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, log[-3000:]
+    z1, z2 = (x.clone().requires_grad_() for x in rows())
+    starts = [0, SIZES[0]]
+    total = sum(nt_xent_loss(z1[s:s + n], z2[s:s + n], z1, z2, 0.5, s) for s, n in zip(starts, SIZES, strict=True))
+    total.backward()
+    for rank, (s, n) in enumerate(zip(starts, SIZES, strict=True)):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert got["offset"] == s
+        torch.testing.assert_close(got["keys"], z1.detach(), rtol=0, atol=0)
+        expected = nt_xent_loss(z1[s:s + n], z2[s:s + n], z1, z2, 0.5, s)
+        assert got["loss"].item() == pytest.approx(expected.item(), rel=1e-12)
+        torch.testing.assert_close(got["grad1"], z1.grad[s:s + n], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got["grad2"], z2.grad[s:s + n], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["co_simclr", "co_mocov3"])
+def test_two_process_run_with_a_corrupt_file_in_one_shard(tmp_path: Path, method: str) -> None:
+    """One unreadable image among 16 leaves one process a smaller batch: the contrastive losses
+    gather uneven batches, the run finishes, and the skipped image is counted over both shards."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    (tmp_path / "data" / "b" / "3.png").write_bytes(b"not an image")
+    out = tmp_path / "run"
+    args = [*TINY_OVERRIDES, "data.dataset=imagefolder", f"data.root={tmp_path / 'data'}", "train.batch_size=4",
+            "train.epochs=1", f"method.name={method}", "co.local_weight=0.5", f"train.out_dir={out}"]
+    proc = _torchrun(["-m", "cossl_train", "pretrain", "--no-progress", *args], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-3000:]
+    row = next(csv.DictReader(open(out / "epochs.csv")))
+    assert int(row["skipped_images"]) == 1
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1

@@ -234,3 +234,57 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     row = next(csv.DictReader(open(out / "epochs.csv")))
     assert int(row["skipped_images"]) == 8  # 2 x (1 corrupt + 3 truncated) of 16 files
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+def test_epochs_csv_keeps_columns_aligned_when_one_appears_later(tmp_path: Path) -> None:
+    """kNN every 2 epochs: its column first appears in epoch 2; every value stays under its header."""
+    import csv
+
+    from cossl_train.metrics import MetricsLogger
+
+    m = MetricsLogger(tmp_path, tensorboard=False)
+    m.log_epoch(1, {"loss": 3.0, "lr": 0.1})
+    m.log_epoch(2, {"loss": 2.0, "lr": 0.05, "knn_top1": 41.0})
+    m.log_epoch(3, {"loss": 1.5, "lr": 0.02})
+    rows = list(csv.DictReader(open(tmp_path / "epochs.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert [r["knn_top1"] for r in rows] == ["", "41.0", ""]
+    assert [r["loss"] for r in rows] == ["3.0", "2.0", "1.5"] and [r["lr"] for r in rows] == ["0.1", "0.05", "0.02"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("train.batch_size=16", "train.batch_size=32 but the config says 16"),
+    ("train.epochs=3", "train.epochs=2 but the config says 3"),
+    ("optim.lr=0.01", "optim.lr=0.002 but the config says 0.01"),
+    ("augment.c_min=0.5", "augment.c_min=0.08 but the config says 0.5"),
+])
+def test_resume_that_would_bend_the_schedules_is_refused(tmp_path: Path, change: str, message: str) -> None:
+    base = ["method.name=byol", "train.epochs=2", "train.max_steps_per_epoch=1"]
+    pretrain(tiny(tmp_path, *base), progress=False)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=message):
+        pretrain(tiny(tmp_path, *base, change), resume=True, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path: Path) -> None:
+    from cossl_train.checkpoint import check_resume_compatible
+
+    cfg = tiny(tmp_path, "method.name=byol", "train.epochs=1", "train.max_steps_per_epoch=1")
+    pretrain(cfg, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    check_resume_compatible(state, cfg, 1, "ckpt")  # the same world: fine
+    with pytest.raises(CheckpointError, match="written by 1 process.*this run has 2"):
+        check_resume_compatible(state, cfg, 2, "ckpt")
+
+
+def test_programming_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only expected errors become one-line messages: a bare ValueError from a bug propagates."""
+    import cossl_train.trainer as trainer
+
+    def buggy(*args: object, **kw: object) -> None:
+        raise ValueError("an index went wrong")
+
+    monkeypatch.setattr(trainer, "pretrain", buggy)
+    with pytest.raises(ValueError, match="an index went wrong"):
+        cli_main(["pretrain", *TINY])
