@@ -133,7 +133,8 @@ def test_two_process_run_with_a_corrupt_file_in_one_shard(tmp_path: Path, method
     for cls in ("a", "b"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(8):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{i}.png")
     (tmp_path / "data" / "b" / "3.png").write_bytes(b"not an image")
     out = tmp_path / "run"
     args = [*TINY_OVERRIDES, "data.dataset=imagefolder", f"data.root={tmp_path / 'data'}", "train.batch_size=4",
