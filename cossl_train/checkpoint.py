@@ -117,6 +117,13 @@ def check_resume_compatible(stored: dict, cfg: Config, world_size: int, path: st
                               "schedules depend on it)")
 
 
+def file_stamp(path: str | Path) -> dict[str, int]:
+    """Modification time and size of a checkpoint file: a record carrying the same stamp was made
+    from this very file (a resumed or retrained run has another)."""
+    st = Path(path).stat()
+    return {"checkpoint_mtime_ns": st.st_mtime_ns, "checkpoint_size": st.st_size}
+
+
 def weights_hash(module: nn.Module) -> str:
     """Content hash (hex) of ``module``'s state dict: equal weights give an equal hash."""
     digest = hashlib.blake2b(digest_size=16)

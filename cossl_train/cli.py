@@ -30,23 +30,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _eval_checkpoint(args: argparse.Namespace, linear: bool, knn: bool) -> dict:
-    from .checkpoint import load_pretrained, save_probe
-    from .config import apply_overrides, to_dict
-    from .evaluate import evaluate_encoder
-    from .runtime import resolve_device
+    from .checkpoint import load_checkpoint
+    from .config import apply_overrides, from_dict
+    from .evaluate import evaluate_checkpoint
 
-    pre = load_pretrained(args.checkpoint)
+    stored = from_dict(load_checkpoint(args.checkpoint)["config"])
     # data and evaluation settings may change (another data.root, say); the model may not
-    cfg = apply_overrides(pre.config, args.overrides, sections=("data", "eval", "train"))
-    device = resolve_device(cfg.train.device)
-    res = evaluate_encoder(pre.encoder.to(device), cfg, device=device, linear=linear, knn=knn,
-                           progress=not args.no_progress)
-    probe = res.pop("probe", None)
-    if probe is not None:
-        scores = {k: res[k] for k in ("linear_top1", "linear_top5")}
-        save_probe(args.checkpoint, probe, pre.encoder, pre.epoch, to_dict(cfg)["data"], res["linear_protocol"],
-                   scores)
-    return {"checkpoint": str(args.checkpoint), "epoch": pre.epoch, **res}
+    cfg = apply_overrides(stored, args.overrides, sections=("data", "eval", "train"))
+    return evaluate_checkpoint(args.checkpoint, cfg, linear=linear, knn=knn, progress=not args.no_progress)
 
 
 def cmd_linear_probe(args: argparse.Namespace) -> None:
@@ -132,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("grid", help="the Figure 3A grid (RF x c_min); see `cossl-train grid --help`", add_help=False)
     sub.add_parser("bench", help="training and data-loading throughput; see `cossl-train bench --help`",
                    add_help=False)
+    sub.add_parser("compare", help="methods over several seeds, mean and std; see `cossl-train compare --help`",
+                   add_help=False)
 
     s = sub.add_parser("config", help="print the resolved config")
     s.add_argument("--config")
@@ -151,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:]) or 0
+    if argv and argv[0] == "compare":
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -252,6 +253,36 @@ def evaluate_encoder(encoder: nn.Module, cfg: Config, device: str | torch.device
         out["knn_top1"] = knn_classify(tx, ty, vx, vy, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)
         out["knn_k"] = cfg.eval.knn_k
     return out
+
+
+def evaluate_checkpoint(path: str | Path, cfg: Config, linear: bool = True, knn: bool = True,
+                        progress: bool = True) -> dict:
+    """:func:`evaluate_encoder` of a checkpoint's encoder with ``cfg``'s data and evaluation
+    settings (``cfg`` must describe the checkpoint's model). The linear probe is saved beside the
+    checkpoint with its provenance (``checkpoint.save_probe``). The record carries the
+    checkpoint's epoch and file stamp, so a cached record can be checked against the file."""
+    from .checkpoint import check_same_model, file_stamp, load_pretrained, save_probe
+    from .config import to_dict
+    from .runtime import resolve_device
+
+    stamp = file_stamp(path)  # before reading: a file rewritten meanwhile is evaluated again later
+    device = resolve_device(cfg.train.device)
+    pre = load_pretrained(path, device=device)
+    check_same_model(to_dict(pre.config), cfg, path)
+    res = evaluate_encoder(pre.encoder, cfg, device=device, linear=linear, knn=knn, progress=progress)
+    probe = res.pop("probe", None)
+    if probe is not None:
+        save_probe(path, probe, pre.encoder, pre.epoch, to_dict(cfg)["data"], res["linear_protocol"],
+                   {k: res[k] for k in ("linear_top1", "linear_top5")})
+    return {"checkpoint": str(path), "epoch": pre.epoch, **stamp, **res}
+
+
+def is_current(record: dict | None, path: str | Path) -> bool:
+    """Whether ``record`` (from :func:`evaluate_checkpoint`) was made from the file at ``path``."""
+    from .checkpoint import file_stamp
+
+    return isinstance(record, dict) and Path(path).is_file() and all(
+        record.get(k) == v for k, v in file_stamp(path).items())
 
 
 @torch.no_grad()

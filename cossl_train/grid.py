@@ -258,11 +258,6 @@ def checkpoint_meta(path: Path) -> tuple[int, dict[str, Any]]:
     return int(state["epoch"]), state["config"]
 
 
-def _checkpoint_stamp(path: Path) -> dict[str, int]:
-    st = path.stat()
-    return {"checkpoint_mtime_ns": st.st_mtime_ns, "checkpoint_size": st.st_size}
-
-
 def cell_status(cell: Cell, epochs: int) -> CellStatus:
     """Trained epochs (``epochs``: how many the run asks for) and the cell's evaluation if it is
     up to date with the checkpoint (same file modification time and size: a resumed or retrained
@@ -272,17 +267,17 @@ def cell_status(cell: Cell, epochs: int) -> CellStatus:
     one pay for reading the checkpoint (about a second for a small model: the cost is unpickling
     its many tensors' metadata, not their bytes).
     """
+    from .evaluate import is_current
+
     if not cell.checkpoint.is_file():
         return CellStatus(0, epochs, None)
-    stamp = _checkpoint_stamp(cell.checkpoint)
     eval_path = cell.out_dir / EVAL_NAME
     if eval_path.is_file():
         try:
             stored = json.loads(eval_path.read_text())
         except ValueError:
             stored = None  # a torn or hand-edited file: evaluate again
-        if isinstance(stored, dict) and isinstance(stored.get("epoch"), int) and all(
-                stored.get(k) == v for k, v in stamp.items()):
+        if is_current(stored, cell.checkpoint) and isinstance(stored.get("epoch"), int):
             return CellStatus(stored["epoch"], epochs, stored)
     epoch, _ = checkpoint_meta(cell.checkpoint)
     return CellStatus(epoch, epochs, None)
@@ -322,26 +317,15 @@ def evaluate_cell(cell: Cell, cfg: Config, progress: bool = True) -> dict[str, A
     model); data and evaluation settings come from ``cfg``. Writes ``grid_eval.json`` and the
     probe beside the checkpoint (``checkpoint.probe.pt``, which ``load_pretrained`` then uses).
     """
-    from .checkpoint import check_same_model, load_pretrained
-    from .config import to_dict
-    from .evaluate import evaluate_encoder
-    from .runtime import resolve_device
+    from .evaluate import PROTOCOLS, evaluate_checkpoint
 
-    stamp = _checkpoint_stamp(cell.checkpoint)  # before reading: a newer file is evaluated again later
-    device = resolve_device(cfg.train.device)
-    pre = load_pretrained(cell.checkpoint, device=device)
-    check_same_model(to_dict(pre.config), cfg, cell.checkpoint)  # the cell's model, not another
-    epoch = pre.epoch
-    res = evaluate_encoder(pre.encoder, cfg, device=device, progress=progress)
-    probe = res.pop("probe")
-    torch.save({"probe": probe.state_dict()}, cell.checkpoint.with_suffix(".probe.pt"))
+    res = evaluate_checkpoint(cell.checkpoint, cfg, progress=progress)  # refused if not the cell's model
     record = {"cell": cell.name, "method": cell.method, "backbone": cell.backbone, "rf": cell.rf,
-              "c_min": cell.c_min, "epoch": epoch, **stamp,
-              "linear_top1": res["linear_top1"], "linear_top5": res["linear_top5"], "knn_top1": res["knn_top1"],
-              "n_train": res["n_train"], "n_val": res["n_val"], "checkpoint": str(cell.checkpoint)}
+              "c_min": cell.c_min, **res}
     atomic_write_text(cell.out_dir / EVAL_NAME, json.dumps(record, indent=2) + "\n")
-    log.info("%s: offline linear top-1 %.2f%% top-5 %.2f%%, kNN top-1 %.2f%% (epoch %d)", cell.name,
-             record["linear_top1"], record["linear_top5"], record["knn_top1"], epoch)
+    log.info("%s: %s top-1 %.2f%% top-5 %.2f%%, kNN top-1 %.2f%% (epoch %d)", cell.name,
+             PROTOCOLS[record["linear_protocol"]], record["linear_top1"], record["linear_top5"], record["knn_top1"],
+             record["epoch"])
     return record
 
 

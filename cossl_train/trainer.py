@@ -86,6 +86,8 @@ class Run:
     out_dir: Path
     stored: dict[str, Any] | None
     collapse_warned: bool = False
+    #: wall time of the epochs trained so far, resumed runs included
+    train_seconds: float = 0.0
 
     @property
     def main(self) -> bool:
@@ -163,6 +165,7 @@ def restore(parts: TrainParts, run: Run) -> tuple[int, int]:
     """Load the stored run into ``parts``; (first epoch to train, optimizer steps done)."""
     if run.stored is None:
         return 0, 0
+    run.train_seconds = float(run.stored.get("train_seconds", 0.0))
     s = run.stored
     load_state(parts.method, s["model"], run.checkpoint, s["config"])
     parts.optimizer.load_state_dict(s["optimizer"])
@@ -263,6 +266,7 @@ def end_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_ste
     """Check the weights, evaluate, write the checkpoint and the epoch's metrics."""
     if not _all_finite(parts.method):
         raise NonFiniteLossError(f"weights became non-finite in epoch {epoch + 1}; {run.checkpoint} not overwritten")
+    run.train_seconds += stats.seconds
     vals = epoch_values(run, parts, data, epoch, stats)
     if stats.skipped:
         log.warning("epoch %d: skipped %d unreadable image(s)", epoch + 1, stats.skipped)
@@ -277,11 +281,12 @@ def end_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_ste
             "probe": probe.full_state() if probe is not None else None,
             "probe_linear": probe.as_linear().state_dict() if probe is not None else None,
             "num_classes": data.num_classes, "rng": rng_state(), "world_size": run.world,
+            "train_seconds": run.train_seconds,
         })
         metrics.log_epoch(epoch + 1, vals)
         log.info("epoch %d/%d %s", epoch + 1, run.cfg.train.epochs, " ".join(f"{k}={v:.4g}" for k, v in vals.items()))
     dist_utils.barrier()
-    return {"epoch": epoch + 1, **vals}
+    return {"epoch": epoch + 1, **vals, "train_seconds": run.train_seconds}
 
 
 def finish(run: Run, metrics: MetricsLogger, summary: dict[str, Any]) -> dict[str, Any]:

@@ -56,11 +56,44 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "method.name": "byol", "backbone.name": "resnet18", "backbone.small_image": True,
         "augment.resolution": 32, "data.dataset": "cifar10", "train.epochs": 200,
     },
+    # the paper's ImageNet-1K setting: RF99-ResNet-50 with its pool MLP, 100 epochs, w_s in range
+    "imagenet1k_co_byol_rf99.yaml": {
+        "method.name": "co_byol", "backbone.name": "rf_resnet50_rf99", "backbone.pool_mlp": None,
+        "co.local_weight": 0.3, "co.direction": "both", "train.epochs": 100, "augment.resolution": 224,
+        "optim.name": "lars", "optim.lr": 0.2, "optim.weight_decay": 1.5e-6, "train.precision": "bf16",
+    },
+    "imagenet1k_byol_rf99.yaml": {"method.name": "byol", "backbone.name": "rf_resnet50_rf99", "train.epochs": 100},
+    "imagenet1k_byol_multicrop_rf99.yaml": {
+        "method.name": "byol", "backbone.name": "rf_resnet50_rf99", "augment.local_crops": 6,
+        "augment.local_crop_scale": (0.05, 0.14), "augment.local_resolution": 96, "augment.c_min": 0.14,
+    },
+    "imagenet1k_co_dino_rf99.yaml": {
+        "method.name": "co_dino", "backbone.name": "rf_resnet50_rf99", "optim.name": "sgd", "optim.lr": 0.03,
+        "optim.weight_decay": 1e-4, "optim.clip_grad": 3.0, "method.ema_base": 0.996, "method.dino.out_dim": 65536,
+        "method.dino.teacher_temp": 0.04, "method.dino.student_temp": 0.1, "augment.local_crops": 8,
+        "augment.c_min": 0.14, "head.proj_hidden": 2048, "train.batch_size": 64,
+    },
+    "imagenet1k_dino_rf99.yaml": {"method.name": "dino", "backbone.name": "rf_resnet50_rf99", "optim.name": "sgd"},
+    "imagenet1k_co_mocov3_rf99.yaml": {
+        "method.name": "co_mocov3", "backbone.name": "rf_resnet50_rf99", "optim.name": "lars", "optim.lr": 0.6,
+        "optim.weight_decay": 1e-6, "method.mocov3.temperature": 1.0, "method.ema_base": 0.99, "augment.c_min": 0.08,
+    },
+    "imagenet1k_mocov3_rf99.yaml": {"method.name": "mocov3", "backbone.name": "rf_resnet50_rf99", "optim.lr": 0.6},
+    "tinyimagenet_co_byol_rf29.yaml": {
+        "method.name": "co_byol", "backbone.name": "rf_resnet18_rf29", "data.dataset": "tinyimagenet",
+        "augment.resolution": 64, "co.local_weight": 0.3, "train.epochs": 200,
+    },
+    "tinyimagenet_byol_rf29.yaml": {"method.name": "byol", "backbone.name": "rf_resnet18_rf29",
+                                    "data.dataset": "tinyimagenet"},
 }
 
 #: (baseline, CO) pairs that must differ only in the method and the output folder
 PAIRS = [("imagenet1k_byol_r50.yaml", "imagenet1k_co_byol_r50.yaml"),
-         ("cifar10_byol_r18.yaml", "cifar10_co_byol_r18.yaml")]
+         ("cifar10_byol_r18.yaml", "cifar10_co_byol_r18.yaml"),
+         ("imagenet1k_byol_rf99.yaml", "imagenet1k_co_byol_rf99.yaml"),
+         ("imagenet1k_dino_rf99.yaml", "imagenet1k_co_dino_rf99.yaml"),
+         ("imagenet1k_mocov3_rf99.yaml", "imagenet1k_co_mocov3_rf99.yaml"),
+         ("tinyimagenet_byol_rf29.yaml", "tinyimagenet_co_byol_rf29.yaml")]
 
 
 def _get(cfg: Config, dotted: str) -> Any:
@@ -127,7 +160,7 @@ def test_baseline_and_co_configs_differ_only_by_the_method(base: str, co: str) -
     a, b = _flat(load_config(CONFIG_DIR / base)), _flat(load_config(CONFIG_DIR / co))
     diff = {k for k in a if a[k] != b[k]}
     assert diff == {"method.name", "train.out_dir"}, diff
-    assert a["method.name"] == "byol" and b["method.name"] == "co_byol"
+    assert b["method.name"] == f"co_{a['method.name']}"
 
 
 def test_output_folders_are_distinct() -> None:
@@ -148,7 +181,8 @@ def test_full_size_model_builds_on_meta(name: str) -> None:
         method = build_method(cfg)
     info = backbone_info(cfg.backbone.name, cfg.backbone.small_image, width=cfg.backbone.width)
     assert method.encoder.num_features == info["num_features"]
-    assert sum(p.numel() for p in method.encoder.parameters()) == info["params"]
+    pool_mlp = info["pool_mlp"] if cfg.backbone.pool_mlp is None else cfg.backbone.pool_mlp
+    assert sum(p.numel() for p in method.encoder.parameters()) == info["params"] + pool_mlp * info["pool_mlp_params"]
     assert (method.co is not None) == cfg.method.name.startswith("co_")
     if cfg.backbone.name == "resnet50" and cfg.backbone.width == 64:
         assert info["num_features"] == 2048 and info["rf"] == 427
@@ -164,8 +198,9 @@ def test_model_trains_one_step_at_width_8(name: str) -> None:
         "co.proj_hidden=16", "co.pred_hidden=16"])
     torch.manual_seed(0)
     method = build_method(cfg)
-    x1, x2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
-    out = method([x1, x2])
+    views = [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)]
+    views += [torch.rand(4, 3, 16, 16) for _ in range(cfg.augment.local_crops)]  # multi-crop's small views
+    out = method(views)
     out.loss.backward()
     assert torch.isfinite(out.loss)
     grads = [p.grad for p in method.encoder.parameters() if p.requires_grad]
