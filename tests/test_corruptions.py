@@ -6,15 +6,13 @@ import importlib.util
 import sys
 from functools import cache
 
+import cv2
 import numpy as np
 import pytest
+import skimage.data as skimage_data
+import torch
 
-pytest.importorskip("cv2")
-skimage_data = pytest.importorskip("skimage.data")
-
-import cv2  # noqa: E402
-
-from cossl_analysis import corruptions as C  # noqa: E402
+from cossl_analysis import corruptions as C
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -212,7 +210,6 @@ def test_batch_with_worker_processes_equals_serial() -> None:
 
 
 def test_batch_accepts_torch_nchw() -> None:
-    torch = pytest.importorskip("torch")
     images = batch(3)
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     out = C.corrupt_batch(tensor, "jpeg_compression", 4, seed=0, workers=1)
