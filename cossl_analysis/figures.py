@@ -253,14 +253,8 @@ def plot_accuracy_vs_rf(
     return fig
 
 
-def plot_accuracy_vs_cmin(
-    rows: Sequence[ResultRow],
-    path: str | Path | None = None,
-    metric: str = "linear_top1",
-    method: str | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-) -> Figure:
+def plot_accuracy_vs_cmin(rows: Sequence[ResultRow], path: str | Path | None = None, metric: str = "linear_top1",
+                          method: str | None = None, ax: Axes | None = None, title: str | None = None) -> Figure:
     """Figure 5: the same numbers against c_min, one curve per RF size of the grid, and one dashed
     black curve per reference method and backbone (BYOL ResNet-50 in the paper)."""
     grid, refs = split_results(rows, method)

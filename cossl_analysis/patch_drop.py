@@ -96,18 +96,10 @@ def pool_kept(local: Tensor, order: Tensor, k: int) -> Tensor:
     return (local * keep.unsqueeze(-1)).sum(dim=1) / (n_pos - k)
 
 
-def patch_drop_from_features(
-    local: Tensor,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    mode: DropMode = "random",
-    order: PositionOrder = "border",
-    seed: int = 0,
-    head: nn.Module | None = None,
-    probe: nn.Module | None = None,
-    labels: Tensor | None = None,
-    feature_map: tuple[int, int] | None = None,
-    batch_size: int = 256,
-) -> dict[str, Any]:
+def patch_drop_from_features(local: Tensor, fractions: Sequence[float] = DEFAULT_FRACTIONS, mode: DropMode = "random",
+                             order: PositionOrder = "border", seed: int = 0, head: nn.Module | None = None,
+                             probe: nn.Module | None = None, labels: Tensor | None = None,
+                             feature_map: tuple[int, int] | None = None, batch_size: int = 256) -> dict[str, Any]:
     """Patch dropping on precomputed local representations (B, P, C) (see ``patch_drop_analysis``).
 
     ``head`` is what the model applies after the spatial mean (``pool_head``); ``feature_map`` the
@@ -205,11 +197,10 @@ def patch_drop_analysis(
 
 
 def dropped_axis(result: Mapping[str, Any]) -> tuple[list[float], list[str]]:
-    """Ticks of the honest x axis: the fractions actually dropped (k / P), the last one labelled
-    "all but one" when it keeps a single position."""
+    """Ticks of the honest x axis: the fractions actually dropped (k / P), with "(all but one)" after
+    the one that keeps a single position."""
     x = list(result["fraction_dropped"])
-    names = [f"{v:.2g}" for v in x]
-    names = [f"all but one\n({n})" if last else n for n, last in zip(names, result["all_but_one"], strict=True)]
+    names = [f"{v:.2g}" + (" (all but one)" if last else "") for v, last in zip(x, result["all_but_one"], strict=True)]
     return x, names
 
 
@@ -224,9 +215,10 @@ def drop_panels(curves: Mapping[str, Mapping[str, Any]], spreads: Mapping[str, M
     x, names = dropped_axis(first)
     how = sorted({r["mode"] if r["mode"] == "random" else f"position/{r['order']}" for r in curves.values()})
     xlabel = f"fraction of local representations dropped, k / P ({', '.join(how)})"
+    last = [(v, "all but one") for v, n in zip(x, names, strict=True) if n.endswith("(all but one)")]
     cosine = Panel(f"cosine to the intact global representation (band: {spread_name})", xlabel, "cosine",
-                   xticks=x, xticklabels=names)
-    accuracy = Panel("linear-probe accuracy", xlabel, "top-1 accuracy (%)", xticks=x, xticklabels=names)
+                   marker=last[0] if last else None)
+    accuracy = Panel("linear-probe accuracy", xlabel, "top-1 accuracy (%)", marker=cosine.marker)
     for label, r in curves.items():
         spread = spreads[label] if spreads is not None else None
         cosine.series.append(Series(label, r["fraction_dropped"], r["cosine_mean"],

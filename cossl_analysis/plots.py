@@ -40,6 +40,8 @@ class Panel:
     xticks: Sequence[float] | None = None
     xticklabels: Sequence[str] | None = None
     log_x: bool = False
+    #: (x, text): a dotted vertical line marking a special point (e.g. "all but one")
+    marker: tuple[float, str] | None = None
 
 
 def plot_panels(panels: Sequence[Panel], path: str | Path, width: float = 5.0, height: float = 4.0) -> Path:
@@ -57,6 +59,10 @@ def plot_panels(panels: Sequence[Panel], path: str | Path, width: float = 5.0, h
                 ax.fill_between(x, y - spread, y + spread, color=colour, alpha=0.2, linewidth=0)
         if panel.hline is not None:
             ax.axhline(panel.hline, color="gray", linestyle=":", linewidth=1, label=panel.hline_label)
+        if panel.marker is not None:
+            ax.axvline(panel.marker[0], color="gray", linestyle=":", linewidth=1)
+            ax.text(panel.marker[0], 0.02, f" {panel.marker[1]}", rotation=90, transform=ax.get_xaxis_transform(),
+                    ha="right", va="bottom", fontsize=8, color="gray")
         if panel.log_x:
             ax.set_xscale("symlog", linthresh=0.5)
         if panel.xticks is not None:

@@ -233,8 +233,7 @@ def patch_drop_section(session: Session) -> Section:
                session.path("patch_drop", "patch_drop.json"))
     _, names = dropped_axis(next(iter(results.values())))
     cos = _per_group(session, lambda m: results[m.label]["cosine_mean"])
-    tables = [Table("cosine to the intact global representation", ["group", *[n.replace("\n", " ") for n in names]],
-                    _pm_rows(cos))]
+    tables = [Table("cosine to the intact global representation", ["group", *names], _pm_rows(cos))]
     headline = {g: {"cosine, all but one dropped": pm([seed[-1] for seed in v])} for g, v in cos.items()}
     if opts.drop_accuracy:
         acc = _per_group(session, lambda m: results[m.label]["accuracy"])

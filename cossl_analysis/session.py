@@ -153,15 +153,8 @@ class Session:
         return str(path.relative_to(self.out))
 
 
-def open_session(
-    paths: Sequence[str | Path],
-    out: Path,
-    options: AnalysisOptions,
-    overrides: Sequence[str] = (),
-    labels: Sequence[str] | None = None,
-    need_probes: bool = False,
-    progress: bool = True,
-) -> Session:
+def open_session(paths: Sequence[str | Path], out: Path, options: AnalysisOptions, overrides: Sequence[str] = (),
+                 labels: Sequence[str] | None = None, need_probes: bool = False, progress: bool = True) -> Session:
     """Load everything the analyses need; see the module docstring for the one data rule."""
     from cossl_analysis.probes import ensure_probes
     from cossl_train.config import apply_overrides
