@@ -14,6 +14,7 @@ report renders.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,8 +172,8 @@ def open_session(paths: Sequence[str | Path], out: Path, options: AnalysisOption
     out.mkdir(parents=True, exist_ok=True)
     if need_probes and options.train_probe:
         models = ensure_probes(models, cfg, out / "probes", device, progress)
-    if options.cache_dir is None:
-        options.cache_dir = out / "corruption_cache"
+    if options.cache_dir is None:  # a copy: the caller's options stay as given
+        options = dataclasses.replace(options, cache_dir=out / "corruption_cache")
     return Session(models, data, options, out, CellStore(out / "cells.json"), device, list(overrides), progress)
 
 
