@@ -17,16 +17,16 @@ no attack runs and the clean images are scored, so the accuracy equals the clean
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["ATTACKS", "adversarial_examples", "adversarial_sweep", "attack_accuracy"]
+from cossl_analysis.accuracy import top1
+from cossl_analysis.options import ATTACKS
 
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
-
+__all__ = ["ATTACKS", "adversarial_examples", "attack_accuracy"]
 
 def default_alpha(eps: float, steps: int) -> float:
     """PGD step size used when none is given: ``2.5 * eps / steps`` (Madry et al., 2018).
@@ -120,19 +120,15 @@ def _build_attack(
     return attacker
 
 
-def _batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for start in range(0, images.shape[0], batch_size):
-        yield (
-            images[start : start + batch_size].to(device, non_blocking=True),
-            labels[start : start + batch_size].to(device, non_blocking=True).long(),
-        )
-
-
-@torch.no_grad()
-def _count_correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:
-    return int((model(images).argmax(dim=1) == labels).sum().item())
+@contextlib.contextmanager
+def _attacking(model: nn.Module, attack: str, eps: float, steps: int, alpha: float | None, batch_size: int,
+               device: torch.device | str | None, seed: int | None) -> Iterator[tuple[Any | None, torch.device]]:
+    """(torchattacks attacker or None for eps = 0, device) with the model in eval mode and the RNG seeded."""
+    _check_args(attack, eps, steps, alpha, batch_size)
+    device = _resolve_device(model, device)
+    attacker = None if eps == 0 else _build_attack(model, attack, eps, steps, alpha, device)
+    with _eval_mode(model), _seeded_torch(seed, device):
+        yield attacker, device
 
 
 def adversarial_examples(
@@ -149,122 +145,40 @@ def adversarial_examples(
 ) -> torch.Tensor:
     """Adversarial versions of ``images`` (same shape, on CPU, in [0, 1], within ``eps`` in L-inf).
 
-    Arguments as in ``attack_accuracy``. For ``eps == 0`` the clean images are returned (copied).
-    """
-    _check_args(attack, eps, steps, alpha, batch_size)
-    _check_data(images, labels)
-    if eps == 0:
-        return images.detach().clone().cpu()
-    device = _resolve_device(model, device)
-    attacker = _build_attack(model, attack, eps, steps, alpha, device)
-    parts = []
-    with _eval_mode(model), _seeded_torch(seed, device):
-        for x, y in _batches(images, labels, batch_size, device):
-            parts.append(attacker(x, y).cpu())
-    return torch.cat(parts) if parts else images.detach().clone().cpu()
-
-
-def _accuracy(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    attacker: Any | None,
-    batch_size: int,
-    device: torch.device,
-    seed: int | None,
-) -> float:
-    """Accuracy on ``images`` (``attacker is None``) or on their adversarial versions."""
-    if images.shape[0] == 0:
-        raise ValueError("cannot compute an accuracy on zero images")
-    correct = 0
-    with _eval_mode(model), _seeded_torch(seed, device):
-        for x, y in _batches(images, labels, batch_size, device):
-            if attacker is not None:
-                x = attacker(x, y)
-            correct += _count_correct(model, x, y)
-    return correct / images.shape[0]
-
-
-def attack_accuracy(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    attack: str = "pgd",
-    eps: float = 2 / 255,
-    steps: int = 10,
-    alpha: float | None = None,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    seed: int | None = 0,
-) -> float:
-    """Top-1 accuracy of ``model`` on adversarially perturbed ``images``.
-
     Args:
         model: maps (N, 3, H, W) float images in [0, 1] to logits; normalisation inside.
         images: float tensor (N, 3, H, W) in [0, 1]; may live on CPU, moved per batch.
         labels: integer class labels (N,).
         attack: ``'fgsm'`` or ``'pgd'`` (L-inf, random start).
-        eps: L-inf budget in pixel units (e.g. ``2/255``); 0 gives the clean accuracy exactly.
+        eps: L-inf budget in pixel units (e.g. ``2/255``); 0 returns the clean images (copied).
         steps: PGD iterations (ignored by FGSM).
         alpha: PGD step size in pixel units; default ``2.5 * eps / steps``.
         batch_size: images attacked at once.
         device: where to run; default the model's device. If given, the model is moved there.
         seed: seeds PGD's random start (torch's RNG state is restored afterwards); None: unseeded.
-
-    Returns:
-        Accuracy in [0, 1].
     """
-    _check_args(attack, eps, steps, alpha, batch_size)
     _check_data(images, labels)
-    device = _resolve_device(model, device)
-    attacker = None if eps == 0 else _build_attack(model, attack, eps, steps, alpha, device)
-    return _accuracy(model, images, labels, attacker, batch_size, device, seed)
+    parts = []
+    with _attacking(model, attack, eps, steps, alpha, batch_size, device, seed) as (attacker, dev):
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size].to(dev)
+            y = labels[start : start + batch_size].to(dev).long()
+            parts.append((x if attacker is None else attacker(x, y)).detach().cpu().clone())
+    return torch.cat(parts) if parts else images.detach().clone().cpu()
 
 
-def adversarial_sweep(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    eps_list: Sequence[float],
-    attacks: Sequence[str] = ATTACKS,
-    steps: int = 10,
-    alpha: float | None = None,
-    batch_size: int = 256,
-    device: torch.device | str | None = None,
-    seed: int | None = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Accuracy for every attack and budget.
-
-    Returns a JSON-serialisable dict::
-
-        {"eps": [...], "clean": acc, "accuracy": {"fgsm": [acc per eps], "pgd": [...]},
-         "config": {"steps": ..., "alpha": ... or None (= 2.5 eps / steps), "seed": ...,
-                    "n_images": ...}}
-
-    Budget 0 reuses the clean accuracy (computed once), exactly.
-    """
-    from tqdm.auto import tqdm
-
-    eps_values = [float(eps) for eps in eps_list]
-    for attack in attacks:
-        for eps in eps_values:
-            _check_args(attack, eps, steps, alpha, batch_size)
+def attack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: str = "pgd",
+                    eps: float = 2 / 255, steps: int = 10, alpha: float | None = None, batch_size: int = 256,
+                    device: torch.device | str | None = None, seed: int | None = 0) -> float:
+    """Top-1 accuracy of ``model`` on adversarially perturbed ``images`` (arguments as in
+    :func:`adversarial_examples`; ``eps = 0`` gives the clean accuracy exactly). Returns a value in [0, 1]."""
     _check_data(images, labels)
-    device = _resolve_device(model, device)
+    with _attacking(model, attack, eps, steps, alpha, batch_size, device, seed) as (attacker, dev):
 
-    clean = _accuracy(model, images, labels, None, batch_size, device, seed)
-    accuracy: dict[str, list[float]] = {attack: [] for attack in attacks}
-    jobs = [(attack, eps) for attack in attacks for eps in eps_values]
-    for attack, eps in tqdm(jobs, disable=not progress, desc="adversarial sweep"):
-        if eps == 0:
-            accuracy[attack].append(clean)
-            continue
-        attacker = _build_attack(model, attack, eps, steps, alpha, device)
-        accuracy[attack].append(_accuracy(model, images, labels, attacker, batch_size, device, seed))
-    return {
-        "eps": eps_values,
-        "clean": clean,
-        "accuracy": accuracy,
-        "config": {"steps": steps, "alpha": alpha, "seed": seed, "n_images": int(images.shape[0])},
-    }
+        def logits(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            x, y = x.to(dev), y.to(dev).long()
+            x = x if attacker is None else attacker(x, y)
+            with torch.no_grad():
+                return model(x)
+
+        return top1(logits, images, labels, batch_size)

@@ -1,30 +1,24 @@
 """ImageNet-C style common corruptions for robustness sweeps.
 
-This module drives the corruption functions of ``imagecorruptions`` 1.1.2 (Michaelis et al., the
+This module drives the corruption functions of ``imagecorruptions`` (Michaelis et al.; the
 reference implementation of Hendrycks & Dietterich's ImageNet-C) rather than re-implementing them,
-so that the numbers stay comparable with published ImageNet-C/CIFAR-C style evaluations.
+so that the numbers stay comparable with published ImageNet-C/CIFAR-C style evaluations. It needs the
+maintained fork ``imagecorruptions-imaug`` 1.1.5 (same ``imagecorruptions`` module), which runs on
+the current stack (numpy 2, scikit-image 0.26, setuptools without ``pkg_resources``): the 2020
+release 1.1.2 fails on all three. Install it with ``pip install --no-deps imagecorruptions-imaug==1.1.5``
+(its metadata asks for ``opencv-python``, which clashes with the headless wheel this package uses;
+``numba``, which it needs for glass blur, is a dependency of this package).
 
-``imagecorruptions`` dates from 2020 and does not run as-is with the current stack (numpy 2,
-scikit-image 0.26, setuptools >= 81, SciPy 1.17). The incompatibilities and the shims used here are:
+What is still adjusted here, and why:
 
-* import: ``from pkg_resources import resource_filename`` fails because setuptools 81 removed
-  ``pkg_resources``. While importing, a throw-away ``pkg_resources`` module providing only
-  ``resource_filename`` is put into ``sys.modules`` and removed again right after, so that no other
-  library ever sees a fake ``pkg_resources``. (``frost`` uses ``resource_filename`` at call time;
-  it keeps the name it bound at import.) The import of ``scipy.ndimage.interpolation`` only warns
-  today (removed in SciPy 2.0); the warning is silenced and, should the namespace disappear, the
-  ``scipy.ndimage`` module is lent under that name during the import in the same way.
-* ``gaussian_blur`` and ``glass_blur`` call ``skimage.filters.gaussian(..., multichannel=True)``;
-  the keyword, deprecated in scikit-image 0.19 in favour of ``channel_axis``, is gone in 0.26.
-* ``fog`` (through its helper ``plasma_fractal``) uses ``np.float_``, removed in numpy 2.0.
-* ``impulse_noise`` runs, but ``skimage.util.random_noise`` now draws from a fresh
-  ``np.random.default_rng()`` instead of numpy's global state, so seeding cannot make it
-  reproducible. The shim passes ``random_noise`` an ``rng`` drawn from numpy's global state.
-
-The shimmed functions are *copies* of the library's functions whose global namespace has
-``gaussian``, ``np`` and ``sk`` replaced by thin compatibility proxies (see ``_compat_namespace``).
-Nothing is monkeypatched: numpy, scikit-image and the ``imagecorruptions`` module itself are left
-untouched, and the other 15 corruptions run the library's own function objects unchanged.
+* ``impulse_noise`` and ``glass_blur`` draw from their own generators, seeded by the ``seed``
+  argument the fork gives them (unseeded otherwise): they get one, so results are reproducible
+  (``corrupt(..., seed=s)`` passes ``s``; without a seed one is drawn from numpy's global state).
+* ``spatter``: ``m /= np.max(m)`` divides by zero when the random liquid layer is empty (seen on small
+  images at severity 1) and turns the image to NaN; a zero maximum divides by 1 instead, leaving the
+  layer empty. This one function runs as a copy of the library's whose ``np`` is a thin proxy with
+  that ``max`` (see ``_spatter``); nothing is monkeypatched, the other 18 run the library's own
+  function objects unchanged.
 
 Small images: ``imagecorruptions`` requires at least 32x32 pixels, and its geometric parameters
 (blur radii, zoom factors, frost/snow textures, elastic displacement) are in pixels, tuned for
@@ -47,14 +41,12 @@ import contextlib
 import functools
 import hashlib
 import importlib
-import importlib.util
+import inspect
 import math
 import multiprocessing
 import os
-import sys
 import threading
 import types
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -73,6 +65,7 @@ __all__ = [
     "CORRUPTIONS",
     "CORRUPTION_GROUPS",
     "EXTRA_CORRUPTIONS",
+    "SEEDED_CORRUPTIONS",
     "SHIMMED_CORRUPTIONS",
     "corrupt",
     "corrupt_batch",
@@ -102,23 +95,19 @@ CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
 
 # Corruptions that run a shimmed copy of the library function, and why (see module docstring).
 SHIMMED_CORRUPTIONS: dict[str, str] = {
-    "gaussian_blur": "skimage.filters.gaussian: multichannel=True -> channel_axis=-1 "
-    "(keyword deprecated in scikit-image 0.19, gone in 0.26)",
-    "glass_blur": "skimage.filters.gaussian: multichannel=True -> channel_axis=-1 "
-    "(keyword deprecated in scikit-image 0.19, gone in 0.26)",
-    "fog": "np.float_ -> np.float64 in plasma_fractal (np.float_ removed in numpy 2.0)",
     "spatter": "np.max of an empty liquid layer is 0 and m /= np.max(m) turns the image to NaN (seen on "
     "small images at severity 1): a zero maximum divides by 1 instead, leaving the layer empty",
-    "impulse_noise": "runs, but skimage.util.random_noise (0.26) draws from a fresh default_rng: it gets "
-    "an rng drawn from np.random's global state so that seeding makes it reproducible",
 }
+#: corruptions that take a ``seed`` argument (their own generators ignore numpy's global state)
+SEEDED_CORRUPTIONS: tuple[str, ...] = ("impulse_noise", "glass_blur")
+INSTALL = "pip uninstall -y imagecorruptions; pip install --no-deps imagecorruptions-imaug==1.1.5"
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 MIN_LIBRARY_SIZE = 32  # imagecorruptions.corrupt refuses images below 32 px
 
 # Bump when anything changes what a (images, name, severity, seed, min_size) tuple maps to, so
 # stale cache files are never read back.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: imagecorruptions-imaug, seeded impulse noise and glass blur
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,60 +115,22 @@ _CACHE_VERSION = 2
 # --------------------------------------------------------------------------------------------
 
 
-def _resource_filename(package: str, resource: str) -> str:
-    """Stand-in for ``pkg_resources.resource_filename``: a path next to ``package``'s file."""
-    module_file = importlib.import_module(package).__file__
-    assert module_file is not None  # imagecorruptions is a regular on-disk package
-    return os.path.normpath(os.path.join(os.path.dirname(module_file), resource))
-
-
-@contextlib.contextmanager
-def _lent_modules(modules: dict[str, types.ModuleType]) -> Iterator[None]:
-    """Put ``modules`` into ``sys.modules`` for the duration of the block, then take them out."""
-    for name, module in modules.items():
-        sys.modules[name] = module
-    try:
-        yield
-    finally:
-        for name, module in modules.items():
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-
-
 @functools.cache
 def import_imagecorruptions() -> types.ModuleType:
-    """Import and return the ``imagecorruptions`` package, working around its broken imports.
+    """Import and return the ``imagecorruptions`` package of ``imagecorruptions-imaug`` 1.1.5.
 
-    Use this instead of ``import imagecorruptions`` (e.g. to call the library's own ``corrupt``):
-    on setuptools >= 81 the plain import fails with ``No module named 'pkg_resources'``.
+    Raises ImportError (one line, with the install command) when it is missing, or when the 2020
+    ``imagecorruptions`` 1.1.2 is installed in its place (its ``glass_blur`` takes no seed).
     """
-    lent: dict[str, types.ModuleType] = {}
-    if importlib.util.find_spec("pkg_resources") is None:
-        shim = types.ModuleType("pkg_resources")
-        shim.resource_filename = _resource_filename  # type: ignore[attr-defined]
-        lent["pkg_resources"] = shim
     try:
-        missing_interp = importlib.util.find_spec("scipy.ndimage.interpolation") is None
-    except ModuleNotFoundError:  # scipy itself missing: let the real import report it
-        missing_interp = False
-    if missing_interp:  # SciPy >= 2.0: map_coordinates only lives in scipy.ndimage
-        lent["scipy.ndimage.interpolation"] = importlib.import_module("scipy.ndimage")
-    try:
-        with _lent_modules(lent), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r".*scipy\.ndimage\.interpolation.*", category=DeprecationWarning
-            )
-            return importlib.import_module("imagecorruptions")
+        module = importlib.import_module("imagecorruptions")
     except ModuleNotFoundError as err:
-        raise ImportError(
-            f"cossl_analysis.corruptions needs imagecorruptions and OpenCV ({err}); install with "
-            "`pip install --no-deps imagecorruptions` and `pip install opencv-python-headless scikit-image`"
-        ) from err
-
-
-# --------------------------------------------------------------------------------------------
-# Compatibility shims for the functions that no longer run (or no longer seed) unpatched
-# --------------------------------------------------------------------------------------------
+        raise ImportError(f"cossl_analysis.corruptions needs imagecorruptions-imaug and OpenCV ({err}); "
+                          f"install with `{INSTALL}`") from err
+    if "seed" not in inspect.signature(module.corruption_dict["glass_blur"]).parameters:
+        raise ImportError(f"the installed imagecorruptions ({module.__file__}) is not the imagecorruptions-imaug "
+                          f"fork this package needs; replace it with `{INSTALL}`")
+    return module
 
 
 class _ModuleProxy(types.ModuleType):
@@ -195,25 +146,6 @@ class _ModuleProxy(types.ModuleType):
         return getattr(self._wrapped, name)
 
 
-def _gaussian_compat(image: np.ndarray, *args: Any, multichannel: bool | None = None, **kwargs: Any) -> Any:
-    """``skimage.filters.gaussian`` accepting the pre-0.19 ``multichannel`` keyword."""
-    from skimage.filters import gaussian
-
-    if multichannel is not None and "channel_axis" not in kwargs:
-        # multichannel=True meant "last axis holds channels, do not blur across it".
-        kwargs["channel_axis"] = -1 if multichannel else None
-    return gaussian(image, *args, **kwargs)
-
-
-def _random_noise_global_rng(image: np.ndarray, mode: str = "gaussian", rng: Any = None, **kwargs: Any) -> Any:
-    """``skimage.util.random_noise`` whose default generator is seeded from ``np.random``'s state."""
-    from skimage.util import random_noise
-
-    if rng is None:
-        rng = np.random.randint(0, 2**31 - 1)
-    return random_noise(image, mode=mode, rng=rng, **kwargs)
-
-
 def _max_never_zero(a: Any, *args: Any, **kwargs: Any) -> Any:
     """``np.max`` for spatter's normalisation, where it is only ever a divisor: 0 becomes 1."""
     m = np.max(a, *args, **kwargs)
@@ -221,38 +153,20 @@ def _max_never_zero(a: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @functools.cache
-def _compat_namespace() -> dict[str, Any]:
-    """Globals for shimmed copies of imagecorruptions' functions.
-
-    A copy of ``imagecorruptions.corruptions``' namespace with ``gaussian``, ``np`` and ``sk``
-    replaced; every function of the module is re-created over that namespace (same code object),
-    so helpers such as ``plasma_fractal`` see the shims too.
-    """
-    import skimage
-    import skimage.util
-
-    module = import_imagecorruptions().corruptions
-    namespace = dict(vars(module))
-    namespace["gaussian"] = _gaussian_compat
-    namespace["np"] = _ModuleProxy(np, float_=np.float64, max=_max_never_zero)
-    namespace["sk"] = _ModuleProxy(
-        skimage, util=_ModuleProxy(skimage.util, random_noise=_random_noise_global_rng)
-    )
-    for key, value in list(namespace.items()):
-        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
-            clone = types.FunctionType(
-                value.__code__, namespace, value.__name__, value.__defaults__, value.__closure__
-            )
-            clone.__kwdefaults__ = value.__kwdefaults__
-            namespace[key] = clone
-    return namespace
+def _spatter() -> Callable[[Any, int], Any]:
+    """The library's ``spatter`` (same code object) over a copy of its globals whose ``np.max`` never
+    returns 0 (see the module docstring)."""
+    original = import_imagecorruptions().corruptions.spatter
+    namespace = {**original.__globals__, "np": _ModuleProxy(np, max=_max_never_zero)}
+    clone = types.FunctionType(original.__code__, namespace, original.__name__, original.__defaults__,
+                               original.__closure__)
+    clone.__kwdefaults__ = original.__kwdefaults__
+    return clone
 
 
-def _corruption_function(name: str) -> Callable[[Any, int], Any]:
+def _corruption_function(name: str) -> Callable[..., Any]:
     """The function implementing ``name``: the library's own, or its shimmed copy."""
-    if name in SHIMMED_CORRUPTIONS:
-        return _compat_namespace()[name]
-    return import_imagecorruptions().corruption_dict[name]
+    return _spatter() if name == "spatter" else import_imagecorruptions().corruption_dict[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,8 +210,13 @@ def _corrupt_unchecked(image: np.ndarray, name: str, severity: int, seed: int | 
     factor = max(1, math.ceil(min_size / min(height, width)))
     work = image if factor == 1 else np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
     with _seeded_global_numpy(seed):
+        # impulse_noise and glass_blur seed their own generators: with the call's seed, or one drawn
+        # from the (seeded) global state, like every other corruption draws from it.
+        kwargs = {}
+        if name in SEEDED_CORRUPTIONS:
+            kwargs["seed"] = int(seed) if seed is not None else int(np.random.randint(0, 2**31 - 1))
         # The library functions take PIL images (jpeg_compression and pixelate need one).
-        result = _corruption_function(name)(Image.fromarray(work), severity)
+        result = _corruption_function(name)(Image.fromarray(work), severity, **kwargs)
     out = np.asarray(result, dtype=np.float64)
     if out.shape != work.shape:
         raise RuntimeError(f"{name} returned shape {out.shape} for an input of shape {work.shape}")
@@ -316,9 +235,10 @@ def corrupt(
         image: uint8 array of shape (H, W, 3), RGB.
         name: one of ``CORRUPTIONS``.
         severity: integer from 1 to 5.
-        seed: seeds numpy's global RNG for this call (the caller's RNG state is restored);
-            ``None`` draws from the global state as ``imagecorruptions.corrupt`` does, so that
-            ``np.random.seed(s); imagecorruptions.corrupt(...)`` and ``corrupt(..., seed=s)`` agree.
+        seed: seeds numpy's global RNG for this call (the caller's RNG state is restored) and is the
+            ``seed`` of ``impulse_noise`` and ``glass_blur``; ``None`` draws from the global state as
+            ``imagecorruptions.corrupt`` does (so that, but for those two, ``np.random.seed(s);
+            imagecorruptions.corrupt(...)`` and ``corrupt(..., seed=s)`` agree).
         min_size: images whose shorter side is below this are processed at an integer multiple of
             their size and averaged back (see the module docstring); at least 32.
 

@@ -8,8 +8,8 @@ the plotting logic is importable and tested (``tests/test_figures.py``) rather t
   one curve per c_min, with the base-method ResNet-50 references; :func:`plot_accuracy_vs_cmin` draws the
   same numbers against c_min, one curve per RF (Figure 5's view); :func:`curve_rows` gives the plotted
   numbers as rows for a CSV.
-* Figure 3B: :func:`plot_similarity_panels` draws one local/global similarity scatter per model (from
-  ``cossl_analysis.similarity_analysis``), side by side, with the Pearson C and the intra-image line.
+* Figure 3B: :func:`plot_similarity_panels` (from ``cossl_analysis.similarity``) draws one local/global
+  similarity scatter per model, side by side, with the Pearson C and the intra-image line.
 * Figure 4: :func:`load_images` reads image files or scikit-image sample photos at a model's resolution,
   :func:`rf_centres` locates local representations in the image, :func:`erf_stats` summarises a map,
   and :func:`plot_erf_comparison` lays out the ERFs of several models: one row per (image, model), one
@@ -35,7 +35,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from cossl_analysis.loading import method_label
+from cossl_analysis.similarity import plot_similarity_panels
 from cossl_train.config import Config
+
+__all__ = [
+    "METRICS", "RESULT_COLUMNS", "ResultRow", "backbone_label", "curve_rows", "erf_stats", "grid_method", "load_images",
+    "method_label", "plot_accuracy_vs_cmin", "plot_accuracy_vs_rf", "plot_erf_comparison", "plot_similarity_panels",
+    "read_results", "rf_centres", "split_results",
+]
 
 #: columns of the grid's results table (``cossl_train.grid.CSV_COLUMNS``), in order
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -132,14 +140,6 @@ def split_results(rows: Sequence[ResultRow], method: str | None = None) -> tuple
     if not grid:
         raise ValueError(f"no row of method {method!r}; the table has {', '.join(sorted({r.method for r in rows}))}")
     return grid, [r for r in rows if r.method != method]
-
-
-def method_label(name: str) -> str:
-    """Display name of a method: ``co_byol`` -> ``CO-BYOL``, ``simclr`` -> ``SimCLR``."""
-    base = {"byol": "BYOL", "simclr": "SimCLR"}
-    if name.startswith("co_"):
-        return "CO-" + base.get(name[3:], name[3:].upper())
-    return base.get(name, name)
 
 
 def backbone_label(name: str) -> str:
@@ -253,14 +253,8 @@ def plot_accuracy_vs_rf(
     return fig
 
 
-def plot_accuracy_vs_cmin(
-    rows: Sequence[ResultRow],
-    path: str | Path | None = None,
-    metric: str = "linear_top1",
-    method: str | None = None,
-    ax: Axes | None = None,
-    title: str | None = None,
-) -> Figure:
+def plot_accuracy_vs_cmin(rows: Sequence[ResultRow], path: str | Path | None = None, metric: str = "linear_top1",
+                          method: str | None = None, ax: Axes | None = None, title: str | None = None) -> Figure:
     """Figure 5: the same numbers against c_min, one curve per RF size of the grid, and one dashed
     black curve per reference method and backbone (BYOL ResNet-50 in the paper)."""
     grid, refs = split_results(rows, method)
@@ -301,48 +295,6 @@ def plot_accuracy_vs_cmin(
 # --------------------------------------------------------------------------------------------
 # Figure 3B: local/global similarity
 # --------------------------------------------------------------------------------------------
-
-
-def plot_similarity_panels(
-    results: Mapping[str, Any],
-    path: str | Path | None = None,
-    max_points: int = 5000,
-    seed: int = 0,
-) -> Figure:
-    """Figure 3B: one scatter per model, side by side on shared axes: cosine similarity of local
-    representations (x) against that of global representations (y), the Pearson C in the title and
-    the mean intra-image local similarity as a vertical dashed line.
-
-    Args:
-        results: label -> ``cossl_analysis.SimilarityResult`` (e.g. {"BYOL": ..., "CO-BYOL": ...}).
-        path: where to save the PNG (the raw numbers are ``plot_similarity``'s job).
-        max_points: most points drawn per panel (a uniform subsample; C uses every pair).
-        seed: seed of that subsample.
-    """
-    if not results:
-        raise ValueError("plot_similarity_panels needs at least one result")
-    rng = np.random.default_rng(seed)
-    n = len(results)
-    fig = Figure(figsize=(4.2 * n, 4.0))
-    axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)[0]
-    for k, (ax, (label, res)) in enumerate(zip(axes, results.items(), strict=True)):
-        idx = np.arange(len(res.local_sim))
-        if len(idx) > max_points:
-            idx = np.sort(rng.choice(idx, size=max_points, replace=False))
-        color = f"C{k}"
-        ax.scatter(res.local_sim[idx], res.global_sim[idx], s=5, alpha=0.35, color=color, rasterized=True,
-                   label=f"image pairs ({len(res.local_sim)})")
-        ax.axvline(res.intra_local_mean, color=color, linestyle="--", linewidth=1.5,
-                   label=f"intra-image local ({res.intra_local_mean:.2f})")
-        ax.set_title(f"{label}: C = {res.pearson_c:.2f}", fontsize=10)
-        ax.set_xlabel("cosine similarity of local representations")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", markerscale=2)
-    axes[0].set_ylabel("cosine similarity of global representations")
-    fig.suptitle("B) global against local similarity (dashed: intra-image local similarity)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
 
 
 # --------------------------------------------------------------------------------------------

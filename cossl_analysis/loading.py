@@ -1,48 +1,76 @@
-"""Checkpoints and evaluation images for the analyses.
+"""Checkpoints, labels, evaluation images and devices: the one loader of every analysis.
 
-* ``load_checkpoint(path, device)``: a cossl checkpoint as a ready model (``Pretrained``: the
-  ``encoder`` mapping [0, 1] images to the feature map, ``features``/``local`` for pooled and local
-  representations, the linear ``probe`` if the run had one, the ``config``). It is
-  ``cossl_train.checkpoint.load_pretrained``; a run folder holding ``checkpoint.pt`` is accepted too.
-  Anything that is not a cossl checkpoint raises ``CheckpointError`` with a one-line message.
-* ``eval_data(cfg, num_images, seed)``: a fixed, seeded subset of the validation images of a
-  checkpoint's data config as a float tensor in [0, 1], with labels when the data has them.
+* :func:`load_checkpoint`: a cossl checkpoint (file or run folder) as ``Pretrained``
+  (``cossl_train.checkpoint.load_pretrained``); anything else raises ``CheckpointError`` (one line).
+* :func:`load_models`: several checkpoints as :class:`Model` s. Each has a *group* (the label the
+  user gave, or the display name of its method) and a unique *label*: checkpoints sharing a group
+  are seeds of one configuration, and their labels are told apart by :func:`unique_labels`.
+* :func:`load_eval_set`: the evaluation images, the same for every checkpoint: the validation split
+  of a data config (without one, the 10% of the training images that ``cossl_train.evaluate.eval_splits``
+  holds out), a seeded random subset of it, loaded through a DataLoader with ``data.num_workers``.
+* :func:`resolve_device`: ``auto`` -> CUDA when available, else CPU.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import logging
-from dataclasses import dataclass
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from cossl_analysis.errors import AnalysisError
 from cossl_train.checkpoint import CheckpointError, Pretrained, load_pretrained
-from cossl_train.config import Config, to_dict
+from cossl_train.config import Config
 
-__all__ = ["CheckpointError", "EvalData", "Pretrained", "eval_data", "load_checkpoint"]
-
-log = logging.getLogger(__name__)
+__all__ = [
+    "CheckpointError",
+    "EvalSet",
+    "Model",
+    "Pretrained",
+    "load_checkpoint",
+    "load_eval_set",
+    "load_models",
+    "method_label",
+    "resolve_device",
+    "unique_labels",
+    "weights_fingerprint",
+]
 
 #: file name the trainer gives the checkpoint inside its ``train.out_dir``
 CHECKPOINT_NAME = "checkpoint.pt"
+_BASE_NAMES = {"byol": "BYOL", "simclr": "SimCLR", "dino": "DINO", "moco_v3": "MoCo-v3"}
+
+
+def method_label(name: str) -> str:
+    """Display name of a method: ``co_byol`` -> ``CO-BYOL``, ``simclr`` -> ``SimCLR``."""
+    if name.startswith("co_"):
+        return "CO-" + _BASE_NAMES.get(name[3:], name[3:].upper())
+    return _BASE_NAMES.get(name, name)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else must be a usable torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise AnalysisError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AnalysisError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    return device
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
-    """A ready model (encoder in eval mode, probe if any, config) from a cossl checkpoint.
-
-    Args:
-        path: the checkpoint file, or a run folder containing ``checkpoint.pt``.
-        device: where the encoder and the probe are put.
-
-    Raises:
-        CheckpointError: missing file, unreadable file, file that is not a cossl checkpoint, or one
-            holding another architecture than its config describes (message is one line).
-    """
+    """A ready model (encoder in eval mode, probe if any, config) from a checkpoint file or run folder."""
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / CHECKPOINT_NAME).is_file():
@@ -51,101 +79,227 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Pre
     return load_pretrained(path, device)
 
 
+def _tensor_digest(digest: Any, state: dict[str, Tensor]) -> None:
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        # via uint8 bytes: numpy has no bfloat16; the bytes are what identify the weights
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+
+
+def weights_fingerprint(*modules: nn.Module | None) -> str:
+    """Content hash (hex) of the modules' state dicts: equal weights, equal fingerprint."""
+    digest = hashlib.blake2b(digest_size=16)
+    for module in modules:
+        digest.update(b"|none|" if module is None else b"|module|")
+        if module is not None:
+            _tensor_digest(digest, module.state_dict())
+    return digest.hexdigest()
+
+
 @dataclass
-class EvalData:
-    """Evaluation images of one data config.
+class Model:
+    """One checkpoint ready for the analyses.
 
     Attributes:
-        images: (N, 3, R, R) float32 in [0, 1] (the encoders normalise internally).
-        labels: (N,) int64, or None when the images are unlabelled (any label -1).
-        indices: (N,) positions of the images within ``split``'s dataset (for reproducing them).
-        split: where they come from: ``"val"`` (the config's validation split) or ``"held-out"``
-            (no validation split: the part of the training set that ``eval_splits`` holds out).
-        available: number of images in that split.
-        skipped: images drawn but unreadable (dropped, like the loaders do).
+        label: unique display name (``group``, told apart from the other seeds of the group).
+        group: the configuration it is a seed of (user label or method display name).
+        pretrained: encoder, probe (may be None until ``ensure_probes``), config, epoch, path.
+        probe_source: where the probe comes from, in words (for the report).
+    """
+
+    label: str
+    group: str
+    pretrained: Pretrained
+    probe_source: str
+
+    @property
+    def path(self) -> Path:
+        return self.pretrained.path
+
+    @property
+    def config(self) -> Config:
+        return self.pretrained.config
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.pretrained.encoder
+
+    @property
+    def probe(self) -> nn.Linear | None:
+        return self.pretrained.probe
+
+    @property
+    def method(self) -> str:
+        return method_label(self.config.method.name)
+
+    @property
+    def c_min(self) -> float:
+        return float(self.config.augment.c_min)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.config.augment.resolution)
+
+    @property
+    def slug(self) -> str:
+        """``label`` made safe as a file or folder name."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("._") or "model"
+
+    @functools.cached_property
+    def classifier(self) -> nn.Module:
+        """encoder + pooling (its head included) + probe: [0, 1] images -> logits."""
+        return self.pretrained.classifier()
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Hash of the encoder and probe weights: what a cached result of this model depends on."""
+        return weights_fingerprint(self.encoder, self.probe)
+
+
+def unique_labels(groups: Sequence[str], pretrained: Sequence[Pretrained]) -> list[str]:
+    """Labels telling apart checkpoints of the same group: by pre-training ``c_min`` where that
+    differs within the group, then by ``train.seed``, then by run folder, then by position (``#k``)."""
+    labels = list(groups)
+    tellers = (
+        lambda p: f"c_min={p.config.augment.c_min:g}",
+        lambda p: f"seed={p.config.train.seed}",
+        lambda p: f"({p.path.parent.name})",
+    )
+    for teller in tellers:
+        told = [teller(p) for p in pretrained]
+        values: dict[str, set[str]] = {}
+        for lab, t in zip(labels, told, strict=True):
+            values.setdefault(lab, set()).add(t)
+        labels = [f"{lab} {t}" if labels.count(lab) > 1 and len(values[lab]) > 1 else lab
+                  for lab, t in zip(labels, told, strict=True)]
+    repeated = {lab for lab in labels if labels.count(lab) > 1}
+    return [f"{lab} #{k + 1}" if lab in repeated else lab for k, lab in enumerate(labels)]
+
+
+def _probe_source(pre: Pretrained) -> str:
+    offline = pre.path.with_suffix(".probe.pt")
+    if pre.probe is None:
+        return "none"
+    if offline.is_file():  # load_pretrained prefers it over the online probe
+        return f"offline linear probe ({offline.name})"
+    return "online probe (trained during pre-training)"
+
+
+def load_models(
+    paths: Sequence[str | os.PathLike[str]],
+    labels: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Model]:
+    """Load checkpoints; ``labels`` (one per checkpoint, may repeat) name their groups.
+
+    The probe may be missing (see ``cossl_analysis.probes.ensure_probes``).
+    """
+    if not paths:
+        raise AnalysisError("give at least one checkpoint")
+    if labels is not None and len(labels) != len(paths):
+        raise AnalysisError(f"--labels gives {len(labels)} labels for {len(paths)} checkpoints")
+    pretrained = [load_checkpoint(p, device) for p in paths]
+    groups = list(labels) if labels is not None else [method_label(p.config.method.name) for p in pretrained]
+    return [Model(label, group, pre, _probe_source(pre))
+            for label, group, pre in zip(unique_labels(groups, pretrained), groups, pretrained, strict=True)]
+
+
+def check_resolutions(models: Sequence[Model]) -> None:
+    """One-line error when the checkpoints were trained at different resolutions (one shared image set)."""
+    if len({m.resolution for m in models}) > 1:
+        which = ", ".join(f"{m.label}: {m.resolution} px" for m in models)
+        raise AnalysisError(f"the checkpoints were trained at different resolutions ({which}); every analysis uses "
+                            "one evaluation set, so compare checkpoints of the same augment.resolution")
+
+
+@dataclass
+class EvalSet:
+    """The evaluation images, held in memory as uint8 (corruptions work on uint8).
+
+    Attributes:
+        images: uint8 (N, 3, R, R).
+        labels: int64 (N,), or None when the images are unlabelled.
+        indices: positions of the images within the split (None: all of it, in order).
+        split_size: number of images of the split they were drawn from.
+        description: where they come from, in words.
+        split: ``"val"`` or ``"held-out"``.
+        skipped: unreadable images dropped.
     """
 
     images: Tensor
     labels: Tensor | None
-    indices: Tensor
-    split: str
-    available: int
+    indices: list[int] | None
+    split_size: int
+    description: str
+    split: str = "val"
     skipped: int = 0
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{tuple(self.images.shape)}".encode())
+        digest.update(self.images.contiguous().numpy().tobytes())
+        if self.labels is not None:
+            digest.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
+        self.fingerprint = digest.hexdigest()
 
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.labels is None else int(self.labels.max()) + 1
 
-def _eval_split(cfg: Config) -> tuple[Dataset, str]:
-    """The validation dataset of ``cfg`` (uint8 (3, R, R), label) and the split's name."""
-    from cossl_train.data import build_eval_datasets
+    @functools.cached_property
+    def pixels(self) -> Tensor:
+        """Float images in [0, 1] (what the models and the attacks take)."""
+        return self.images.float() / 255
+
+
+def _collate(batch: list[Any]) -> Any:
+    from cossl_train.data import collate_skip_none
+
+    return collate_skip_none(batch, n_fields=2)
+
+
+def load_eval_set(cfg: Config, n_images: int = 0, seed: int = 0, progress: bool = True) -> EvalSet:
+    """The validation split of ``cfg.data`` at ``cfg.augment.resolution`` (``eval_splits``).
+
+    Args:
+        cfg: the config whose ``data`` and ``augment`` sections pick the images.
+        n_images: keep a fixed random subset of this many images (seeded by ``seed``, in split
+            order); 0 = all.
+        seed: seeds the subset.
+        progress: tqdm bar while loading.
+    """
+    from torch.utils.data import DataLoader, Subset
+
     from cossl_train.evaluate import eval_splits
 
-    _, val = build_eval_datasets(cfg.data, cfg.augment)
-    if val is not None:
-        return val, "val"
-    # Same fallback as the offline probe (cossl-train linear-probe), with the same seed, so that
-    # analyses and probe accuracy are measured on images the probe was not trained on.
-    _, held_out = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
-    return held_out, "held-out"
-
-
-@functools.lru_cache(maxsize=8)
-def _eval_data_cached(key: str, num_images: int, seed: int) -> EvalData:
-    from cossl_train.config import from_dict
-
-    cfg = from_dict(json.loads(key))
-    dataset, split = _eval_split(cfg)
-    n = len(dataset)  # type: ignore[arg-type]
-    if n == 0:
-        raise ValueError(f"the {split} split of data.dataset={cfg.data.dataset} is empty")
-    # A seeded random subset rather than the first N: folder datasets are sorted by class, so the
-    # first N images would often be a single class. Sorted so that reading stays sequential.
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    images: list[Tensor] = []
-    labels: list[int] = []
-    kept: list[int] = []
-    skipped = 0
-    for i in order:
-        if len(kept) == num_images:
-            break
-        sample = dataset[i]
-        if sample is None:  # unreadable file: dropped, as collate_skip_none does in training
-            skipped += 1
-            continue
-        images.append(sample[0])
-        labels.append(int(sample[1]))
-        kept.append(i)
-    if not kept:
-        raise ValueError(f"none of the {split} images of data.dataset={cfg.data.dataset} could be read")
-    perm = torch.tensor(kept).argsort()
-    x = torch.stack(images)[perm]
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    y = torch.tensor(labels, dtype=torch.int64)[perm]
-    return EvalData(
-        images=x,
-        labels=None if (y < 0).any() else y,
-        indices=torch.tensor(kept)[perm],
-        split=split,
-        available=n,
-        skipped=skipped,
-    )
-
-
-def eval_data(cfg: Config, num_images: int, seed: int = 0) -> EvalData:
-    """``num_images`` validation images of ``cfg``'s data (fewer when the split is smaller).
-
-    The validation split of ``cfg.data`` is used (digits: the fixed 20% split; folders:
-    ``data.val_root``; torchvision sets: the test set); without one, the held-out part of the
-    training images that ``cossl_train.evaluate.eval_splits`` uses. The images are a uniformly
-    random subset drawn with ``seed``, in dataset order, resized by the evaluation transform at
-    ``augment.resolution``. Results are cached per (data, augment config, N, seed), so checkpoints
-    sharing a data config are analysed on the very same images.
-    """
-    if num_images < 1:
-        raise ValueError(f"the number of images must be >= 1, got {num_images}")
-    d = to_dict(cfg)
-    # Only the sections that decide the images (plus the seed of the held-out split) form the key.
-    key = json.dumps({"data": d["data"], "augment": d["augment"], "train": {"seed": d["train"]["seed"]}},
-                     sort_keys=True, default=list)
-    return _eval_data_cached(key, int(num_images), int(seed))
+    if n_images < 0:
+        raise AnalysisError(f"--images must be >= 0 (0 = the whole split), got {n_images}")
+    _, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
+    where = f" at {cfg.data.val_root or cfg.data.root}" if cfg.data.dataset == "imagefolder" else ""
+    held_out = isinstance(val, Subset)  # eval_splits holds out training images when there is no split
+    description = (f"{cfg.data.dataset}{where}, "
+                   f"{'10% held out of the training images' if held_out else 'validation split'}")
+    split_size = len(val)  # type: ignore[arg-type]
+    indices: list[int] | None = None
+    if 0 < n_images < split_size:
+        # a random subset rather than the first N: folder datasets are sorted by class
+        generator = torch.Generator().manual_seed(seed)
+        indices = sorted(torch.randperm(split_size, generator=generator)[:n_images].tolist())
+        val = Subset(val, indices)
+    loader = DataLoader(val, batch_size=256, shuffle=False, num_workers=cfg.data.num_workers, collate_fn=_collate)
+    images, labels, skipped = [], [], 0
+    for batch in tqdm(loader, desc="loading evaluation images", disable=not progress, leave=False):
+        skipped += batch.skipped
+        if batch.label.numel():
+            images.append(batch.image)
+            labels.append(batch.label)
+    if not labels:
+        raise AnalysisError(f"the evaluation set ({description}) has no readable image")
+    label_tensor = torch.cat(labels).to(torch.int64)
+    return EvalSet(torch.cat(images), None if (label_tensor < 0).any() else label_tensor, indices, split_size,
+                   description, "held-out" if held_out else "val", skipped)

@@ -1,14 +1,16 @@
 """Local redundancy via patch dropping.
 
-The global representation is the mean of the P = h*w local representations. Here a fraction f of
-them is dropped *after* the encoder (the encoder still sees the whole image) and the global
-representation is re-pooled as the mean over the kept positions. If local representations are
+The global representation pools the P = h*w local representations (their mean, followed by the
+encoder's head when it has one). Here a fraction f of them is dropped *after* the encoder (the
+encoder still sees the whole image) and the global representation is re-pooled from the kept
+positions: head(mean over the kept positions). If local representations are
 redundant (each carries the image-level content, as CO-SSL encourages), the degraded global
 representation stays close to the intact one and the linear probe keeps its accuracy.
 
 Definitions.
 * Number dropped: k(f) = min(floor(f * P + 0.5), P - 1), f in [0, 1]: at least one position is
-  always kept, so f = 1 means "all but one".
+  always kept, so f = 1 means "all but one". Results and plots give the fraction actually dropped,
+  k / P (``fraction_dropped``; at most (P - 1) / P), and flag the all-but-one point.
 * Drop order (the first k positions of an order are the dropped ones, so drops are nested: what is
   dropped at f is also dropped at any f' > f):
     - ``mode="random"``: one uniformly random permutation of the positions per image, from a
@@ -32,9 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from cossl_analysis._utils import (
     Data,
@@ -43,15 +43,17 @@ from cossl_analysis._utils import (
     iter_batches,
     model_device,
     model_dtype,
-    num_batches,
     sibling,
     write_json,
 )
-from cossl_train.encoder import local_features
+from cossl_analysis.accuracy import pixels, top1
+from cossl_analysis.features import extract_features
+from cossl_analysis.options import DEFAULT_FRACTIONS
+from cossl_analysis.plots import Panel, Series, plot_panels
+from cossl_train.encoder import pool_head
 
 DropMode = Literal["random", "position"]
 PositionOrder = Literal["border", "raster"]
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def num_dropped(fraction: float, num_positions: int) -> int:
@@ -94,7 +96,64 @@ def pool_kept(local: Tensor, order: Tensor, k: int) -> Tensor:
     return (local * keep.unsqueeze(-1)).sum(dim=1) / (n_pos - k)
 
 
-@torch.no_grad()
+def patch_drop_from_features(local: Tensor, fractions: Sequence[float] = DEFAULT_FRACTIONS, mode: DropMode = "random",
+                             order: PositionOrder = "border", seed: int = 0, head: nn.Module | None = None,
+                             probe: nn.Module | None = None, labels: Tensor | None = None,
+                             feature_map: tuple[int, int] | None = None, batch_size: int = 256) -> dict[str, Any]:
+    """Patch dropping on precomputed local representations (B, P, C) (see ``patch_drop_analysis``).
+
+    ``head`` is what the model applies after the spatial mean (``pool_head``); ``feature_map`` the
+    (h, w) of the map, needed for ``mode="position"``.
+    """
+    if mode not in ("random", "position"):
+        raise ValueError(f"unknown mode {mode!r}")
+    if probe is not None and labels is None:
+        raise ValueError("a probe needs labels")
+    n_img, n_pos, _ = local.shape
+    if n_img == 0:
+        raise ValueError("no images")
+    head = nn.Identity() if head is None else head
+    if mode == "random":
+        # One permutation per image, drawn in data order (independent of batch size).
+        gen = torch.Generator().manual_seed(seed)
+        orders = torch.stack([torch.randperm(n_pos, generator=gen) for _ in range(n_img)])
+    else:
+        h, w = feature_map if feature_map is not None else (1, n_pos)
+        orders = position_drop_order(h, w, order).expand(n_img, n_pos)
+    ks = [num_dropped(f, n_pos) for f in fractions]
+    local = local.float()
+    with eval_mode(head, probe), torch.no_grad():
+        device = model_device(probe) if probe is not None else torch.device("cpu")
+        intact = head(local.mean(dim=1).to(device))
+
+        def pooled(idx: Tensor, k: int) -> Tensor:
+            return head(pool_kept(local[idx].to(device), orders[idx], k))
+
+        cos = [F.cosine_similarity(pooled(torch.arange(n_img), k), intact, dim=1, eps=1e-12).double().cpu()
+               for k in ks]
+        everything = torch.arange(n_img)
+        accuracy = None if probe is None else [
+            top1(lambda idx, _, k=k: probe(pooled(idx, k)), everything, labels, batch_size) for k in ks]
+        intact_accuracy = None if probe is None else top1(lambda idx, _: probe(intact[idx]), everything, labels,
+                                                          batch_size)
+    return {
+        "fractions": [float(f) for f in fractions],
+        "num_dropped": ks,
+        # what was really dropped: k / P, where f = 1 means all but one (k = P - 1)
+        "fraction_dropped": [k / n_pos for k in ks],
+        "all_but_one": [k == n_pos - 1 for k in ks],
+        "cosine_mean": [float(c.mean()) for c in cos],
+        "cosine_std": [float(c.std(correction=0)) for c in cos],
+        "accuracy": accuracy,
+        "intact_accuracy": intact_accuracy,
+        "num_images": n_img,
+        "num_positions": n_pos,
+        "mode": mode,
+        "order": order if mode == "position" else None,
+        "seed": seed,
+    }
+
+
 def patch_drop_analysis(
     model: nn.Module,
     images: Data,
@@ -122,82 +181,57 @@ def patch_drop_analysis(
         progress: tqdm bar over batches.
 
     Returns:
-        Raw numbers: ``fractions``, ``num_dropped`` (per f), ``cosine_mean``/``cosine_std`` (per f),
+        Raw numbers: ``fractions`` (asked), ``num_dropped`` k and ``fraction_dropped`` k / P (done),
+        ``all_but_one`` (per f: whether k = P - 1), ``cosine_mean``/``cosine_std`` (per f),
         ``accuracy`` (per f, or None), ``intact_accuracy`` (or None), ``num_images``,
         ``num_positions``, ``mode``, ``order``, ``seed``.
     """
-    if mode not in ("random", "position"):
-        raise ValueError(f"unknown mode {mode!r}")
-    device, dtype = model_device(model), model_dtype(model)
-    gen = torch.Generator().manual_seed(seed)
-    n_f = len(fractions)
-    cos_sum = torch.zeros(n_f, dtype=torch.float64)
-    cos_sq = torch.zeros(n_f, dtype=torch.float64)
-    correct = torch.zeros(n_f, dtype=torch.float64)
-    intact_correct = 0.0
-    n_seen = 0
-    n_pos = -1
-    ks: list[int] = []
-    fixed_order: Tensor | None = None
-
-    with eval_mode(model, probe):
-        batches = iter_batches(images, labels, batch_size)
-        total = num_batches(images, batch_size)
-        for x, y in tqdm(batches, desc="patch drop", disable=not progress, leave=False, total=total):
-            fmap = check_fmap(model(x.to(device=device, dtype=dtype))).float()
-            local = local_features(fmap)  # (b, P, C)
-            b, n_pos, _ = local.shape
-            if not ks:
-                ks = [num_dropped(f, n_pos) for f in fractions]
-                if mode == "position":
-                    fixed_order = position_drop_order(fmap.shape[2], fmap.shape[3], order)
-            if mode == "random":
-                # One permutation per image, drawn in data order (independent of batch size).
-                batch_order = torch.stack([torch.randperm(n_pos, generator=gen) for _ in range(b)])
-            else:
-                assert fixed_order is not None
-                batch_order = fixed_order
-            intact = local.mean(dim=1)
-            if probe is not None:
-                if y is None:
-                    raise ValueError("a probe needs labels")
-                y = y.to(device)
-                intact_correct += (probe(intact).argmax(dim=1) == y).sum().item()
-            for t, k in enumerate(ks):
-                degraded = pool_kept(local, batch_order, k)
-                cos = F.cosine_similarity(degraded, intact, dim=1, eps=1e-12).double().cpu()
-                cos_sum[t] += cos.sum()
-                cos_sq[t] += (cos * cos).sum()
-                if probe is not None:
-                    correct[t] += (probe(degraded).argmax(dim=1) == y).sum().item()
-            n_seen += b
-
-    if n_seen == 0:
-        raise ValueError("no images")
-    mean = cos_sum / n_seen
-    std = (cos_sq / n_seen - mean * mean).clamp_min(0).sqrt()
-    return {
-        "fractions": [float(f) for f in fractions],
-        "num_dropped": ks,
-        "cosine_mean": mean.tolist(),
-        "cosine_std": std.tolist(),
-        "accuracy": (correct / n_seen).tolist() if probe is not None else None,
-        "intact_accuracy": intact_correct / n_seen if probe is not None else None,
-        "num_images": n_seen,
-        "num_positions": n_pos,
-        "mode": mode,
-        "order": order if mode == "position" else None,
-        "seed": seed,
-    }
+    if labels is None and not isinstance(images, Tensor):
+        batches = list(iter_batches(images))
+        images = torch.cat([x for x, _ in batches])
+        labels = torch.cat([y for _, y in batches]) if all(y is not None for _, y in batches) else None
+    with eval_mode(model), torch.no_grad():
+        _, _, h, w = check_fmap(model(pixels(images[:1], model_device(model), model_dtype(model)))).shape
+    _, local = extract_features(model, images, batch_size, progress)
+    return patch_drop_from_features(local, fractions, mode, order, seed, pool_head(model), probe, labels, (h, w))
 
 
-def _labelled(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """One raw-numbers dict (it has a ``fractions`` key) or {label: dict} -> {label: dict}."""
-    return {"model": dict(results)} if "fractions" in results else {k: dict(v) for k, v in results.items()}
+def dropped_axis(result: Mapping[str, Any]) -> tuple[list[float], list[str]]:
+    """Ticks of the honest x axis: the fractions actually dropped (k / P), with "(all but one)" after
+    the one that keeps a single position."""
+    x = list(result["fraction_dropped"])
+    names = [f"{v:.2g}" + (" (all but one)" if last else "") for v, last in zip(x, result["all_but_one"], strict=True)]
+    return x, names
+
+
+def drop_panels(curves: Mapping[str, Mapping[str, Any]], spreads: Mapping[str, Mapping[str, Any]] | None = None,
+                spread_name: str = "std over images") -> list[Panel]:
+    """Panels of cosine (and accuracy, where present) against the fraction dropped, one curve per label.
+
+    ``curves``: label -> a result of ``patch_drop_analysis`` (or a mean over seeds in that form);
+    ``spreads``: label -> the same keys holding the spreads to draw (default: the std over images).
+    """
+    first = next(iter(curves.values()))
+    x, names = dropped_axis(first)
+    how = sorted({r["mode"] if r["mode"] == "random" else f"position/{r['order']}" for r in curves.values()})
+    xlabel = f"fraction of local representations dropped, k / P ({', '.join(how)})"
+    last = [(v, "all but one") for v, n in zip(x, names, strict=True) if n.endswith("(all but one)")]
+    cosine = Panel(f"cosine to the intact global representation (band: {spread_name})", xlabel, "cosine",
+                   marker=last[0] if last else None)
+    accuracy = Panel("linear-probe accuracy", xlabel, "top-1 accuracy (%)", marker=cosine.marker)
+    for label, r in curves.items():
+        spread = spreads[label] if spreads is not None else None
+        cosine.series.append(Series(label, r["fraction_dropped"], r["cosine_mean"],
+                                    spread["cosine_mean"] if spread is not None else r["cosine_std"]))
+        if r.get("accuracy") is not None:
+            acc_spread = None if spread is None or spread.get("accuracy") is None else 100 * np.asarray(
+                spread["accuracy"])
+            accuracy.series.append(Series(label, r["fraction_dropped"], 100 * np.asarray(r["accuracy"]), acc_spread))
+    return [cosine, accuracy] if accuracy.series else [cosine]
 
 
 def plot_patch_drop(results: Mapping[str, Any], path: str | Path) -> dict[str, dict[str, Any]]:
-    """Plot cosine to the intact global representation (and probe accuracy) against f.
+    """Plot cosine to the intact global representation (and probe accuracy) against k / P.
 
     Args:
         results: one dict from ``patch_drop_analysis`` or {label: dict} for several models.
@@ -206,29 +240,7 @@ def plot_patch_drop(results: Mapping[str, Any], path: str | Path) -> dict[str, d
     Returns:
         {label: raw numbers} as written to the JSON.
     """
-    runs = _labelled(results)
-    with_acc = any(r.get("accuracy") is not None for r in runs.values())
-    fig = Figure(figsize=(10 if with_acc else 5, 4))
-    axes = fig.subplots(1, 2 if with_acc else 1, squeeze=False)[0]
-    for k, (label, r) in enumerate(runs.items()):
-        color = f"C{k % 10}"
-        f = np.asarray(r["fractions"])
-        m, s = np.asarray(r["cosine_mean"]), np.asarray(r["cosine_std"])
-        axes[0].plot(f, m, marker="o", color=color, label=label)
-        axes[0].fill_between(f, m - s, m + s, color=color, alpha=0.2)
-        if with_acc and r.get("accuracy") is not None:
-            axes[1].plot(f, 100 * np.asarray(r["accuracy"]), marker="o", color=color, label=label)
-    how = {r["mode"] if r["mode"] == "random" else f"position/{r['order']}" for r in runs.values()}
-    axes[0].set_xlabel(f"fraction of local representations dropped ({', '.join(sorted(how))})")
-    axes[0].set_ylabel("cosine to intact global representation")
-    axes[0].legend(fontsize=8)
-    if with_acc:
-        axes[1].set_xlabel("fraction of local representations dropped")
-        axes[1].set_ylabel("linear-probe top-1 accuracy (%)")
-        axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    runs = {"model": dict(results)} if "fractions" in results else {k: dict(v) for k, v in results.items()}
+    plot_panels(drop_panels(runs), path)
     write_json(runs, sibling(path, ".json"))
     return runs

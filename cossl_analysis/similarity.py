@@ -1,6 +1,7 @@
 """Local/global similarity (paper Figure 3B).
 
-For B images with global representations h_i (C,) (spatial mean of the feature map) and local
+For B images with global representations h_i (C,) (the pooled feature map: spatial mean, then
+the encoder's head when it has one) and local
 representations l_{i,p} (C,), p = 1..P (one per feature-map position), over all image pairs i < j:
 
 * global similarity  g_ij = cos(h_i, h_j);
@@ -34,20 +35,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from cossl_analysis._utils import (
-    Data,
-    check_fmap,
-    eval_mode,
-    iter_batches,
-    model_device,
-    model_dtype,
-    num_batches,
-    sibling,
-    write_json,
-)
-from cossl_train.encoder import global_pool, local_features
+from cossl_analysis._utils import Data, sibling, write_json
+from cossl_analysis.features import extract_features
 
 SimilarityMode = Literal["random", "same", "all"]
 _PAIR_CHUNK = 65536
@@ -99,6 +89,15 @@ class SimilarityResult:
         """All fields, arrays included (numpy arrays; use ``_utils.to_jsonable`` before json.dump)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SimilarityResult:
+        """Rebuild a result from ``to_dict()`` (arrays as numpy arrays or lists, scalars as numbers)."""
+        positions = d.get("local_positions")
+        return cls(**{k: np.asarray(d[k]) for k in ("pairs", "global_sim", "local_sim", "intra_local_sim")},
+                   local_positions=None if positions is None or np.size(positions) == 0 else np.asarray(positions),
+                   pearson_c=float(d["pearson_c"]), intra_local_mean=float(d["intra_local_mean"]),
+                   mode=str(d["mode"]), num_images=int(d["num_images"]), num_positions=int(d["num_positions"]))
+
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two 1-D samples in float64; NaN when either is constant or n < 2."""
@@ -109,27 +108,6 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     xc, yc = x - x.mean(), y - y.mean()
     denom = np.sqrt((xc * xc).sum() * (yc * yc).sum())
     return float((xc * yc).sum() / denom) if denom > 0 else float("nan")
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module, images: Data, batch_size: int = 64, progress: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Run the model in eval mode and collect (global (B, C), local (B, P, C)) float32 CPU tensors.
-
-    Memory is B * P * C floats (e.g. 400 MB for 1000 ResNet-50 images at 224 px): subsample first.
-    """
-    device, dtype = model_device(model), model_dtype(model)
-    glob: list[Tensor] = []
-    loc: list[Tensor] = []
-    with eval_mode(model):
-        batches = iter_batches(images, batch_size=batch_size)
-        total = num_batches(images, batch_size)
-        for x, _ in tqdm(batches, desc="features", disable=not progress, leave=False, total=total):
-            fmap = check_fmap(model(x.to(device=device, dtype=dtype))).float()
-            glob.append(global_pool(fmap).cpu())
-            loc.append(local_features(fmap).cpu())
-    return torch.cat(glob), torch.cat(loc)
 
 
 def similarity_from_features(
@@ -234,55 +212,86 @@ def similarity_analysis(
     return similarity_from_features(glob, loc, mode=mode, seed=seed, max_pairs=max_pairs)
 
 
-def plot_similarity(
-    result: SimilarityResult | Mapping[str, SimilarityResult],
-    path: str | Path,
-    max_points: int = 20000,
+def plot_similarity_panels(
+    results: Mapping[str, SimilarityResult],
+    path: str | Path | None = None,
+    max_points: int = 5000,
     seed: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """Scatter of local (x) vs global (y) cosine similarity, intra-image means as vertical lines.
+    titles: Mapping[str, str] | None = None,
+) -> Figure:
+    """Figure 3B: one scatter per result, side by side on shared axes: cosine similarity of local
+    representations (x) against that of global ones (y), the Pearson C in the title and the mean
+    intra-image local similarity as a vertical dashed line.
 
-    Accepts one result or several labelled ones (e.g. BYOL vs CO-BYOL) drawn on the same axes.
-    Writes the PNG at ``path``, every pair's numbers to ``<path>.csv`` (label, i, j, global, local)
-    and the summaries to ``<path>.json``. At most ``max_points`` points per result are drawn
-    (uniform subsample; the CSV keeps all of them).
-
-    Returns:
-        {label: summary dict} as written to the JSON.
+    Args:
+        results: label -> ``SimilarityResult`` (e.g. {"BYOL": ..., "CO-BYOL": ...}).
+        path: where to save the PNG (None: only return the figure).
+        max_points: most points drawn per panel (a uniform subsample; C uses every pair).
+        seed: seed of that subsample.
+        titles: label -> panel title (default ``"<label>: C = <C>"``).
     """
-    results = {"model": result} if isinstance(result, SimilarityResult) else dict(result)
+    if not results:
+        raise ValueError("plot_similarity_panels needs at least one result")
     rng = np.random.default_rng(seed)
-    fig = Figure(figsize=(5.5, 4.5))
-    ax = fig.subplots()
-    colors = [f"C{k}" for k in range(10)]
-    for k, (label, res) in enumerate(results.items()):
-        color = colors[k % len(colors)]
+    n = len(results)
+    fig = Figure(figsize=(4.2 * n, 4.0))
+    axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)[0]
+    for k, (ax, (label, res)) in enumerate(zip(axes, results.items(), strict=True)):
         idx = np.arange(len(res.local_sim))
         if len(idx) > max_points:
-            idx = rng.choice(idx, size=max_points, replace=False)
-        ax.scatter(res.local_sim[idx], res.global_sim[idx], s=4, alpha=0.35, color=color,
-                   label=f"{label} (C={res.pearson_c:.2f})", rasterized=True)
-        ax.axvline(res.intra_local_mean, color=color, linestyle="--", linewidth=1.5)
-    ax.set_xlabel("cosine similarity of local representations")
-    ax.set_ylabel("cosine similarity of global representations")
-    if len(results) == 1:
-        only = next(iter(results.values()))
-        ax.set_title(f"C = {only.pearson_c:.3f} (dashed: intra-image local similarity)", fontsize=10)
-    else:
-        ax.set_title("dashed: intra-image local similarity", fontsize=10)
-    ax.legend(fontsize=8, markerscale=3)
+            idx = np.sort(rng.choice(idx, size=max_points, replace=False))
+        color = f"C{k % 10}"
+        ax.scatter(res.local_sim[idx], res.global_sim[idx], s=5, alpha=0.35, color=color, rasterized=True,
+                   label=f"image pairs ({len(res.local_sim)})")
+        ax.axvline(res.intra_local_mean, color=color, linestyle="--", linewidth=1.5,
+                   label=f"intra-image local ({res.intra_local_mean:.2f})")
+        ax.set_title((titles or {}).get(label, f"{label}: C = {res.pearson_c:.2f}"), fontsize=10)
+        ax.set_xlabel("cosine similarity of local representations")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right", markerscale=2)
+    axes[0].set_ylabel("cosine similarity of global representations")
+    fig.suptitle("global against local similarity (dashed: intra-image local similarity)", fontsize=10)
     fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def write_pairs(results: Mapping[str, SimilarityResult], path: str | Path) -> Path:
+    """Every pair's numbers as CSV: label, i, j, global_sim, local_sim."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-
-    with open(sibling(path, ".csv"), "w", newline="") as fh:
+    with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["label", "i", "j", "global_sim", "local_sim"])
         for label, res in results.items():
             rows = zip(res.pairs.tolist(), res.global_sim.tolist(), res.local_sim.tolist(), strict=True)
             for (i, j), gs, ls in rows:
                 writer.writerow([label, i, j, repr(gs), repr(ls)])
+    return path
+
+
+def plot_similarity(
+    result: SimilarityResult | Mapping[str, SimilarityResult],
+    path: str | Path,
+    max_points: int = 20000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Figure 3B for one result or several labelled ones (e.g. BYOL vs CO-BYOL): one panel each.
+
+    Writes the PNG at ``path``, every pair's numbers to ``<path>.csv`` (label, i, j, global, local)
+    and the summaries to ``<path>.json``. At most ``max_points`` points per panel are drawn
+    (uniform subsample; the CSV keeps all of them).
+
+    Returns:
+        {label: summary dict} as written to the JSON.
+    """
+    results = {"model": result} if isinstance(result, SimilarityResult) else dict(result)
+    plot_similarity_panels(results, path, max_points=max_points, seed=seed)
+    write_pairs(results, sibling(path, ".csv"))
     summaries = {label: res.summary() for label, res in results.items()}
     write_json(summaries, sibling(path, ".json"))
     return summaries
+

@@ -1,4 +1,5 @@
-"""ERF maps: analytic linear networks, theoretical receptive field, batching, captum reference."""
+"""ERF maps against closed forms (linear conv stacks), the theoretical receptive field, and the batched
+path against the per-position (captum) path, including its automatic fallback."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from captum.attr import Saliency
 from scipy.signal import convolve2d
 from torch import nn
 
@@ -121,28 +121,89 @@ def test_batched_equals_position_by_position_and_average() -> None:
     net = _small_net()
     images = torch.rand(3, 3, 16, 16)
     positions = [(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5), (1.0, 1.0)]
-    batched = erf_map(net, images, positions, average=False, batch_positions=True, chunk_size=4)
-    one_big = erf_map(net, images, positions, average=False, batch_positions=True, chunk_size=100)
-    looped = erf_map(net, images, positions, average=False, batch_positions=False, chunk_size=1)
-    np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(one_big, looped, rtol=1e-5, atol=1e-7)
+    looped = erf_map(net, images, positions, average=False, method="per-position", chunk_size=1)
+    for chunk in (2, 4, 5, 100):  # fewer copies than positions, one image per pass, several images per pass
+        batched = erf_map(net, images, positions, average=False, method="batched", chunk_size=chunk)
+        np.testing.assert_allclose(batched, looped, rtol=1e-5, atol=1e-7)
     averaged = erf_map(net, images, positions, average=True, chunk_size=7)
     np.testing.assert_allclose(averaged, looped.mean(axis=0), rtol=1e-5, atol=1e-7)
 
 
-def test_agrees_with_captum_saliency_loop_and_restores_train_mode() -> None:
-    net = _small_net().train()
-    images = torch.rand(2, 3, 16, 16)
-    maps = erf_map(net, images, average=False, chunk_size=3)
-    assert net.training and net[1].training  # erf_map evaluates in eval mode, then restores
+@pytest.mark.parametrize("method", ["batched", "per-position"])
+def test_both_paths_match_the_closed_form_of_a_padded_strided_linear_stack(method: str) -> None:
+    """Padded, strided linear convs: the ERF at (i, j) is the transposed convolution of a one-hot map
+    at (i, j) through the stack, in closed form: a sum of placed copies of the kernels."""
+    c1 = _fixed_conv(3, 4, 3, seed=4, stride=2, padding=1)
+    c2 = _fixed_conv(4, 2, 3, seed=5, stride=1, padding=1)
+    net = nn.Sequential(c1, c2)
+    size = 12  # -> 6x6 map
+    w1 = c1.weight.detach().double().numpy()  # (m, c, 3, 3)
+    w2 = c2.weight.detach().double().numpy()  # (o, m, 3, 3)
+    positions = [(0.0, 0.0), (0.5, 0.5), (1.0, 0.2)]
+    maps = erf_map(net, torch.rand(2, 3, size, size), positions, average=False, method=method, chunk_size=2)
+    for p, (i, j) in enumerate(position_indices(positions, 6, 6)):
+        # d sum_o z2[o,i,j] / d z1[m, i+a-1, j+b-1] = sum_o w2[o, m, a, b]
+        g1 = np.zeros((4, 6, 6))
+        for a in range(3):
+            for b in range(3):
+                r, c = i + a - 1, j + b - 1
+                if 0 <= r < 6 and 0 <= c < 6:
+                    g1[:, r, c] += w2[:, :, a, b].sum(axis=0)
+        # d z1[m, r, c] / d x[ch, 2r+a-1, 2c+b-1] = w1[m, ch, a, b]
+        gx = np.zeros((3, size, size))
+        for r in range(6):
+            for c in range(6):
+                for a in range(3):
+                    for b in range(3):
+                        u, v = 2 * r + a - 1, 2 * c + b - 1
+                        if 0 <= u < size and 0 <= v < size:
+                            gx[:, u, v] += np.einsum("m,mc->c", g1[:, r, c], w1[:, :, a, b])
+        expected = np.abs(gx).sum(axis=0)
+        for b_img in range(2):
+            np.testing.assert_allclose(maps[b_img, p], expected, rtol=1e-5, atol=1e-6)
 
-    net.eval()
-    h = w = 4
-    for b in range(2):
-        for p, (i, j) in enumerate(position_indices(DEFAULT_POSITIONS, h, w)):
-            sal = Saliency(lambda x, i=i, j=j: net(x).sum(dim=1)[:, i, j])
-            ref = sal.attribute(images[b : b + 1].clone().requires_grad_(), abs=True).sum(dim=1)[0]
-            np.testing.assert_allclose(maps[b, p], ref.numpy(), rtol=1e-5, atol=1e-7)
+
+class _NumpyBackward(torch.autograd.Function):
+    """Identity whose backward goes through numpy: fine for a plain backward pass, impossible under vmap."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.from_numpy(grad.detach().cpu().numpy().copy())
+
+
+class _NotVectorisable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _small_net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(_NumpyBackward.apply(x))
+
+
+def test_falls_back_to_per_position_when_the_backward_cannot_be_vectorised() -> None:
+    from cossl_analysis.erf import NotVectorisable
+
+    model = _NotVectorisable()
+    images = torch.rand(2, 3, 16, 16)
+    with pytest.warns(RuntimeWarning, match="position by position"):
+        auto = erf_map(model, images, average=False)
+    reference = erf_map(model.net, images, average=False, method="per-position")
+    np.testing.assert_allclose(auto, reference, rtol=1e-5, atol=1e-7)
+    with pytest.raises(NotVectorisable):
+        erf_map(model, images, method="batched")
+
+
+def test_restores_train_mode() -> None:
+    net = _small_net().train()
+    for method in ("batched", "per-position"):
+        erf_map(net, torch.rand(2, 3, 16, 16), average=False, method=method, chunk_size=3)
+        assert net.training and net[1].training  # erf_map evaluates in eval mode, then restores
+    with pytest.raises(ValueError, match="unknown method"):
+        erf_map(net, torch.rand(1, 3, 16, 16), method="fast")  # type: ignore[arg-type]
 
 
 def test_rejects_non_feature_map_models() -> None:

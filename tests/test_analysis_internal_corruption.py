@@ -99,6 +99,38 @@ def test_corrupt_statistics() -> None:
         corrupt_features(z, "zero", 1.5)
 
 
+def test_mask_zeroes_whole_positions_nested_across_strengths() -> None:
+    z = torch.randn(3, 8, 10, 10) + 5.0  # no unit is 0 by chance
+    masks = []
+    for s in (0.2, 0.5, 0.8):
+        out = corrupt_features(z, "mask", s, torch.Generator().manual_seed(3))
+        zero = out == 0
+        # a position is zeroed in every channel or in none
+        assert torch.equal(zero.all(dim=1), zero.any(dim=1))
+        assert zero[:, 0].float().mean().item() == pytest.approx(s, abs=0.1)
+        kept = ~zero
+        torch.testing.assert_close(out[kept], z[kept], rtol=0, atol=0)  # survivors untouched
+        masks.append(zero[:, 0])
+    # same seed: what is masked at a strength is masked at every larger one
+    assert bool((masks[0] <= masks[1]).all()) and bool((masks[1] <= masks[2]).all())
+    assert corrupt_features(z, "mask", 1.0).abs().sum() == 0
+    with pytest.raises(ValueError):
+        corrupt_features(z, "mask", 1.2)
+
+
+def test_mask_on_the_final_map_is_the_probe_on_a_rescaled_mean() -> None:
+    """Masking positions of the final map: the spatial mean sums the kept positions over all P."""
+    net, probe, images, labels = _setup()
+    res = internal_corruption_sweep(net, probe, images, labels, "", kind="mask", strengths=[0.5], seed=4)
+    net.eval()
+    with torch.no_grad():
+        fmap = net(images)
+        u = torch.rand((len(images), 1, *fmap.shape[2:]), generator=torch.Generator().manual_seed(4))
+        pooled = global_pool(fmap * (u >= 0.5))
+        expected = (probe(pooled).argmax(1) == labels).float().mean().item()
+    assert res["accuracy"][0] == pytest.approx(expected)
+
+
 def test_plot_writes_png_and_json(tmp_path) -> None:
     net, probe, images, labels = _setup()
     r1 = internal_corruption_sweep(net, probe, images, labels, "3", kind="noise", strengths=[0, 1, 4])

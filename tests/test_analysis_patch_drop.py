@@ -76,6 +76,47 @@ def test_all_but_one_gives_that_local_representation(fmaps: torch.Tensor) -> Non
     assert res["cosine_std"][0] == pytest.approx(cos.std(correction=0).item(), rel=1e-4)
 
 
+def test_the_axis_is_the_fraction_actually_dropped(fmaps: torch.Tensor, tmp_path) -> None:
+    """f = 1 keeps one of P = 12 positions: the result and the plot say 11/12 and 'all but one', not 1.0."""
+    from cossl_analysis.patch_drop import drop_panels
+
+    res = patch_drop_analysis(nn.Identity(), fmaps, [0.0, 0.3, 1.0])
+    assert res["num_dropped"] == [0, 4, 11]
+    assert res["fraction_dropped"] == [0.0, 4 / 12, 11 / 12]
+    assert res["all_but_one"] == [False, False, True]
+    (panel,) = drop_panels({"m": res})
+    assert list(panel.series[0].x) == res["fraction_dropped"]
+    assert panel.marker == (11 / 12, "all but one") and "k / P" in panel.xlabel
+    saved = plot_patch_drop(res, tmp_path / "drop.png")
+    assert saved["model"]["fraction_dropped"][-1] == pytest.approx(11 / 12)
+
+
+def test_head_is_applied_after_the_mean_of_the_kept_positions(fmaps: torch.Tensor) -> None:
+    """An Encoder's global representation is head(spatial mean): patch dropping pools the kept
+    positions the same way, so nothing dropped gives the encoder's own pooled features."""
+    from cossl_analysis.patch_drop import patch_drop_from_features
+    from cossl_train.encoder import Encoder
+
+    torch.manual_seed(0)
+    backbone = nn.Identity()
+    backbone.num_features = 6
+    enc = Encoder(backbone, mean=(0.0,) * 3, std=(1.0,) * 3, head=nn.Sequential(nn.Linear(6, 6), nn.Tanh()))
+    probe = nn.Linear(6, 3)
+    labels = torch.arange(10) % 3
+    local = local_features(fmaps)
+    res = patch_drop_from_features(local, [0.0, 0.5], head=enc.head, probe=probe, labels=labels, seed=0)
+    gen = torch.Generator().manual_seed(0)  # the per-image orders, drawn image by image from the seed
+    order = torch.stack([torch.randperm(12, generator=gen) for _ in range(10)])
+    with torch.no_grad():
+        intact = enc.pool(fmaps)
+        degraded = enc.head(pool_kept(local, order, 6))
+        cos = torch.nn.functional.cosine_similarity(degraded, intact, dim=1)
+        expected = (probe(intact).argmax(1) == labels).float().mean().item()
+    assert res["accuracy"][0] == pytest.approx(expected) and res["intact_accuracy"] == pytest.approx(expected)
+    assert res["cosine_mean"][0] == pytest.approx(1.0, abs=1e-6)
+    assert res["cosine_mean"][1] == pytest.approx(cos.mean().item(), rel=1e-5)
+
+
 def test_random_mode_seeded_batch_size_independent(fmaps: torch.Tensor) -> None:
     fr = [0.25, 0.75]
     a = patch_drop_analysis(nn.Identity(), fmaps, fr, seed=5, batch_size=3)

@@ -119,3 +119,25 @@ def test_plot_writes_png_csv_json(tmp_path, fmaps: torch.Tensor) -> None:
     other = similarity_analysis(nn.Identity(), fmaps, mode="all")
     plot_similarity({"random": res, "all": other}, tmp_path / "two.png", max_points=10)
     assert len(list(csv.DictReader(open(tmp_path / "two.csv")))) == 42
+
+
+def test_one_panel_per_result(fmaps: torch.Tensor) -> None:
+    """Figure 3B compares models side by side: each result gets its own axes holding its own pairs only."""
+    from cossl_analysis.similarity import plot_similarity_panels
+
+    a = similarity_analysis(nn.Identity(), fmaps, seed=0)
+    b = similarity_analysis(nn.Identity(), 2 * fmaps[:5], seed=1)
+    fig = plot_similarity_panels({"A": a, "B": b})
+    axes = [ax for ax in fig.axes if ax.collections]
+    assert [ax.get_title() for ax in axes] == [f"A: C = {a.pearson_c:.2f}", f"B: C = {b.pearson_c:.2f}"]
+    for ax, res in zip(axes, (a, b), strict=True):
+        (points,) = ax.collections
+        np.testing.assert_allclose(points.get_offsets(), np.c_[res.local_sim, res.global_sim])
+
+
+def test_result_round_trips_through_a_dict(fmaps: torch.Tensor) -> None:
+    res = similarity_analysis(nn.Identity(), fmaps, seed=2)
+    back = SimilarityResult.from_dict(res.to_dict())
+    assert back.summary() == res.summary()
+    np.testing.assert_array_equal(back.local_positions, res.local_positions)
+    np.testing.assert_array_equal(back.pairs, res.pairs)

@@ -16,11 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import nbclient
+import nbformat
 import numpy as np
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ("figure3.ipynb", "figure4.ipynb")
@@ -99,8 +98,8 @@ def test_committed_notebooks_have_no_outputs(name: str) -> None:
 
 def test_figure3_small_scale(figure3_small: tuple[Path, Any]) -> None:
     out, nb = figure3_small
-    for f in ("figure3a.png", "figure5.png", "figure3a.csv", "figure3b.png", "figure3b_overlay.png",
-              "figure3b_overlay.csv", "figure3b_overlay.json", "figure3b_checkpoints.json"):
+    for f in ("figure3a.png", "figure5.png", "figure3a.csv", "figure3b.png", "figure3b.csv", "figure3b.json",
+              "figure3b_checkpoints.json"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     assert _pngs_shown(nb) == 3  # panel A, Figure 5's view, panel B
 
@@ -115,7 +114,7 @@ def test_figure3_small_scale(figure3_small: tuple[Path, Any]) -> None:
 
     points = _csv(out / "figure3a.csv")
     assert len(points) == 8 and {p["role"] for p in points} == {"grid", "reference"}
-    summaries = json.loads((out / "figure3b_overlay.json").read_text())
+    summaries = json.loads((out / "figure3b.json").read_text())
     assert set(summaries) == {"BYOL", "CO-BYOL"}
     for s in summaries.values():
         assert math.isfinite(s["pearson_c"]) and s["num_pairs"] == 64 * 63 // 2

@@ -1,4 +1,5 @@
-"""cossl-robustness end to end on the two tiny checkpoints: files, numbers, resume, bad input.
+"""cossl-robustness (= cossl-analysis robustness) end to end on the two tiny checkpoints: files,
+numbers against direct and hand-written computations, resume, bad input.
 
 Kept small for 2 shared cores: 32-48 evaluation images, a few corruptions (all 19 in one test,
 at one severity), 3 PGD steps, corruption workers=1 (starting a worker pool costs more than it
@@ -16,15 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-pytest.importorskip("torchattacks")
-
-from cossl_analysis import corruptions as C  # noqa: E402
-from cossl_analysis import robustness as R  # noqa: E402
-from cossl_analysis.adversarial import attack_accuracy  # noqa: E402
-from cossl_analysis.report import main  # noqa: E402
-from cossl_train.checkpoint import load_checkpoint, load_pretrained, save_checkpoint  # noqa: E402
-from cossl_train.data import DigitsDataset  # noqa: E402
+from cossl_analysis import corruptions as C
+from cossl_analysis import options as O
+from cossl_analysis import robustness as R
+from cossl_analysis.cli import robustness_main as main
+from cossl_analysis.errors import AnalysisError
+from cossl_analysis.internal_corruption import DEFAULT_STRENGTHS
+from cossl_train.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from cossl_train.data import DigitsDataset
 
 FAST = ["--workers", "1", "--pgd-steps", "3", "--no-progress"]
 
@@ -43,9 +45,13 @@ def cell(rows: list[dict[str, str]], label: str, sweep: str, setting: str, colum
     return float(hits[0]["accuracy"])
 
 
+def manifest(out: Path) -> dict[str, Any]:
+    return json.loads((out / "manifest.json").read_text())["commands"]["robustness"]
+
+
 def eval_images(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The evaluation images, rebuilt from the digits and the indices the report recorded."""
-    meta = json.loads((out / "robustness.json").read_text())["evaluation"]
+    meta = manifest(out)["evaluation"]
     digits = DigitsDataset("val", 16)  # the tiny checkpoints' data config: digits at 16 px
     index = torch.tensor(meta["indices"])
     return digits.images[index], digits.labels[index]
@@ -73,6 +79,26 @@ def counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str,
     return calls
 
 
+def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """One signed-gradient step of the mean cross-entropy, clamped to [0, 1]."""
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
+def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int) -> torch.Tensor:
+    """Random start in the L-inf ball (torch's global RNG seeded), then ``steps`` signed-gradient steps of
+    2.5 eps / steps, each projected back onto the ball around x and clamped to [0, 1]."""
+    torch.manual_seed(seed)
+    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        adv = adv.detach() + 2.5 * eps / steps * grad.sign()
+        adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
+    return adv.detach()
+
+
 def without_probe(src: Path, dst: Path) -> Path:
     """A copy of a checkpoint whose run had no labels (no online probe)."""
     state = load_checkpoint(src)
@@ -90,7 +116,7 @@ def without_probe(src: Path, dst: Path) -> Path:
 def report_run(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("robustness") / "report"
     argv = [str(tiny_checkpoints["byol"]), str(tiny_checkpoints["co_byol"]), "--out", str(out),
-            "--images", "48", "--corruptions", "gaussian_noise,contrast", "--severities", "1,3,5",
+            "--images", "48", "--corruptions", "gaussian_noise,contrast,speckle_noise", "--severities", "1,3,5",
             "--eps", "1,4", "--workers", "1", "--pgd-steps", "3"]  # with progress bars, as a user sees it
     assert main(argv) == 0
     return {"out": out, "argv": argv}
@@ -98,55 +124,76 @@ def report_run(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory)
 
 def test_report_writes_every_file(report_run: dict[str, Any]) -> None:
     out = report_run["out"]
-    for name in ("report.md", "robustness.json", "robustness.csv", "cells.json", "corruption.png",
-                 "adversarial.png", "internal.png", "large_crop.png"):
+    for name in ("robustness.html", "robustness/robustness.csv", "robustness/corruption.json", "cells.json",
+                 "robustness/corruption.png", "robustness/adversarial.png", "internal_corruption/internal.png",
+                 "robustness/large_crop.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert len(list((out / "corruption_cache").glob("*.npy"))) == 2 * 3  # one set per (corruption, severity)
-    rows = read_csv(out / "robustness.csv")
-    per_model = 1 + 2 * 3 + 2 * 2 + len(R.DEFAULT_STRENGTHS["noise"])  # clean, corruption, adversarial, internal
+    assert len(list((out / "corruption_cache").glob("*.npy"))) == 3 * 3  # one set per (corruption, severity)
+    rows = read_csv(out / "robustness/robustness.csv")
+    internal = sum(len(DEFAULT_STRENGTHS[k]) for k in ("noise", "mask"))
+    per_model = 1 + 3 * 3 + 2 * 2 + internal  # clean, corruption, adversarial, internal (noise and mask)
     assert len(rows) == 2 * per_model
     assert {r["label"] for r in rows} == {"BYOL", "CO-BYOL"}
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert {r["eps_255"] for r in rows if r["sweep"] == "adversarial"} == {"1.0", "4.0"}
 
-    report = (out / "report.md").read_text()
-    for text in ("## Clean accuracy", "## Common corruptions", "## Adversarial attacks", "## Internal corruption",
-                 "## Large-crop study", "single c_min", "(corruption.png)", "(adversarial.png)", "robustness.csv"):
+    report = (out / "robustness.html").read_text()
+    for text in (">Image corruptions (ImageNet-C)<", ">Adversarial attacks (FGSM, PGD)<",
+                 ">Internal corruption and internal masking<", ">Large-crop study<", "single c_min",
+                 'href="robustness/corruption.png"', 'href="robustness/robustness.csv"',
+                 "<td>speckle_noise (extra)</td>"):
         assert text in report, text
-    meta = json.loads((out / "robustness.json").read_text())
+    meta = manifest(out)
     assert meta["evaluation"]["n_images"] == 48 and len(meta["evaluation"]["indices"]) == 48
-    assert [c["c_min"] for c in meta["checkpoints"]] == [0.08, 0.08]  # read from the checkpoints' configs
-    assert all("online probe" in c["probe"] for c in meta["checkpoints"])
+    assert [c["c_min"] for c in meta["models"]] == [0.08, 0.08]  # read from the checkpoints' configs
+    assert all("online probe" in c["probe"] for c in meta["models"])
 
 
 def test_numbers_agree_with_a_direct_computation(report_run: dict[str, Any], tiny_checkpoints: dict) -> None:
     out = report_run["out"]
-    rows = read_csv(out / "robustness.csv")
-    summary = json.loads((out / "robustness.json").read_text())["summary"]
+    rows = read_csv(out / "robustness/robustness.csv")
+    summary = json.loads((out / "robustness/corruption.json").read_text())
     images, labels = eval_images(out)
+    pixels = images.float() / 255
     noisy = C.corrupt_batch(images, "gaussian_noise", 3, seed=0, workers=1)
     for label, key in (("BYOL", "byol"), ("CO-BYOL", "co_byol")):
-        classifier = load_pretrained(tiny_checkpoints[key]).classifier()
+        classifier = load_pretrained(tiny_checkpoints[key]).classifier().eval()
         clean = cell(rows, label, "clean", "clean")
         assert clean == pytest.approx(direct_accuracy(classifier, images, labels), abs=1e-12)
         assert cell(rows, label, "corruption", "gaussian_noise", "severity", 3) == pytest.approx(
             direct_accuracy(classifier, noisy, labels), abs=1e-12)
-        # budgets are in /255 units: eps 4 means 4/255 in pixel space
-        fgsm = attack_accuracy(classifier, images.float() / 255, labels, "fgsm", eps=4 / 255)
-        assert cell(rows, label, "adversarial", "fgsm", "eps_255", 4.0) == pytest.approx(fgsm, abs=1e-12)
-        corr = [float(r["accuracy"]) for r in rows if r["label"] == label and r["sweep"] == "corruption"]
-        assert summary[label]["mean_corruption_accuracy"] == pytest.approx(np.mean(corr))
-        assert summary[label]["relative_drop"] == pytest.approx((clean - np.mean(corr)) / clean)
-        assert summary[label]["internal"]["noise"]["0.0"] == pytest.approx(clean)  # strength 0 is a no-op
+        # budgets are in /255 units: eps 4 means 4/255 in pixel space; attacks written out by hand here
+        for eps in (1, 4):
+            by_hand = fgsm(classifier, pixels, labels, eps / 255)
+            assert (by_hand - pixels).abs().max() <= eps / 255 + 1e-7
+            assert cell(rows, label, "adversarial", "fgsm", "eps_255", eps) == pytest.approx(
+                _accuracy(classifier, by_hand, labels), abs=1e-12)
+            by_hand = pgd(classifier, pixels, labels, eps / 255, steps=3, seed=0)
+            assert (by_hand - pixels).abs().max() <= eps / 255 + 1e-7
+            assert cell(rows, label, "adversarial", "pgd", "eps_255", eps) == pytest.approx(
+                _accuracy(classifier, by_hand, labels), abs=1e-12)
+        # the mean corruption accuracy is over the ImageNet-C corruptions only; the extra ones beside
+        common = [float(r["accuracy"]) for r in rows if r["label"] == label and r["sweep"] == "corruption"
+                  and r["setting"] in C.COMMON_CORRUPTIONS]
+        extra = [float(r["accuracy"]) for r in rows if r["label"] == label and r["setting"] == "speckle_noise"]
+        assert len(common) == 6 and len(extra) == 3
+        assert summary[label]["mean_corruption_accuracy"] == pytest.approx(np.mean(common))
+        assert summary[label]["extra_corruption_accuracy"] == pytest.approx(np.mean(extra))
+        assert summary[label]["relative_drop"] == pytest.approx((clean - np.mean(common)) / clean)
+        assert cell(rows, label, "internal", "noise", "strength", 0.0) == clean  # strength 0 is a no-op
 
 
-def test_rerun_recomputes_nothing(report_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+@torch.no_grad()
+def _accuracy(classifier: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> float:
+    return int((classifier(pixels).argmax(1) == labels).sum()) / len(labels)
+
+
+def test_rerun_recomputes_nothing(report_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     cells = counting(monkeypatch, R, "compute_cell")
     corrupted = counting(monkeypatch, R, "corrupt_batch")
     assert main([*report_run["argv"], "--no-progress"]) == 0
     assert cells["n"] == 0 and corrupted["n"] == 0
-    assert "resumed" in capsys.readouterr().err
+    assert "Results computed in this run: 0;" in (report_run["out"] / "robustness.html").read_text()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,7 +215,7 @@ def test_interrupted_run_resumes_without_recomputing(tiny_checkpoints: dict, tmp
     assert "rerun the same command to resume" in capsys.readouterr().err
     first = json.loads((out / "cells.json").read_text())["cells"]
     assert len(first) == 9
-    assert not (out / "report.md").exists()
+    assert not (out / "robustness.html").exists()
 
     cells = counting(monkeypatch, R, "compute_cell")
     work = counting(monkeypatch, C, "_run_corruptions")  # actual corrupting, after the disk cache
@@ -180,15 +227,15 @@ def test_interrupted_run_resumes_without_recomputing(tiny_checkpoints: dict, tmp
     assert len(second) == total
     assert all(second[key] == value for key, value in first.items())  # finished cells untouched
 
-    rows = read_csv(out / "robustness.csv")
+    rows = read_csv(out / "robustness/robustness.csv")
     for label in ("BYOL", "CO-BYOL"):
         assert sorted(r["setting"] for r in rows if r["label"] == label and r["sweep"] == "corruption") == sorted(
             C.CORRUPTIONS)
-    summary = json.loads((out / "robustness.json").read_text())["summary"]
-    assert set(summary["BYOL"]["corruption_by_name"]) == set(C.CORRUPTIONS)
-    report = (out / "report.md").read_text()
-    assert all(f"| {name} |" in report for name in C.CORRUPTIONS)
-    assert "## Adversarial attacks" not in report  # not asked for
+    summary = json.loads((out / "robustness/corruption.json").read_text())
+    assert set(summary["BYOL"]["by_name"]) == set(C.CORRUPTIONS)
+    report = (out / "robustness.html").read_text()
+    assert all(f"<td>{name}" in report for name in C.CORRUPTIONS)
+    assert "Adversarial attacks" not in report  # not asked for
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,15 +249,14 @@ def test_train_probe_for_a_checkpoint_without_one(tiny_checkpoints: dict, tmp_pa
 
     ckpt = without_probe(tiny_checkpoints["byol"], tmp_path / "noprobe" / "checkpoint.pt")
     out = tmp_path / "report"
-    argv = [str(ckpt), "--out", str(out), "--images", "32", "--sweeps", "none", "--train-probe", "--format", "html",
+    argv = [str(ckpt), "--out", str(out), "--images", "32", "--sweeps", "none", "--train-probe",
             "eval.linear_epochs=5", *FAST]
     trained = counting(monkeypatch, E, "linear_probe")
     assert main(argv) == 0
     assert trained["n"] == 1
-    html = (out / "report.html").read_text()
+    html = (out / "robustness.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and 'src="data:image/png;base64,' in html
-    meta = json.loads((out / "robustness.json").read_text())
-    assert "trained by cossl-robustness" in meta["checkpoints"][0]["probe"]
+    assert "trained by cossl-analysis" in manifest(out)["models"][0]["probe"]
     (probe_file,) = (out / "probes").glob("*.probe.pt")
     assert not ckpt.with_suffix(".probe.pt").exists()  # nothing written beside the user's checkpoint
 
@@ -219,7 +265,7 @@ def test_train_probe_for_a_checkpoint_without_one(tiny_checkpoints: dict, tmp_pa
     probe.load_state_dict(torch.load(probe_file, weights_only=True)["probe"])
     pre.probe = probe
     images, labels = eval_images(out)
-    clean = cell(read_csv(out / "robustness.csv"), "BYOL", "clean", "clean")
+    clean = cell(read_csv(out / "robustness/robustness.csv"), "BYOL", "clean", "clean")
     assert clean == pytest.approx(direct_accuracy(pre.classifier(), images, labels), abs=1e-12)
 
     assert main(argv) == 0
@@ -239,11 +285,11 @@ def test_large_crop_study_reads_c_min_from_configs(tiny_checkpoints: dict, tmp_p
     out = tmp_path / "report"
     assert main([*paths, "--out", str(out), "--images", "32", "--sweeps", "none", *FAST]) == 0
     assert cells["n"] == 2  # identical weights share their cells: BYOL once, CO-BYOL once
-    crop = json.loads((out / "robustness.json").read_text())["large_crop"]
+    crop = json.loads((out / "robustness/large_crop.json").read_text())
     assert [r["c_min"] for r in crop["BYOL"]] == [0.08, 0.3, 0.7]
     assert [r["label"] for r in crop["BYOL"]] == ["BYOL c_min=0.08", "BYOL c_min=0.3", "BYOL c_min=0.7"]
     assert len({r["clean"] for r in crop["BYOL"]}) == 1
-    report = (out / "report.md").read_text()
+    report = (out / "robustness.html").read_text()
     assert "Methods with a single c_min: CO-BYOL (0.08)" in report
 
 
@@ -316,13 +362,16 @@ def test_argparse_errors_are_one_line_too(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_parsers() -> None:
-    assert R.parse_corruptions("all") == C.CORRUPTIONS
-    assert R.parse_corruptions("contrast,noise") == ("gaussian_noise", "shot_noise", "impulse_noise", "contrast")
-    assert len(R.parse_corruptions("common")) == 15
-    assert R.parse_severities("5,1,1") == (1, 5)
-    assert R.parse_eps("4,0.5") == (0.5, 4.0)
-    assert R.parse_sweeps("none") == ()
-    with pytest.raises(R.RobustnessError, match="not an integer"):
-        R.parse_severities("1.5")
-    with pytest.raises(R.RobustnessError, match="unknown attack"):
-        R.parse_attacks("cw")
+    assert O.parse_corruptions("all") == C.CORRUPTIONS
+    assert O.parse_corruptions("contrast,noise") == ("gaussian_noise", "shot_noise", "impulse_noise", "contrast")
+    assert O.parse_corruptions("common") == C.COMMON_CORRUPTIONS
+    assert O.parse_severities("5,1,1") == (1, 5)
+    assert O.parse_eps("4,0.5") == (0.5, 4.0)
+    assert O.parse_sweeps("none") == ()
+    assert O.parse_internal_kinds("mask,noise") == ("noise", "mask")
+    with pytest.raises(AnalysisError, match="not an integer"):
+        O.parse_severities("1.5")
+    with pytest.raises(AnalysisError, match="unknown attack"):
+        O.parse_attacks("cw")
+    with pytest.raises(AnalysisError, match="fractions and must be <= 1"):
+        O.AnalysisOptions(internal_kinds=("mask",), internal_strengths=(0.0, 2.0))

@@ -1,0 +1,7 @@
+"""The one error type of the analysis layer for bad input (checkpoints, data, options)."""
+
+from __future__ import annotations
+
+
+class AnalysisError(ValueError):
+    """A request that cannot be carried out as asked; the message is one line."""
