@@ -13,7 +13,6 @@ Ctrl-C keeps every finished result and exits with 130.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from cossl_analysis.options import AnalysisOptions
+from cossl_train.errors import USER_ERRORS, report
 
 PROG = "cossl-analysis"
 # A dotted config override such as data.root=/x or co.lambda=1 (a path like runs/lam=1/ckpt.pt has
@@ -214,14 +214,6 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from cossl_train.checkpoint import CheckpointError
-    from cossl_train.config import ConfigError
-
-    # ValueError covers AnalysisError, CheckpointError and ConfigError; OSError an unwritable --out.
-    return (CheckpointError, ConfigError, FileNotFoundError, ImportError, ValueError, OSError)
-
-
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point of ``cossl-analysis``; returns the exit status (0; 2 on bad input; 130 on Ctrl-C)."""
     from cossl_analysis.corruptions import shutdown_workers
@@ -241,12 +233,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         print(f"{prog}: interrupted; finished results are kept in {args.out / 'cells.json'}: rerun the same "
               "command to resume", file=sys.stderr)
         return 130
-    except _known_errors() as err:
-        if os.environ.get("COSSL_DEBUG"):
-            raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, PermissionError) as err:  # PermissionError: an unwritable --out
+        return report(prog, err)
     finally:
         shutdown_workers()  # the corruption pool outlives calls on purpose; not the process
     print(page)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cossl_train.errors import CosslError
 
-class AnalysisError(ValueError):
+
+class AnalysisError(CosslError, ValueError):
     """A request that cannot be carried out as asked; the message is one line."""

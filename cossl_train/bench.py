@@ -279,6 +279,57 @@ def _split(steps: int, rounds: int) -> list[int]:
     return [steps // rounds + (1 if k < steps % rounds else 0) for k in range(rounds)]
 
 
+def _warm_up(runner: StepRunner, warmup: int, memory: PeakMemory, bar: tqdm) -> dict[str, Any]:
+    """``warmup`` untimed steps; the first step's time, peak memory over build and warm-up, sizes."""
+    first = float("nan")
+    for i in range(warmup):
+        dt = runner.step(i)
+        first = dt if i == 0 else first
+        bar.update(1)
+    peak = memory.read()
+    return {"first_step_s": first, "peak_memory_mib": peak - memory.baseline, "peak_memory_absolute_mib": peak,
+            "memory_before_mib": memory.baseline, "memory_kind": memory.kind,
+            "encoder_params": sum(p.numel() for p in runner.method.encoder.parameters()),
+            "params": sum(p.numel() for p in runner.method.parameters())}
+
+
+def _timed_rounds(runners: dict[str, StepRunner], start: int, steps: int, rounds: int,
+                  bar: tqdm) -> dict[str, list[float]]:
+    """Step times of every runner, ``steps`` each, in ``rounds`` rounds of rotated order."""
+    names = list(runners)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    i = start
+    for k, share in enumerate(_split(steps, rounds)):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            for j in range(share):
+                times[name].append(runners[name].step(i + j))
+                bar.update(1)
+        i += share
+    return times
+
+
+def _step_statistics(ts: list[float], batch: int) -> dict[str, float]:
+    ts = sorted(ts)
+    median = statistics.median(ts)
+    return {"images_per_s": batch / median, "images_per_s_mean": batch * len(ts) / sum(ts),
+            "step_ms_median": median * 1e3, "step_ms_mean": statistics.fmean(ts) * 1e3,
+            "step_ms_p90": ts[min(len(ts) - 1, int(math.ceil(0.9 * len(ts))) - 1)] * 1e3}
+
+
+def _fresh_process_memory(cfgs: dict[str, Config], rts: dict[str, Runtime], inputs: Sequence[tuple[Tensor, Tensor]],
+                          warmup: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """:func:`cpu_memory_probe` of every method, each in a fresh process."""
+    import importlib
+    import multiprocessing as mp
+
+    # spawn, not fork: a fresh interpreter, with none of this process's allocations resident;
+    # the probe is looked up by module name so that it also resolves under ``python -m``
+    probe = importlib.import_module("cossl_train.bench").cpu_memory_probe
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return {name: pool.apply(probe, (cfgs[name], rts[name], list(inputs), warmup, torch.get_num_threads()))
+                for name in tqdm(cfgs, desc="memory", leave=False, disable=not progress)}
+
+
 def time_methods(cfgs: dict[str, Config], inputs: Sequence[tuple[Tensor, Tensor]], steps: int,
                  warmup: int, rounds: int = 4, progress: bool = True,
                  isolate_cpu_memory: bool = True) -> dict[str, dict[str, Any]]:
@@ -295,68 +346,25 @@ def time_methods(cfgs: dict[str, Config], inputs: Sequence[tuple[Tensor, Tensor]
     ratios meaningful.
     """
     names = list(cfgs)
-    total = warmup + steps
-    bar = tqdm(total=total * len(names), desc="bench", unit="step", leave=False, disable=not progress)
-    runners: dict[str, StepRunner] = {}
-    results: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=(warmup + steps) * len(names), desc="bench", unit="step", leave=False, disable=not progress)
     rts = {name: resolve_runtime(cfg.train.device, cfg.train.precision) for name, cfg in cfgs.items()}
     memory = PeakMemory(rts[names[0]].device)
+    runners: dict[str, StepRunner] = {}
+    warm: dict[str, dict[str, Any]] = {}
     for name in names:
         memory.reset()
-        runner = StepRunner(cfgs[name], rts[name], inputs, total)
-        first = float("nan")
-        for i in range(warmup):
-            dt = runner.step(i)
-            first = dt if i == 0 else first
-            bar.update(1)
-        peak = memory.read()
-        runners[name] = runner
-        results[name] = {
-            "first_step_s": first,
-            "peak_memory_mib": peak - memory.baseline,
-            "peak_memory_absolute_mib": peak,
-            "memory_before_mib": memory.baseline,
-            "memory_kind": memory.kind,
-            "encoder_params": sum(p.numel() for p in runner.method.encoder.parameters()),
-            "params": sum(p.numel() for p in runner.method.parameters()),
-        }
-    times: dict[str, list[float]] = {n: [] for n in names}
-    i = warmup
-    for k, share in enumerate(_split(steps, rounds)):
-        order = names[k % len(names):] + names[:k % len(names)]
-        for name in order:
-            for j in range(share):
-                times[name].append(runners[name].step(i + j))
-                bar.update(1)
-        i += share
+        runners[name] = StepRunner(cfgs[name], rts[name], inputs, warmup + steps)
+        warm[name] = _warm_up(runners[name], warmup, memory, bar)
+    times = _timed_rounds(runners, warmup, steps, rounds, bar)
     bar.close()
-    for name in names:
-        ts = sorted(times[name])
-        median = statistics.median(ts)
-        batch = cfgs[name].train.batch_size
-        results[name] = {
-            "images_per_s": batch / median,
-            "images_per_s_mean": batch * len(ts) / sum(ts),
-            "step_ms_median": median * 1e3,
-            "step_ms_mean": statistics.fmean(ts) * 1e3,
-            "step_ms_p90": ts[min(len(ts) - 1, int(math.ceil(0.9 * len(ts))) - 1)] * 1e3,
-            **results[name],
-        }
+    results = {name: {**_step_statistics(times[name], cfgs[name].train.batch_size), **warm[name]} for name in names}
     del runners
     gc.collect()
     if memory.device.type == "cuda":
         torch.cuda.empty_cache()
     elif isolate_cpu_memory:
-        import importlib
-        import multiprocessing as mp
-
-        # spawn, not fork: a fresh interpreter, with none of this process's allocations resident;
-        # the probe is looked up by module name so that it also resolves under ``python -m``
-        probe = importlib.import_module("cossl_train.bench").cpu_memory_probe
-        with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-            for name in tqdm(names, desc="memory", leave=False, disable=not progress):
-                results[name].update(pool.apply(probe, (cfgs[name], rts[name], list(inputs), warmup,
-                                                        torch.get_num_threads())))
+        for name, mem in _fresh_process_memory(cfgs, rts, inputs, warmup, progress).items():
+            results[name].update(mem)
     return results
 
 

@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the input (one line, exit 2); anything else is a bug and keeps its traceback."""
-    from .errors import CosslError
-
-    return (CosslError, FileNotFoundError)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -81,7 +73,8 @@ def cmd_backbones(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(out_dir=args.out, epochs=args.epochs, progress=not args.no_progress)
+    run_demo(out_dir=args.out, seeds=args.seeds, progress=not args.no_progress, overrides=tuple(args.overrides),
+             report=not args.no_report)
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -114,9 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--small-image", action="store_true", help="with the small-image ResNet stem")
     s.set_defaults(func=cmd_backbones)
 
-    s = sub.add_parser("demo", help="BYOL vs CO-BYOL vs random init on the embedded digits")
+    s = sub.add_parser("demo", help="the main job: BYOL vs CO-BYOL vs random init on the embedded data, "
+                                    "3 seeds, then every analysis as one HTML report")
     s.add_argument("--out", default="runs/demo")
-    s.add_argument("--epochs", type=int, default=None, help="pre-training epochs (default: the demo config's)")
+    s.add_argument("--seeds", type=int, default=3, help="seeds per method (default: 3)")
+    s.add_argument("--no-report", action="store_true", help="the table only, no analyses")
+    s.add_argument("overrides", nargs="*", help="key=value changes of configs/demo.yaml (e.g. train.epochs=2)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
 
@@ -148,15 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         from .compare import main as compare_main
 
         return compare_main(argv[1:])
+    from .errors import USER_ERRORS, report
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except _known_errors() as e:
-        if os.environ.get("COSSL_DEBUG"):
-            raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"cossl-train: error: {msg}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return report("cossl-train", e)
     return 0
 
 

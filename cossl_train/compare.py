@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import statistics
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .config import Config, apply_overrides, load_config
-from .errors import CosslError
+from .errors import USER_ERRORS, CosslError, report
 
 log = logging.getLogger("cossl_train")
 
@@ -192,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         base = load_config(args.config, args.overrides)
         setup_logging(None)
         comp = compare(base, methods, range(args.seeds), args.out, not args.no_random, not args.no_progress)
-    except (CosslError, FileNotFoundError) as e:
-        print(f"cossl-train compare: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return report("cossl-train compare", e)
     path = write_results(comp, args.out)
     print(format_table(comp))
     print(f"\n{len(comp.seeds)} seeds per method; results in {path.parent}/")

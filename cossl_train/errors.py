@@ -30,3 +30,22 @@ class NonFiniteLossError(CosslError, RuntimeError):
 
 class RunExistsError(CosslError, RuntimeError):
     """The output folder already holds a checkpoint and --resume was not given."""
+
+
+#: what the command-line tools report as one line: expected errors and missing files
+USER_ERRORS: tuple[type[BaseException], ...] = (CosslError, FileNotFoundError)
+
+
+def report(prog: str, err: BaseException) -> int:
+    """Print ``err`` as the one line ``prog: error: message`` on stderr and return exit status 2.
+
+    With ``COSSL_DEBUG=1`` in the environment the error is raised again, traceback and all.
+    """
+    import os
+    import sys
+
+    if os.environ.get("COSSL_DEBUG"):
+        raise err
+    text = str(err).strip()
+    print(f"{prog}: error: {text.splitlines()[0] if text else type(err).__name__}", file=sys.stderr)
+    return 2

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write_text
 from .backbones import PRESETS, backbone_info, list_backbones
 from .config import Config, apply_overrides, load_config
-from .errors import CosslError
+from .errors import USER_ERRORS, CosslError
 from .trainer import CHECKPOINT_NAME
 
 log = logging.getLogger("cossl_train.grid")
@@ -365,7 +365,10 @@ def run_cells(base: Config, cells: Sequence[Cell], train: bool, progress: bool =
             if _debug():
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log.error("%s failed: %s", cell.name, msg)
+            if isinstance(e, USER_ERRORS):
+                log.error("%s failed: %s", cell.name, msg)
+            else:  # a bug, not bad input: keep its traceback in the log
+                log.exception("%s failed with an unexpected error", cell.name)
             failures.append((cell.name, msg))
         finally:
             if torch.cuda.is_available():
@@ -551,18 +554,14 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns 0 on success, 1 when some cells failed (the others were done), 2 on a usage error.
     """
-    from .errors import CosslError
+    from .errors import USER_ERRORS, report
 
     # intermixed: overrides may come before or after the options
     args = build_parser().parse_intermixed_args(argv)
     try:
         return _main(args)
-    except (CosslError, FileNotFoundError) as e:
-        if _debug():
-            raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"cossl_train.grid: error: {msg}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return report("cossl_train.grid", e)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -102,7 +102,7 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
 def without_probe(src: Path, dst: Path) -> Path:
     """A copy of a checkpoint whose run had no labels (no online probe)."""
     state = load_checkpoint(src)
-    state["probe"] = None
+    state["probe"] = state["probe_linear"] = None
     save_checkpoint(dst, state)
     return dst
 
