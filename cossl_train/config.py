@@ -21,9 +21,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    #: digits (embedded, no download) | imagefolder | cifar10 | cifar100 | stl10
+    #: digits (embedded, no download) | imagefolder | tinyimagenet | cifar10 | cifar100 | stl10
     dataset: str = "digits"
-    #: dataset root (imagefolder: the training folder; torchvision sets: their root)
+    #: dataset root (imagefolder: the training folder; tinyimagenet: the tiny-imagenet-200 folder;
+    #: torchvision sets: their root)
     root: str | None = None
     #: imagefolder only: a labelled validation folder for probes (optional)
     val_root: str | None = None
@@ -178,7 +179,7 @@ _CHOICES = {
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
-    ("data", "dataset"): ("digits", "imagefolder", "cifar10", "cifar100", "stl10"),
+    ("data", "dataset"): ("digits", "imagefolder", "tinyimagenet", "cifar10", "cifar100", "stl10"),
 }
 
 

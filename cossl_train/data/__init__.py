@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from ..augment import TwoViewCrop, eval_transform
 from ..config import AugmentConfig, DataConfig
 from .digits import DigitsDataset
-from .folders import IMG_EXTENSIONS, ImageFolderDataset, read_class_list
+from .folders import IMG_EXTENSIONS, ImageFolderDataset, TinyImageNetDataset, read_class_list
 from .loader import (
     EvalBatch,
     EvalDataset,
@@ -53,6 +53,7 @@ __all__ = [
     "PretrainBatch",
     "PretrainDataset",
     "SeededBatchSampler",
+    "TinyImageNetDataset",
     "build_eval_datasets",
     "build_loader",
     "build_pretrain_dataset",
@@ -62,7 +63,7 @@ __all__ = [
 ]
 
 #: every ``data.dataset`` name the builders accept
-DATASETS = ("digits", "imagefolder", *TORCHVISION_SETS)
+DATASETS = ("digits", "imagefolder", "tinyimagenet", *TORCHVISION_SETS)
 
 
 def _unknown(name: str) -> ValueError:
@@ -86,6 +87,8 @@ def _pretrain_base(data_cfg: DataConfig) -> Dataset:
         return DigitsDataset("train", data_cfg.digits_size)
     if name == "imagefolder":
         return _imagefolder_train(data_cfg)
+    if name == "tinyimagenet":
+        return TinyImageNetDataset(_require_root(data_cfg), "train")
     if name in ("cifar10", "cifar100"):
         return torchvision_dataset(name, data_cfg.root, "train", data_cfg.download)
     if name == "stl10":
@@ -105,6 +108,9 @@ def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
                 data_cfg.val_root, labelled=True, class_to_idx=train.class_to_idx if train.labelled else None
             )
         return train, val
+    if name == "tinyimagenet":
+        root = _require_root(data_cfg)
+        return TinyImageNetDataset(root, "train"), TinyImageNetDataset(root, "val")
     if name in TORCHVISION_SETS:
         return (torchvision_dataset(name, data_cfg.root, "train", data_cfg.download),
                 torchvision_dataset(name, data_cfg.root, "test", data_cfg.download))
@@ -114,8 +120,8 @@ def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
 def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> PretrainDataset:
     """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``.
 
-    digits: the train split; imagefolder: ``data.root``; CIFAR: the train set; STL-10:
-    ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
+    digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
+    train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
     """
     base = _pretrain_base(data_cfg)
     return PretrainDataset(base, TwoViewCrop(aug_cfg), limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
@@ -125,9 +131,10 @@ def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[E
     """Probe / kNN sets ``(train, val or None)``: samples ``(uint8 (3,R,R), label)``.
 
     digits: train/val splits; imagefolder: ``data.root`` and ``data.val_root`` (None when not
-    given; the validation folder uses the training folder's class indices); CIFAR: train/test;
-    STL-10: train/test. ``data.limit`` cuts the training set only, to the same subset as
-    :func:`build_pretrain_dataset` where both read the same files.
+    given; the validation folder uses the training folder's class indices); tinyimagenet:
+    ``train/`` and ``val/``; CIFAR: train/test; STL-10: train/test. ``data.limit`` cuts the
+    training set only, to the same subset as :func:`build_pretrain_dataset` where both read the
+    same files.
     """
     tf = eval_transform(aug_cfg)
     train, val = _eval_bases(data_cfg)

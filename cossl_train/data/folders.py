@@ -1,4 +1,5 @@
-"""Image folders: labelled class trees, unlabelled folders, class lists.
+"""Image folders: labelled class trees, unlabelled folders, class lists, and Tiny-ImageNet-200
+in its released layout.
 
 Unreadable files (corrupt or truncated) give ``None`` samples, which the loader drops and counts.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["IMG_EXTENSIONS", "ImageFolderDataset", "load_image", "read_class_list"]
+__all__ = ["IMG_EXTENSIONS", "ImageFolderDataset", "TinyImageNetDataset", "load_image", "read_class_list"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,101 @@ class ImageFolderDataset(Dataset):
             raise FileNotFoundError(f"no images ({', '.join(IMG_EXTENSIONS)}) found under {root}")
         self.targets = [label for _, label in self.samples]
         self._reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int] | None:
+        path, label = self.samples[i]
+        img = load_image(path, self._reported)
+        return None if img is None else (img, label)
+
+
+class TinyImageNetDataset(Dataset):
+    """Tiny-ImageNet-200 from its released folder layout (nothing is downloaded).
+
+    ``root`` is the ``tiny-imagenet-200`` folder::
+
+        wnids.txt                       the class ids, one per line
+        train/<wnid>/images/*.JPEG      training images (500 per class in the release)
+        val/images/*.JPEG               validation images (50 per class)
+        val/val_annotations.txt         <file> TAB <wnid> TAB <x0> TAB <y0> TAB <x1> TAB <y1>
+        test/                           unlabelled, ignored
+
+    ``split`` is ``"train"`` or ``"val"``. Labels are the indices of the sorted wnids (what an
+    ImageFolder over ``train/`` gives), the same for both splits. Samples are
+    ``(PIL RGB image, label)``, or ``None`` for a file that cannot be decoded (warned once per
+    file and process, then dropped and counted by the loader). A missing file or folder, or a bad
+    line of ``val_annotations.txt``, raises a one-line error that names it.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "train") -> None:
+        root = os.path.expanduser(os.fspath(root))
+        if split not in ("train", "val"):
+            raise ValueError(f"Tiny-ImageNet split must be train or val, got {split!r}")
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"Tiny-ImageNet folder not found: {root}")
+        self.root = root
+        self.split = split
+        self.classes = sorted(self._read_wnids(os.path.join(root, "wnids.txt")))
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = self._train_samples() if split == "train" else self._val_samples()
+        self.targets = [label for _, label in self.samples]
+        self._reported: set[str] = set()
+
+    @staticmethod
+    def _read_wnids(path: str) -> list[str]:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Tiny-ImageNet class list not found: {path}")
+        with open(path) as f:
+            wnids = [ln.strip() for ln in f if ln.strip()]
+        if not wnids:
+            raise ValueError(f"Tiny-ImageNet class list {path} is empty")
+        dup = sorted({w for w in wnids if wnids.count(w) > 1})
+        if dup:
+            raise ValueError(f"Tiny-ImageNet class list {path} repeats {len(dup)} id(s), e.g. {dup[0]}")
+        return wnids
+
+    def _train_samples(self) -> list[tuple[str, int]]:
+        samples = []
+        for wnid in self.classes:
+            folder = os.path.join(self.root, "train", wnid, "images")
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"Tiny-ImageNet training folder not found: {folder} (listed in wnids.txt)")
+            paths = images_under(folder, recursive=False)
+            if not paths:
+                raise FileNotFoundError(f"Tiny-ImageNet training folder {folder} has no images")
+            samples.extend((p, self.class_to_idx[wnid]) for p in paths)
+        return samples
+
+    def _val_samples(self) -> list[tuple[str, int]]:
+        ann = os.path.join(self.root, "val", "val_annotations.txt")
+        images = os.path.join(self.root, "val", "images")
+        if not os.path.isfile(ann):
+            raise FileNotFoundError(f"Tiny-ImageNet validation annotations not found: {ann}")
+        if not os.path.isdir(images):
+            raise FileNotFoundError(f"Tiny-ImageNet validation folder not found: {images}")
+        present = set(os.listdir(images))
+        samples: dict[str, int] = {}
+        with open(ann) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                where = f"{ann}:{lineno}"
+                if len(fields) < 2 or not fields[0] or not fields[1]:
+                    raise ValueError(f"{where}: expected '<file>\\t<wnid>\\t...', got {line.strip()!r}")
+                name, wnid = fields[0].strip(), fields[1].strip()
+                if wnid not in self.class_to_idx:
+                    raise ValueError(f"{where}: class {wnid!r} is not in wnids.txt")
+                if name not in present:
+                    raise FileNotFoundError(f"{where}: image {os.path.join(images, name)} not found")
+                if name in samples and samples[name] != self.class_to_idx[wnid]:
+                    raise ValueError(f"{where}: {name} is annotated twice with different classes")
+                samples[name] = self.class_to_idx[wnid]
+        if not samples:
+            raise ValueError(f"Tiny-ImageNet validation annotations {ann} list no image")
+        return [(os.path.join(images, n), label) for n, label in sorted(samples.items())]
 
     def __len__(self) -> int:
         return len(self.samples)
