@@ -18,7 +18,8 @@ Datasets (``data.dataset``), one module each:
     ``test``.
 
 Builders:
-  * :func:`build_pretrain_dataset` -> samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``
+  * :func:`build_pretrain_dataset` -> samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``,
+    plus a tuple of ``augment.local_crops`` uint8 (3,r,r) local crops when multi-crop is on
   * :func:`build_eval_datasets` -> ``(train, val or None)`` with samples ``(uint8 (3,R,R), label)``
   * :func:`build_loader` (:mod:`.loader`) -> a DataLoader that is a pure function of
     (seed, epoch): batches of :class:`PretrainBatch` or :class:`EvalBatch`.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from ..augment import TwoViewCrop, eval_transform
+from ..augment import MultiCrop, TwoViewCrop, eval_transform
 from ..config import AugmentConfig, DataConfig
 from .digits import DigitsDataset
 from .folders import IMG_EXTENSIONS, ImageFolderDataset, TinyImageNetDataset, read_class_list
@@ -118,13 +119,15 @@ def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
 
 
 def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> PretrainDataset:
-    """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``.
+    """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``, and
+    ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop).
 
     digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
     train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
     """
     base = _pretrain_base(data_cfg)
-    return PretrainDataset(base, TwoViewCrop(aug_cfg), limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
+    crop = MultiCrop(aug_cfg) if aug_cfg.local_crops else TwoViewCrop(aug_cfg)
+    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
 
 
 def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[EvalDataset, EvalDataset | None]:

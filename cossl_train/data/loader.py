@@ -3,7 +3,8 @@ the seeded sampler and :func:`build_loader`.
 
 Determinism: :func:`build_loader` seeds a generator from (seed, epoch) that draws the shuffling
 permutation and one crop seed per sample; the sampler hands ``(index, crop_seed)`` to the
-dataset, which crops under that seed (``augment.TwoViewCrop``). The crops therefore do not depend
+dataset, which crops under that seed (``augment.TwoViewCrop``, or ``augment.MultiCrop`` for the
+global and local crops of multi-crop). The crops therefore do not depend
 on the number of workers, on which worker loads a sample, or on anything the process drew before,
 and ``skip_batches`` resumes mid-epoch exactly without loading the skipped images. Build a new
 loader every epoch (workers are not persistent, so nothing carries over between epochs).
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from ..augment import EvalTransform, TwoViewCrop
+from ..augment import EvalTransform, MultiCrop, TwoViewCrop
 
 __all__ = [
     "LIMIT_SEED",
@@ -62,24 +63,31 @@ def limit_indices(n: int, limit: int) -> list[int] | None:
 
 
 class PretrainDataset(Dataset):
-    """Two crops of every image of ``base``: samples ``(view1, view2, label)``.
+    """Two crops of every image of ``base``: samples ``(view1, view2, label)``, and with
+    multi-crop ``(view1, view2, label, local_views)``.
 
-    ``view1``, ``view2`` are uint8 (3, R, R) tensors from :class:`~cossl_train.augment.TwoViewCrop`;
-    ``label`` is the base label or -1. A key ``(index, crop_seed)`` (what :func:`build_loader`
-    passes) makes the crops a function of the seed; a plain int index draws from the global CPU
-    generator. ``indices`` selects a subset of ``base`` (``data.limit``). Returns ``None`` for an
-    unreadable image.
+    ``view1``, ``view2`` are uint8 (3, R, R) tensors from :class:`~cossl_train.augment.TwoViewCrop`
+    (or the global crops of a :class:`~cossl_train.augment.MultiCrop`); ``label`` is the base label
+    or -1; ``local_views`` (only when the crop is a MultiCrop with M > 0 local crops) is a tuple of
+    M uint8 (3, r, r) tensors. A key ``(index, crop_seed)`` (what :func:`build_loader` passes) makes
+    all crops a function of the seed; a plain int index draws from the global CPU generator.
+    ``indices`` selects a subset of ``base`` (``data.limit``). Returns ``None`` for an unreadable
+    image.
     """
 
-    #: sample layout, used by the collate function when a whole batch is unreadable
-    n_fields = 3
     #: the sampler of :func:`build_loader` hands ``(index, seed)`` keys to datasets that say so
     seeded_keys = True
 
-    def __init__(self, base: Dataset, crop: TwoViewCrop, indices: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, base: Dataset, crop: TwoViewCrop | MultiCrop, indices: Sequence[int] | None = None
+    ) -> None:
         self.base = base
         self.crop = crop
         self.indices = None if indices is None else list(indices)
+        #: number of local crops per sample (0 without multi-crop)
+        self.n_local = crop.n_local if isinstance(crop, MultiCrop) else 0
+        #: sample layout, used by the collate function when a whole batch is unreadable
+        self.n_fields = 4 if self.n_local else 3
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
@@ -89,14 +97,18 @@ class PretrainDataset(Dataset):
         """Number of classes of a labelled base dataset; None when unlabelled (no online probe)."""
         return len(getattr(self.base, "classes", None) or []) or None
 
-    def __getitem__(self, key: Key) -> tuple[Tensor, Tensor, int] | None:
+    def __getitem__(self, key: Key) -> tuple[Any, ...] | None:
         i, seed = _split_key(key)
         sample = self.base[self.indices[i] if self.indices is not None else i]
         if sample is None:
             return None
         img, label = sample
-        v1, v2 = self.crop(img, seed=seed)
-        return v1, v2, int(label) if label is not None else -1
+        label = int(label) if label is not None else -1
+        if not self.n_local:
+            v1, v2 = self.crop(img, seed=seed)[:2]
+            return v1, v2, label
+        v1, v2, local_views = self.crop(img, seed=seed)  # type: ignore[misc]
+        return v1, v2, label, local_views
 
 
 class EvalDataset(Dataset):
@@ -133,12 +145,14 @@ class EvalDataset(Dataset):
 
 class PretrainBatch(NamedTuple):
     """A pre-training batch: two uint8 (B, 3, R, R) views, int64 labels (B,) (-1 = unlabelled),
-    and the number of samples of this batch dropped as unreadable (B = requested - skipped)."""
+    the number of samples of this batch dropped as unreadable (B = requested - skipped), and the
+    multi-crop local views: M uint8 tensors (B, 3, r, r), one per local crop (empty when off)."""
 
     view1: Tensor
     view2: Tensor
     label: Tensor
     skipped: int
+    local_views: tuple[Tensor, ...] = ()
 
 
 class EvalBatch(NamedTuple):
@@ -150,30 +164,38 @@ class EvalBatch(NamedTuple):
 
 
 def collate_skip_none(
-    samples: Sequence[tuple[Any, ...] | None], n_fields: int | None = None
+    samples: Sequence[tuple[Any, ...] | None], n_fields: int | None = None, n_local: int = 0
 ) -> PretrainBatch | EvalBatch:
     """Collate, dropping the ``None`` samples of unreadable images and counting them.
 
     The count travels with the batch (``batch.skipped``) because DataLoader workers are separate
     processes: a counter inside the dataset would stay in the worker. Three-field samples give a
-    :class:`PretrainBatch`, two-field samples an :class:`EvalBatch`. When every sample is
-    unreadable the batch is empty (``batch.label.numel() == 0``, images of shape (0, 3, 0, 0));
-    ``n_fields`` then says which layout to return. The trainer should skip empty batches.
+    :class:`PretrainBatch`, four-field samples (with a tuple of local crops) a PretrainBatch with
+    ``local_views``, two-field samples an :class:`EvalBatch`. When every sample is unreadable the
+    batch is empty (``batch.label.numel() == 0``, images of shape (0, 3, 0, 0), and ``n_local``
+    such local views); ``n_fields`` then says which layout to return. The trainer should skip
+    empty batches.
     """
     kept = [s for s in samples if s is not None]
     skipped = len(samples) - len(kept)
+    empty = torch.empty((0, 3, 0, 0), dtype=torch.uint8)
     if kept:
         cols = default_collate(kept)
         n = len(cols)
     else:
         n = n_fields if n_fields is not None else 3
-        empty = torch.empty((0, 3, 0, 0), dtype=torch.uint8)
-        cols = [empty] * (n - 1) + [torch.empty(0, dtype=torch.int64)]
+        no_labels = torch.empty(0, dtype=torch.int64)
+        cols = [empty, empty, no_labels] if n >= 3 else [empty, no_labels]
+        if n == 4:
+            cols.append([empty] * n_local)
     if n == 3:
         return PretrainBatch(cols[0], cols[1], cols[2], skipped)
+    if n == 4:
+        # default_collate turns the per-sample tuples of M crops into M stacked (B, 3, r, r) tensors
+        return PretrainBatch(cols[0], cols[1], cols[2], skipped, tuple(cols[3]))
     if n == 2:
         return EvalBatch(cols[0], cols[1], skipped)
-    raise ValueError(f"expected samples of 2 or 3 fields, got {n}")
+    raise ValueError(f"expected samples of 2, 3 or 4 fields, got {n}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +322,9 @@ def build_loader(
         ds,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=functools.partial(collate_skip_none, n_fields=getattr(ds, "n_fields", None)),
+        collate_fn=functools.partial(
+            collate_skip_none, n_fields=getattr(ds, "n_fields", None), n_local=getattr(ds, "n_local", 0)
+        ),
         pin_memory=pin,
         generator=worker_gen,
         persistent_workers=False,
