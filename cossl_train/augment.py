@@ -9,6 +9,11 @@ The pipeline of one view is (BYOL, Grill et al. 2020, table 6):
 * The geometric part (:class:`TwoViewCrop`) runs per sample on the loader side, on PIL images or
   uint8 tensors, and hands small uint8 (3, R, R) crops to the training process (4x less to move
   than float32, and cheap to pin and copy).
+* Multi-crop (DINO, Caron et al. 2021; "BYOL + multi-crop"): :class:`MultiCrop` adds
+  ``augment.local_crops`` small crops (scale ``augment.local_crop_scale``, side
+  :func:`local_resolution`) to the two global views; their photometric half is
+  ``BatchPhotometric(cfg, view="local")`` (jitter, grayscale, blur p=``local_blur_p``, never
+  solarised, as DINO's local-crop pipeline).
 * The photometric part (:class:`BatchPhotometric`) runs batched on the training device with a
   different random draw for every sample (kornia.augmentation); on a GPU this keeps the model
   fed, on 2 CPU cores it is still about 4x faster than per-sample torchvision ops (DESIGN.md 7).
@@ -25,7 +30,9 @@ stream is neither consumed nor disturbed.
 * :class:`TwoViewCrop` gets a per-sample seed from the loader (see ``data.build_loader``: the
   sampler hands every sample a seed drawn from a generator seeded by (seed, epoch)). Crops are
   therefore the same whatever the number of DataLoader workers and whichever worker loads a
-  sample, and a resumed epoch can skip batches without replaying them.
+  sample, and a resumed epoch can skip batches without replaying them. :class:`MultiCrop` draws
+  its local crops from the same seeded stream, after the two global crops: the global views are
+  the same with and without local crops.
 * :class:`BatchPhotometric` should be called with a per-step seed by the trainer (for example one
   derived from (train.seed, global step, view)). kornia samples its parameters on the CPU here
   (this module keeps them there even when it is moved to a GPU), so a seed gives the same
@@ -52,17 +59,21 @@ from .config import AugmentConfig
 __all__ = [
     "BatchPhotometric",
     "EvalTransform",
+    "MultiCrop",
     "TwoViewCrop",
     "blur_kernel_size",
     "blur_sigma_range",
     "describe",
     "eval_transform",
+    "local_resolution",
     "seeded_cpu_rng",
     "to_rgb_uint8",
 ]
 
 #: the usual ImageNet evaluation ratio: resize to R / 0.875 (256 for 224), then centre-crop R
 EVAL_CROP_RATIO = 0.875
+#: DINO's local-crop side relative to its global-crop side (96 px at 224 px)
+LOCAL_RESOLUTION_RATIO = 96 / 224
 
 
 @contextlib.contextmanager
@@ -133,12 +144,7 @@ class TwoViewCrop:
             raise ValueError(f"augment.c_min={cfg.c_min}, c_max={cfg.c_max}: need 0 < c_min <= c_max <= 1")
         self.resolution = int(cfg.resolution)
         self.scale = (float(cfg.c_min), float(cfg.c_max))
-        self.transform = v2.Compose(
-            [
-                v2.RandomResizedCrop(self.resolution, scale=self.scale, antialias=True),
-                v2.RandomHorizontalFlip(p=0.5),
-            ]
-        )
+        self.transform = _crop_and_flip(self.resolution, self.scale)
 
     def crop(self, img: Image.Image | Tensor) -> Tensor:
         """One random view of ``img``: uint8 (3, R, R). Draws from the current CPU generator."""
@@ -151,6 +157,68 @@ class TwoViewCrop:
 
     def __repr__(self) -> str:
         return f"TwoViewCrop(resolution={self.resolution}, scale={self.scale})"
+
+
+def _crop_and_flip(resolution: int, scale: tuple[float, float]) -> v2.Compose:
+    """RandomResizedCrop (aspect 3/4..4/3, bilinear, antialiased) then a horizontal flip p=0.5."""
+    return v2.Compose(
+        [v2.RandomResizedCrop(resolution, scale=scale, antialias=True), v2.RandomHorizontalFlip(p=0.5)]
+    )
+
+
+def local_resolution(cfg: AugmentConfig) -> int:
+    """Side of the local crops: ``augment.local_resolution``, or when 0, DINO's 96/224 of the
+    global side, rounded (14 px at 32, 96 at 224), so small images get proportionally small crops."""
+    if cfg.local_resolution < 0:
+        raise ValueError(f"augment.local_resolution={cfg.local_resolution} must be >= 0 (0 = automatic)")
+    if cfg.local_resolution:
+        return int(cfg.local_resolution)
+    return max(1, int(round(cfg.resolution * LOCAL_RESOLUTION_RATIO)))
+
+
+class MultiCrop:
+    """Geometric half of multi-crop: one image -> two global crops and M small local crops.
+
+    The global crops are exactly :class:`TwoViewCrop`'s. Each local crop is an independent
+    RandomResizedCrop(:func:`local_resolution`, scale=``augment.local_crop_scale``, aspect ratio
+    3/4..4/3, bilinear with antialiasing) followed by a horizontal flip with p=0.5; M =
+    ``augment.local_crops``. Defaults follow DINO's ResNet-50 recipe (local scale 0.05..0.14,
+    96 px local crops at 224 px; DINO uses M = 8), except that 0 local crops is the default here.
+
+    Call with a PIL image or a (C, H, W) uint8 tensor; returns ``(view1, view2, locals)`` with
+    uint8 views (3, R, R) and a tuple of M uint8 tensors (3, r, r). Under ``seed`` the local crops
+    are drawn after the global ones from the same seeded stream, so the global views do not depend
+    on M.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        lo, hi = (float(v) for v in cfg.local_crop_scale)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"augment.local_crop_scale=({lo}, {hi}): need 0 < min <= max <= 1")
+        if cfg.local_crops < 0:
+            raise ValueError(f"augment.local_crops={cfg.local_crops} must be >= 0")
+        self.global_crop = TwoViewCrop(cfg)
+        self.n_local = int(cfg.local_crops)
+        self.local_resolution = local_resolution(cfg)
+        self.local_scale = (lo, hi)
+        self.local_transform = _crop_and_flip(self.local_resolution, self.local_scale)
+
+    def local_crop(self, img: Image.Image | Tensor) -> Tensor:
+        """One random local crop of ``img``: uint8 (3, r, r). Draws from the current CPU generator."""
+        return to_rgb_uint8(self.local_transform(img))
+
+    def __call__(
+        self, img: Image.Image | Tensor, seed: int | None = None
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        with seeded_cpu_rng(seed):
+            g = self.global_crop
+            v1, v2 = g.crop(img), g.crop(img)
+            return v1, v2, tuple(self.local_crop(img) for _ in range(self.n_local))
+
+    def __repr__(self) -> str:
+        return (f"MultiCrop(resolution={self.global_crop.resolution}, scale={self.global_crop.scale}, "
+                f"local_crops={self.n_local}, local_resolution={self.local_resolution}, "
+                f"local_scale={self.local_scale})")
 
 
 def blur_kernel_size(resolution: int) -> int:
@@ -174,6 +242,10 @@ class BatchPhotometric(nn.Module):
     (B, 3, R, R) uint8 in [0, 255] or float in [0, 1], on any device -> (B, 3, R, R) float32 in
     [0, 1] on the same device. ``view`` (0 or 1) selects the blur and solarize probabilities:
     BYOL's defaults blur view 0 always and view 1 with p=0.1, and solarize only view 1 (p=0.2).
+    ``view="local"`` is DINO's local-crop pipeline for the multi-crop views (any side r): the same
+    jitter and grayscale, blur with p=``augment.local_blur_p`` (0.5) and no solarisation. Its blur
+    has the global views' pixel sigma and kernel (DINO blurs its 96 px crops with the sigma of its
+    224 px ones), so a local crop is blurred like the region it was cut from.
 
     Steps, each with its own per-sample coin flip and parameters:
       * colour jitter with p=jitter_p: torchvision's formulas (kornia ``ColorJitter``), brightness,
@@ -186,14 +258,21 @@ class BatchPhotometric(nn.Module):
         brightness addition, unlike kornia's defaults which draw both).
     """
 
-    def __init__(self, cfg: AugmentConfig, view: int) -> None:
+    def __init__(self, cfg: AugmentConfig, view: int | str) -> None:
         super().__init__()
-        if view not in (0, 1):
-            raise ValueError(f"view must be 0 or 1, got {view}")
+        if view not in (0, 1, "local"):
+            raise ValueError(f"view must be 0, 1 or 'local', got {view!r}")
         self.view = view
+        # resolution of the blur parameters: the global side, also for local crops (see above)
         self.resolution = int(cfg.resolution)
-        blur_p = float(cfg.blur_p[view])
-        solarize_p = float(cfg.solarize_p[view])
+        self.blur_kernel = blur_kernel_size(self.resolution)
+        if view == "local":
+            blur_p, solarize_p = float(cfg.local_blur_p), 0.0
+            # reflect padding needs a kernel no wider than the crop (tiny crops of large images)
+            side = local_resolution(cfg)
+            self.blur_kernel = max(3, min(self.blur_kernel, side if side % 2 else side - 1))
+        else:
+            blur_p, solarize_p = float(cfg.blur_p[view]), float(cfg.solarize_p[view])
         jitter = K.ColorJitter(
             brightness=cfg.brightness,
             contrast=cfg.contrast,
@@ -203,7 +282,7 @@ class BatchPhotometric(nn.Module):
         )
         gray = K.RandomGrayscale(p=float(cfg.grayscale_p))
         blur = K.RandomGaussianBlur(
-            kernel_size=blur_kernel_size(self.resolution),
+            kernel_size=self.blur_kernel,
             sigma=blur_sigma_range(self.resolution),
             border_type="reflect",
             p=blur_p,
@@ -246,7 +325,7 @@ class BatchPhotometric(nn.Module):
         probs = ", ".join(f"{k}_p={v}" for k, v in self.probabilities.items())
         return (
             f"view={self.view}, resolution={self.resolution}, {probs}, "
-            f"blur_kernel={blur_kernel_size(self.resolution)}, "
+            f"blur_kernel={self.blur_kernel}, "
             f"blur_sigma=({blur_sigma_range(self.resolution)[0]:.3g}, "
             f"{blur_sigma_range(self.resolution)[1]:.3g})"
         )
@@ -294,4 +373,8 @@ def describe(cfg: AugmentConfig) -> dict[str, Any]:
         "blur_sigma": blur_sigma_range(cfg.resolution),
         "blur_p": tuple(cfg.blur_p),
         "solarize_p": tuple(cfg.solarize_p),
+        "local_crops": cfg.local_crops,
+        "local_crop_scale": tuple(cfg.local_crop_scale),
+        "local_resolution": local_resolution(cfg),
+        "local_blur_p": cfg.local_blur_p,
     }

@@ -20,9 +20,10 @@ from .errors import ConfigError  # re-exported for callers
 
 @dataclass
 class DataConfig:
-    #: digits (embedded, no download) | imagefolder | cifar10 | cifar100 | stl10
+    #: digits (embedded, no download) | imagefolder | tinyimagenet | cifar10 | cifar100 | stl10
     dataset: str = "digits"
-    #: dataset root (imagefolder: the training folder; torchvision sets: their root)
+    #: dataset root (imagefolder: the training folder; tinyimagenet: the tiny-imagenet-200 folder;
+    #: torchvision sets: their root)
     root: str | None = None
     #: imagefolder only: a labelled validation folder for probes (optional)
     val_root: str | None = None
@@ -56,6 +57,16 @@ class AugmentConfig:
     blur_p: tuple[float, float] = (1.0, 0.1)
     #: solarisation probability of view 1 and view 2 (BYOL: 0.0 and 0.2)
     solarize_p: tuple[float, float] = (0.0, 0.2)
+    #: multi-crop (DINO, "BYOL + multi-crop"): small local crops per image on top of the two
+    #: global views; 0 = off (DINO uses 8)
+    local_crops: int = 0
+    #: RandomResizedCrop scale range of the local crops (DINO's ResNet-50 recipe: 0.05..0.14, with
+    #: global crops c_min..c_max = 0.14..1)
+    local_crop_scale: tuple[float, float] = (0.05, 0.14)
+    #: side of the local crops in pixels; 0 = round(resolution * 96 / 224) (DINO: 96 px at 224)
+    local_resolution: int = 0
+    #: blur probability of the local crops (DINO: 0.5; local crops are never solarised)
+    local_blur_p: float = 0.5
     #: normalisation applied inside the encoder (inputs stay in [0, 1] pixel space)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -242,7 +253,7 @@ _CHOICES = {
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
-    ("data", "dataset"): ("digits", "imagefolder", "cifar10", "cifar100", "stl10"),
+    ("data", "dataset"): ("digits", "imagefolder", "tinyimagenet", "cifar10", "cifar100", "stl10"),
 }
 
 

@@ -9,10 +9,12 @@ from PIL import Image
 
 from cossl_train.augment import (
     BatchPhotometric,
+    MultiCrop,
     TwoViewCrop,
     blur_kernel_size,
     blur_sigma_range,
     eval_transform,
+    local_resolution,
     seeded_cpu_rng,
 )
 from cossl_train.config import AugmentConfig
@@ -183,3 +185,114 @@ def test_eval_transform_sizes() -> None:
     img = torch.randint(0, 256, (3, 74, 90), dtype=torch.uint8)
     ref = TF.center_crop(TF.resize(img, [37], antialias=True), [32, 32])
     assert torch.equal(tf(img), ref)
+
+
+# --------------------------------------------------------------------------------- multi-crop
+
+
+def _box(v: torch.Tensor) -> tuple[int, int]:
+    """(width, height) in source pixels of a crop of :func:`_coord_image` that was upscaled.
+
+    Upscaling (crop side <= output side) with bilinear interpolation keeps the extreme source
+    coordinates exactly at the output's border pixels (half-pixel centres clamp to the border), so
+    max - min + 1 is the crop's side in source pixels, flipped or not."""
+    return int(v[0].max() - v[0].min()) + 1, int(v[1].max() - v[1].min()) + 1
+
+
+def test_local_resolution_default_scales_with_the_image() -> None:
+    assert local_resolution(AugmentConfig(resolution=224)) == 96  # DINO: 96 px local crops at 224
+    assert local_resolution(AugmentConfig(resolution=32)) == 14  # round(32 * 96 / 224 = 13.7)
+    assert local_resolution(AugmentConfig(resolution=28)) == 12
+    assert local_resolution(AugmentConfig(resolution=32, local_resolution=10)) == 10
+    with pytest.raises(ValueError, match="augment.local_resolution"):
+        local_resolution(AugmentConfig(local_resolution=-1))
+
+
+def test_multicrop_shapes_and_defaults() -> None:
+    cfg = AugmentConfig(resolution=32, local_crops=5)
+    assert cfg.local_crop_scale == (0.05, 0.14) and AugmentConfig().local_crops == 0
+    crop = MultiCrop(cfg)
+    img = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    for inp in (img, Image.fromarray(img.permute(1, 2, 0).numpy())):
+        v1, v2, local = crop(inp, seed=0)
+        assert v1.shape == v2.shape == (3, 32, 32) and v1.dtype == torch.uint8
+        assert len(local) == 5
+        assert all(type(v) is torch.Tensor and v.shape == (3, 14, 14) and v.dtype == torch.uint8 for v in local)
+    assert MultiCrop(AugmentConfig(resolution=32))(img, seed=0)[2] == ()
+    with pytest.raises(ValueError, match="augment.local_crop_scale"):
+        MultiCrop(AugmentConfig(local_crops=2, local_crop_scale=(0.3, 0.2)))
+    with pytest.raises(ValueError, match="augment.local_crops"):
+        MultiCrop(AugmentConfig(local_crops=-1))
+
+
+def test_crop_scales_lie_in_their_ranges() -> None:
+    """Every global crop covers c_min..c_max of the image and every local crop
+    local_crop_scale, measured from the pixel coordinates the crops contain."""
+    side = 256
+    img = _coord_image(side)
+    cfg = AugmentConfig(resolution=side, c_min=0.4, c_max=1.0, local_crops=6, local_crop_scale=(0.05, 0.14),
+                        local_resolution=96)
+    crop = MultiCrop(cfg)
+    # the crop sides are rounded to whole pixels: that moves an area by at most ~1/side_min per
+    # side (sides >= 49 px here), so 3% covers it
+    tol = 0.03
+    global_areas, local_areas = [], []
+    for s in range(40):
+        v1, v2, local = crop(img, seed=s)
+        for v in (v1, v2):
+            w, h = _box(v)
+            global_areas.append(w * h / side**2)
+        for v in local:
+            w, h = _box(v)
+            assert 3 / 4 * (1 - tol) <= w / h <= 4 / 3 * (1 + tol)
+            local_areas.append(w * h / side**2)
+    assert len(local_areas) == 240
+    assert 0.4 * (1 - tol) <= min(global_areas) and max(global_areas) <= 1.0
+    assert 0.05 * (1 - tol) <= min(local_areas) and max(local_areas) <= 0.14 * (1 + tol)
+    # and they spread over the range (scale uniform in [0.05, 0.14]: mean 0.095)
+    assert min(local_areas) < 0.06 and max(local_areas) > 0.13
+    assert abs(sum(local_areas) / len(local_areas) - 0.095) < 0.01
+
+
+def test_multicrop_determinism_and_global_views_unchanged() -> None:
+    img = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    base = TwoViewCrop(AugmentConfig(resolution=16))
+    multi = MultiCrop(AugmentConfig(resolution=16, local_crops=4))
+    state = torch.get_rng_state()
+    for seed in (0, 7):
+        a1, a2 = base(img, seed=seed)
+        b1, b2, loc = multi(img, seed=seed)
+        # local crops are drawn after the global ones: turning them on changes no global view
+        assert torch.equal(a1, b1) and torch.equal(a2, b2)
+        again = multi(img, seed=seed)[2]
+        assert all(torch.equal(x, y) for x, y in zip(loc, again, strict=True))
+        assert not torch.equal(loc[0], loc[1])  # independent draws
+    assert not torch.equal(multi(img, seed=8)[2][0], multi(img, seed=0)[2][0])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_local_photometric_is_dinos_local_pipeline() -> None:
+    cfg = AugmentConfig(resolution=32)
+    local = BatchPhotometric(cfg, view="local")
+    assert local.probabilities == {"jitter": 0.8, "grayscale": 0.2, "blur": 0.5, "solarize": 0.0}
+    # blurred with the global views' pixel sigma and kernel, whatever the crop side
+    assert local.blur_kernel == BatchPhotometric(cfg, 0).blur_kernel == blur_kernel_size(32)
+    x = torch.randint(0, 256, (64, 3, 14, 14), dtype=torch.uint8)
+    y = local(x, seed=3)
+    assert y.shape == x.shape and y.dtype == torch.float32 and 0 <= y.min() and y.max() <= 1
+    assert torch.equal(local(x, seed=3), y)
+    # blur alone at p = 0.5: about half of the images change
+    only_blur = BatchPhotometric(AugmentConfig(resolution=224, **OFF, local_blur_p=0.5), view="local")
+    xf = torch.rand(200, 3, 41, 41)
+    changed = ((only_blur(xf, seed=0) - xf).abs().flatten(1).amax(1) > 0).float().mean().item()
+    assert 0.38 < changed < 0.62  # binomial(200, 0.5): +-3.4 standard deviations
+    # never solarised, even when the global views are
+    solarizing = AugmentConfig(resolution=16, **{**OFF, "solarize_p": (1.0, 1.0)}, local_blur_p=0.0)
+    xs = torch.rand(8, 3, 16, 16)
+    assert torch.equal(BatchPhotometric(solarizing, view="local")(xs, seed=1), xs)
+    assert not torch.equal(BatchPhotometric(solarizing, view=1)(xs, seed=1), xs)
+    # a kernel wider than a tiny local crop is narrowed so reflect padding works
+    tiny = BatchPhotometric(AugmentConfig(resolution=224, local_resolution=8, local_blur_p=1.0), view="local")
+    assert tiny.blur_kernel == 7 and tiny(torch.rand(2, 3, 8, 8), seed=0).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="view must be 0, 1 or 'local'"):
+        BatchPhotometric(cfg, view=2)

@@ -1,5 +1,5 @@
 """Datasets and loaders: digits, image folders (labelled, unlabelled, class lists, corrupt
-files), torchvision error messages, and loader determinism."""
+files), torchvision error messages, loader determinism, and multi-crop batches."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from cossl_train.augment import TwoViewCrop
 from cossl_train.config import AugmentConfig, DataConfig
 from cossl_train.data import (
     DigitsDataset,
     EvalBatch,
     ImageFolderDataset,
     PretrainBatch,
+    PretrainDataset,
     build_eval_datasets,
     build_loader,
     build_pretrain_dataset,
@@ -219,3 +221,60 @@ def test_loader_eval_order_and_sharding() -> None:
     shards = [list(build_loader(train, 2, True, 0, 3, 0, False, rank=r, world_size=3)) for r in range(3)]
     sizes = [sum(len(b.label) for b in s) for s in shards]
     assert sizes == [4, 4, 4]  # 10 padded to 12
+
+
+# -------------------------------------------------------------------------------- multi-crop
+
+MULTI = AugmentConfig(resolution=16, local_crops=3, local_resolution=8)
+
+
+def test_multicrop_batches_have_the_asked_shapes() -> None:
+    ds = build_pretrain_dataset(DataConfig(digits_size=16, limit=40), MULTI)
+    assert ds.n_local == 3 and ds.n_fields == 4
+    v1, v2, label, local = ds[(0, 5)]
+    assert v1.shape == (3, 16, 16) and len(local) == 3 and local[0].shape == (3, 8, 8)
+    batches = list(build_loader(ds, 16, True, 0, 0, 0, False))
+    assert [len(b.label) for b in batches] == [16, 16, 8]
+    for b in batches:
+        assert isinstance(b, PretrainBatch) and b.view1.shape == (len(b.label), 3, 16, 16)
+        assert len(b.local_views) == 3
+        for v in b.local_views:
+            assert v.shape == (len(b.label), 3, 8, 8) and v.dtype == torch.uint8 and v.is_contiguous()
+    # an all-unreadable batch keeps the layout
+    empty = collate_skip_none([None, None], n_fields=4, n_local=3)
+    assert empty.skipped == 2 and len(empty.local_views) == 3 and empty.local_views[0].shape[0] == 0
+
+
+def test_multicrop_loader_determinism_workers_and_resume() -> None:
+    ds = build_pretrain_dataset(DataConfig(digits_size=16, limit=64), MULTI)
+
+    def run(workers: int = 0, skip: int = 0, epoch: int = 0) -> list[PretrainBatch]:
+        return list(build_loader(ds, 16, True, 0, epoch, workers, True, "cpu", skip_batches=skip))
+
+    def same(x: PretrainBatch, y: PretrainBatch) -> bool:
+        return (torch.equal(x.view1, y.view1) and torch.equal(x.view2, y.view2) and torch.equal(x.label, y.label)
+                and all(torch.equal(a, b) for a, b in zip(x.local_views, y.local_views, strict=True)))
+
+    a = run()
+    assert all(same(x, y) for x, y in zip(a, run(workers=2), strict=True))
+    resumed = run(skip=2)
+    assert len(resumed) == 2 and same(resumed[0], a[2]) and same(resumed[1], a[3])
+    other = run(epoch=1)
+    assert not torch.equal(torch.cat([x.local_views[0] for x in a]), torch.cat([x.local_views[0] for x in other]))
+
+
+def test_local_crops_off_gives_the_two_view_batches() -> None:
+    """augment.local_crops=0 is the plain two-view pipeline, bit for bit, and turning local crops
+    on changes neither the order nor the global views."""
+    data = DataConfig(digits_size=16, limit=48)
+    off = build_pretrain_dataset(data, AUG)
+    assert off.n_local == 0 and off.n_fields == 3 and len(off[(0, 1)]) == 3
+    digits = DigitsDataset("train", 16)
+    plain = PretrainDataset(digits, TwoViewCrop(AUG), limit_indices(len(digits), 48))
+    on = build_pretrain_dataset(data, AugmentConfig(resolution=16, local_crops=2))
+    runs = [list(build_loader(ds, 16, True, 3, 1, 0, True)) for ds in (off, plain, on)]
+    for b_off, b_plain, b_on in zip(*runs, strict=True):
+        assert b_off.local_views == () and b_plain.local_views == () and len(b_on.local_views) == 2
+        for other in (b_plain, b_on):
+            assert torch.equal(b_off.view1, other.view1) and torch.equal(b_off.view2, other.view2)
+            assert torch.equal(b_off.label, other.label)

@@ -1,0 +1,145 @@
+"""Datasets and deterministic loaders.
+
+Every base dataset returns ``(image, label)`` with ``label = -1`` for unlabelled images, and
+``None`` for an image file that cannot be decoded (corrupt or truncated): such samples are dropped
+by :func:`collate_skip_none` and counted in the batch (``batch.skipped``), so one bad file never
+stops a long run and the trainer can log how many were lost.
+
+Datasets (``data.dataset``), one module each:
+  * ``digits`` (:mod:`.digits`) -- scikit-learn's bundled handwritten digits (1797 8x8 grayscale
+    images, no download), upscaled bilinearly to ``data.digits_size`` and held in memory as uint8
+    RGB; a fixed stratified 80/20 train/val split.
+  * ``imagefolder`` (:mod:`.folders`) -- a folder tree: labelled when ``root`` has class
+    subfolders, unlabelled when the images sit directly in ``root``; an optional class list
+    selects a subset of the folders (``"imagenet100"`` is the CMC ImageNet-100 list shipped in
+    ``resources/imagenet100.txt``); ``data.val_root`` is an optional labelled validation folder.
+  * ``cifar10``, ``cifar100``, ``stl10`` (:mod:`.torchvision_sets`) -- torchvision, fetched only
+    when ``data.download``. STL-10 pre-trains on ``train+unlabeled`` and probes on ``train`` /
+    ``test``.
+
+Builders:
+  * :func:`build_pretrain_dataset` -> samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``,
+    plus a tuple of ``augment.local_crops`` uint8 (3,r,r) local crops when multi-crop is on
+  * :func:`build_eval_datasets` -> ``(train, val or None)`` with samples ``(uint8 (3,R,R), label)``
+  * :func:`build_loader` (:mod:`.loader`) -> a DataLoader that is a pure function of
+    (seed, epoch): batches of :class:`PretrainBatch` or :class:`EvalBatch`.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from ..augment import MultiCrop, TwoViewCrop, eval_transform
+from ..config import AugmentConfig, DataConfig
+from .digits import DigitsDataset
+from .folders import IMG_EXTENSIONS, ImageFolderDataset, TinyImageNetDataset, read_class_list
+from .loader import (
+    EvalBatch,
+    EvalDataset,
+    PretrainBatch,
+    PretrainDataset,
+    SeededBatchSampler,
+    build_loader,
+    collate_skip_none,
+    limit_indices,
+)
+from .torchvision_sets import TORCHVISION_SETS, torchvision_dataset
+
+__all__ = [
+    "IMG_EXTENSIONS",
+    "DigitsDataset",
+    "EvalBatch",
+    "EvalDataset",
+    "ImageFolderDataset",
+    "PretrainBatch",
+    "PretrainDataset",
+    "SeededBatchSampler",
+    "TinyImageNetDataset",
+    "build_eval_datasets",
+    "build_loader",
+    "build_pretrain_dataset",
+    "collate_skip_none",
+    "limit_indices",
+    "read_class_list",
+]
+
+#: every ``data.dataset`` name the builders accept
+DATASETS = ("digits", "imagefolder", "tinyimagenet", *TORCHVISION_SETS)
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(f"data.dataset={name!r} is not one of {', '.join(DATASETS)}")
+
+
+def _require_root(data_cfg: DataConfig) -> str:
+    if not data_cfg.root:
+        raise ValueError(f"data.root must be set for data.dataset={data_cfg.dataset}")
+    return data_cfg.root
+
+
+def _imagefolder_train(data_cfg: DataConfig) -> ImageFolderDataset:
+    classes = read_class_list(data_cfg.class_list) if data_cfg.class_list else None
+    return ImageFolderDataset(_require_root(data_cfg), classes=classes)
+
+
+def _pretrain_base(data_cfg: DataConfig) -> Dataset:
+    name = data_cfg.dataset
+    if name == "digits":
+        return DigitsDataset("train", data_cfg.digits_size)
+    if name == "imagefolder":
+        return _imagefolder_train(data_cfg)
+    if name == "tinyimagenet":
+        return TinyImageNetDataset(_require_root(data_cfg), "train")
+    if name in ("cifar10", "cifar100"):
+        return torchvision_dataset(name, data_cfg.root, "train", data_cfg.download)
+    if name == "stl10":
+        return torchvision_dataset(name, data_cfg.root, "train+unlabeled", data_cfg.download)
+    raise _unknown(name)
+
+
+def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    name = data_cfg.dataset
+    if name == "digits":
+        return DigitsDataset("train", data_cfg.digits_size), DigitsDataset("val", data_cfg.digits_size)
+    if name == "imagefolder":
+        train = _imagefolder_train(data_cfg)
+        val = None
+        if data_cfg.val_root:
+            val = ImageFolderDataset(
+                data_cfg.val_root, labelled=True, class_to_idx=train.class_to_idx if train.labelled else None
+            )
+        return train, val
+    if name == "tinyimagenet":
+        root = _require_root(data_cfg)
+        return TinyImageNetDataset(root, "train"), TinyImageNetDataset(root, "val")
+    if name in TORCHVISION_SETS:
+        return (torchvision_dataset(name, data_cfg.root, "train", data_cfg.download),
+                torchvision_dataset(name, data_cfg.root, "test", data_cfg.download))
+    raise _unknown(name)
+
+
+def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> PretrainDataset:
+    """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``, and
+    ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop).
+
+    digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
+    train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
+    """
+    base = _pretrain_base(data_cfg)
+    crop = MultiCrop(aug_cfg) if aug_cfg.local_crops else TwoViewCrop(aug_cfg)
+    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
+
+
+def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[EvalDataset, EvalDataset | None]:
+    """Probe / kNN sets ``(train, val or None)``: samples ``(uint8 (3,R,R), label)``.
+
+    digits: train/val splits; imagefolder: ``data.root`` and ``data.val_root`` (None when not
+    given; the validation folder uses the training folder's class indices); tinyimagenet:
+    ``train/`` and ``val/``; CIFAR: train/test; STL-10: train/test. ``data.limit`` cuts the
+    training set only, to the same subset as :func:`build_pretrain_dataset` where both read the
+    same files.
+    """
+    tf = eval_transform(aug_cfg)
+    train, val = _eval_bases(data_cfg)
+    train_ds = EvalDataset(train, tf, limit_indices(len(train), data_cfg.limit))  # type: ignore[arg-type]
+    return train_ds, (EvalDataset(val, tf) if val is not None else None)

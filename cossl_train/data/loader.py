@@ -1,0 +1,331 @@
+"""Deterministic loading: dataset wrappers (crops, eval transform, subsets), batches, collate,
+the seeded sampler and :func:`build_loader`.
+
+Determinism: :func:`build_loader` seeds a generator from (seed, epoch) that draws the shuffling
+permutation and one crop seed per sample; the sampler hands ``(index, crop_seed)`` to the
+dataset, which crops under that seed (``augment.TwoViewCrop``, or ``augment.MultiCrop`` for the
+global and local crops of multi-crop). The crops therefore do not depend
+on the number of workers, on which worker loads a sample, or on anything the process drew before,
+and ``skip_batches`` resumes mid-epoch exactly without loading the skipped images. Build a new
+loader every epoch (workers are not persistent, so nothing carries over between epochs).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from ..augment import EvalTransform, MultiCrop, TwoViewCrop
+
+__all__ = [
+    "LIMIT_SEED",
+    "EvalBatch",
+    "EvalDataset",
+    "PretrainBatch",
+    "PretrainDataset",
+    "SeededBatchSampler",
+    "build_loader",
+    "collate_skip_none",
+    "limit_indices",
+]
+
+#: seed of the fixed subset that ``data.limit`` keeps (the same subset in every run)
+LIMIT_SEED = 0
+
+Key = int | tuple[int, int]
+
+
+def _split_key(key: Key) -> tuple[int, int | None]:
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return int(key), None
+
+
+def limit_indices(n: int, limit: int) -> list[int] | None:
+    """The fixed subset ``data.limit`` keeps: ``limit`` of ``n`` indices drawn at random with a
+    fixed seed and sorted (the first ``limit`` files would all come from the first classes of a
+    class-sorted folder); ``None`` when there is nothing to cut."""
+    if limit <= 0 or limit >= n:
+        return None
+    rng = np.random.default_rng(LIMIT_SEED)
+    return sorted(int(i) for i in rng.choice(n, size=limit, replace=False))
+
+
+# --------------------------------------------------------------------------------------------
+# dataset wrappers
+# --------------------------------------------------------------------------------------------
+
+
+class PretrainDataset(Dataset):
+    """Two crops of every image of ``base``: samples ``(view1, view2, label)``, and with
+    multi-crop ``(view1, view2, label, local_views)``.
+
+    ``view1``, ``view2`` are uint8 (3, R, R) tensors from :class:`~cossl_train.augment.TwoViewCrop`
+    (or the global crops of a :class:`~cossl_train.augment.MultiCrop`); ``label`` is the base label
+    or -1; ``local_views`` (only when the crop is a MultiCrop with M > 0 local crops) is a tuple of
+    M uint8 (3, r, r) tensors. A key ``(index, crop_seed)`` (what :func:`build_loader` passes) makes
+    all crops a function of the seed; a plain int index draws from the global CPU generator.
+    ``indices`` selects a subset of ``base`` (``data.limit``). Returns ``None`` for an unreadable
+    image.
+    """
+
+    #: the sampler of :func:`build_loader` hands ``(index, seed)`` keys to datasets that say so
+    seeded_keys = True
+
+    def __init__(
+        self, base: Dataset, crop: TwoViewCrop | MultiCrop, indices: Sequence[int] | None = None
+    ) -> None:
+        self.base = base
+        self.crop = crop
+        self.indices = None if indices is None else list(indices)
+        #: number of local crops per sample (0 without multi-crop)
+        self.n_local = crop.n_local if isinstance(crop, MultiCrop) else 0
+        #: sample layout, used by the collate function when a whole batch is unreadable
+        self.n_fields = 4 if self.n_local else 3
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of a labelled base dataset; None when unlabelled (no online probe)."""
+        return len(getattr(self.base, "classes", None) or []) or None
+
+    def __getitem__(self, key: Key) -> tuple[Any, ...] | None:
+        i, seed = _split_key(key)
+        sample = self.base[self.indices[i] if self.indices is not None else i]
+        if sample is None:
+            return None
+        img, label = sample
+        label = int(label) if label is not None else -1
+        if not self.n_local:
+            v1, v2 = self.crop(img, seed=seed)[:2]
+            return v1, v2, label
+        v1, v2, local_views = self.crop(img, seed=seed)  # type: ignore[misc]
+        return v1, v2, label, local_views
+
+
+class EvalDataset(Dataset):
+    """Deterministically resized images of ``base``: samples ``(uint8 (3, R, R), label)``.
+
+    Accepts the same keys as :class:`PretrainDataset` (a seed is ignored: nothing is random).
+    """
+
+    n_fields = 2
+    seeded_keys = False
+
+    def __init__(self, base: Dataset, transform: EvalTransform, indices: Sequence[int] | None = None) -> None:
+        self.base = base
+        self.transform = transform
+        self.indices = None if indices is None else list(indices)
+        self.classes: list[str] = list(getattr(base, "classes", []) or [])
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Key) -> tuple[Tensor, int] | None:
+        i, _ = _split_key(key)
+        sample = self.base[self.indices[i] if self.indices is not None else i]
+        if sample is None:
+            return None
+        img, label = sample
+        return self.transform(img), int(label) if label is not None else -1
+
+
+# --------------------------------------------------------------------------------------------
+# batches and collate
+# --------------------------------------------------------------------------------------------
+
+
+class PretrainBatch(NamedTuple):
+    """A pre-training batch: two uint8 (B, 3, R, R) views, int64 labels (B,) (-1 = unlabelled),
+    the number of samples of this batch dropped as unreadable (B = requested - skipped), and the
+    multi-crop local views: M uint8 tensors (B, 3, r, r), one per local crop (empty when off)."""
+
+    view1: Tensor
+    view2: Tensor
+    label: Tensor
+    skipped: int
+    local_views: tuple[Tensor, ...] = ()
+
+
+class EvalBatch(NamedTuple):
+    """An evaluation batch: uint8 images (B, 3, R, R), int64 labels (B,), samples skipped."""
+
+    image: Tensor
+    label: Tensor
+    skipped: int
+
+
+def collate_skip_none(
+    samples: Sequence[tuple[Any, ...] | None], n_fields: int | None = None, n_local: int = 0
+) -> PretrainBatch | EvalBatch:
+    """Collate, dropping the ``None`` samples of unreadable images and counting them.
+
+    The count travels with the batch (``batch.skipped``) because DataLoader workers are separate
+    processes: a counter inside the dataset would stay in the worker. Three-field samples give a
+    :class:`PretrainBatch`, four-field samples (with a tuple of local crops) a PretrainBatch with
+    ``local_views``, two-field samples an :class:`EvalBatch`. When every sample is unreadable the
+    batch is empty (``batch.label.numel() == 0``, images of shape (0, 3, 0, 0), and ``n_local``
+    such local views); ``n_fields`` then says which layout to return. The trainer should skip
+    empty batches.
+    """
+    kept = [s for s in samples if s is not None]
+    skipped = len(samples) - len(kept)
+    empty = torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+    if kept:
+        cols = default_collate(kept)
+        n = len(cols)
+    else:
+        n = n_fields if n_fields is not None else 3
+        no_labels = torch.empty(0, dtype=torch.int64)
+        cols = [empty, empty, no_labels] if n >= 3 else [empty, no_labels]
+        if n == 4:
+            cols.append([empty] * n_local)
+    if n == 3:
+        return PretrainBatch(cols[0], cols[1], cols[2], skipped)
+    if n == 4:
+        # default_collate turns the per-sample tuples of M crops into M stacked (B, 3, r, r) tensors
+        return PretrainBatch(cols[0], cols[1], cols[2], skipped, tuple(cols[3]))
+    if n == 2:
+        return EvalBatch(cols[0], cols[1], skipped)
+    raise ValueError(f"expected samples of 2, 3 or 4 fields, got {n}")
+
+
+# --------------------------------------------------------------------------------------------
+# sampler and loader
+# --------------------------------------------------------------------------------------------
+
+
+def _mix_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (nearby (seed, epoch) pairs give unrelated streams)."""
+    state = np.random.SeedSequence([int(p) % (2**63) for p in parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class SeededBatchSampler(Sampler[list[Key]]):
+    """Batches of dataset keys, a pure function of ``seed`` (one epoch).
+
+    A generator seeded with ``seed`` draws the permutation (if ``shuffle``) and then one 63-bit
+    crop seed per dataset index. With ``with_seeds`` the keys are ``(index, crop_seed)``,
+    otherwise plain indices. For distributed training every rank draws the same permutation and
+    takes every ``world_size``-th element from ``rank`` on (the tail is dropped with
+    ``drop_last``, otherwise padded from the start), as ``DistributedSampler`` does.
+    ``skip_batches`` leaves out the first batches of this rank's epoch (exact mid-epoch resume).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        with_seeds: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        skip_batches: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.with_seeds = with_seeds
+        self.rank = rank
+        self.world_size = world_size
+        self.skip_batches = max(0, int(skip_batches))
+
+    def _per_rank(self) -> int:
+        if self.drop_last:
+            return self.n // self.world_size
+        return -(-self.n // self.world_size)
+
+    def _batches_per_rank(self) -> int:
+        m = self._per_rank()
+        return m // self.batch_size if self.drop_last else -(-m // self.batch_size)
+
+    def __len__(self) -> int:
+        return max(0, self._batches_per_rank() - self.skip_batches)
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        g = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+        # drawn after the permutation and indexed by dataset index, so a sample's crop seed does not
+        # depend on the batch size or the rank that loads it
+        crop_seeds = torch.randint(0, 2**63 - 1, (self.n,), generator=g) if self.with_seeds else None
+        m = self._per_rank()
+        total = m * self.world_size
+        if total > self.n:  # pad (not drop_last): repeat from the start, as DistributedSampler
+            reps = -(-total // max(self.n, 1))
+            order = order.repeat(reps)
+        order = order[:total][self.rank :: self.world_size]
+        idx = order.tolist()
+        seeds = crop_seeds.tolist() if crop_seeds is not None else None
+        for b in range(self.skip_batches, self._batches_per_rank()):
+            chunk = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            if seeds is None:
+                yield chunk
+            else:
+                yield [(i, seeds[i]) for i in chunk]
+
+
+def build_loader(
+    ds: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    num_workers: int,
+    drop_last: bool,
+    device: str | torch.device | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    skip_batches: int = 0,
+) -> DataLoader:
+    """A DataLoader whose batches are a pure function of (seed, epoch).
+
+    Batches are :class:`PretrainBatch` (for a :class:`PretrainDataset`) or :class:`EvalBatch`
+    (for an :class:`EvalDataset`), with unreadable samples dropped and counted (``skipped``).
+    The same (seed, epoch) gives the same batches with any ``num_workers``; another epoch gives
+    another order and other crops. Build a new loader every epoch (workers are not persistent).
+    ``pin_memory`` is on when ``device`` is CUDA. ``rank``/``world_size`` shard the epoch for
+    DDP; ``skip_batches`` drops the first batches of the epoch to resume mid-epoch.
+    """
+    sampler = SeededBatchSampler(
+        len(ds),  # type: ignore[arg-type]
+        batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        seed=_mix_seed(seed, epoch, 0),
+        with_seeds=bool(getattr(ds, "seeded_keys", False)),
+        rank=rank,
+        world_size=world_size,
+        skip_batches=skip_batches,
+    )
+    # Worker base seeds come from this generator: the crops do not need them (they use per-sample
+    # seeds) but anything else random in a worker is then reproducible too.
+    worker_gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, 1))
+    pin = device is not None and torch.device(device).type == "cuda"
+    return DataLoader(
+        ds,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=functools.partial(
+            collate_skip_none, n_fields=getattr(ds, "n_fields", None), n_local=getattr(ds, "n_local", 0)
+        ),
+        pin_memory=pin,
+        generator=worker_gen,
+        persistent_workers=False,
+    )
