@@ -309,7 +309,7 @@ def validate(cfg: Config) -> Config:
                           "L = (1 - w_s) L_g + w_s L_l)")
     if cfg.co.grid < 0:
         raise ConfigError(f"co.grid={cfg.co.grid} must be >= 0 (0 = the feature map as it is)")
-    if getattr(cfg.augment, "local_crops", 0) and cfg.method.name.endswith("simclr"):
+    if cfg.augment.local_crops and cfg.method.name.endswith("simclr"):
         raise ConfigError(f"augment.local_crops={cfg.augment.local_crops}: multi-crop is supported by byol, dino, "
                           f"mocov3 and their CO forms, not by {cfg.method.name}")
     return cfg

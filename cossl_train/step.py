@@ -81,7 +81,7 @@ class StepResult:
 
 def build_photometric(cfg: Config, rt: Runtime) -> list[BatchPhotometric]:
     views = [BatchPhotometric(cfg.augment, view=v).to(rt.device) for v in (0, 1)]
-    if getattr(cfg.augment, "local_crops", 0):
+    if cfg.augment.local_crops:
         views.append(BatchPhotometric(cfg.augment, view="local").to(rt.device))
     return views
 

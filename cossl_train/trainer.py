@@ -213,8 +213,7 @@ def run_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_ste
         # it on every process together, since a process that skipped alone would stall DDP
         if dist_utils.any_process(batch.label.numel() < 2, device):
             continue
-        views = [v.to(device, non_blocking=True) for v in (batch.view1, batch.view2,
-                                                             *getattr(batch, "local_views", ()))]
+        views = [v.to(device, non_blocking=True) for v in (batch.view1, batch.view2, *batch.local_views)]
         try:
             res = train_step(parts, views, batch.label.to(device), epoch, micro, global_step, run.rank)
         except NonFiniteLossError as e:

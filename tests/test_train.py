@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -288,3 +289,24 @@ def test_programming_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(trainer, "pretrain", buggy)
     with pytest.raises(ValueError, match="an index went wrong"):
         cli_main(["pretrain", *TINY])
+
+
+@pytest.mark.parametrize("method", ["byol", "co_mocov3", "co_dino"])
+def test_multi_crop_run_trains_on_every_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """augment.local_crops=2: every step hands the method 2 global + 2 small views."""
+    import cossl_train.step as step
+
+    seen: list[list[tuple[int, ...]]] = []
+    real = step.augment
+
+    def spy(parts, views, *args):  # noqa: ANN001, ANN002, ANN202
+        out = real(parts, views, *args)
+        seen.append([tuple(v.shape) for v in out])
+        return out
+
+    monkeypatch.setattr(step, "augment", spy)
+    cfg = tiny(tmp_path, f"method.name={method}", "train.epochs=1", "train.max_steps_per_epoch=2",
+               "augment.local_crops=2", "augment.local_resolution=8", "method.dino.out_dim=32")
+    summary = pretrain(cfg, progress=False)
+    assert seen and all(s == [(32, 3, 16, 16)] * 2 + [(32, 3, 8, 8)] * 2 for s in seen)
+    assert math.isfinite(summary["loss"])
