@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from ..augment import MultiCrop, TwoViewCrop, eval_transform
 from ..config import AugmentConfig, DataConfig
+from ..errors import DataError
 from .digits import DigitsDataset
 from .folders import IMG_EXTENSIONS, ImageFolderDataset, TinyImageNetDataset, read_class_list
 from .loader import (
@@ -73,7 +74,7 @@ def _unknown(name: str) -> ValueError:
 
 def _require_root(data_cfg: DataConfig) -> str:
     if not data_cfg.root:
-        raise ValueError(f"data.root must be set for data.dataset={data_cfg.dataset}")
+        raise DataError(f"data.root must be set for data.dataset={data_cfg.dataset}")
     return data_cfg.root
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import DataError
+
 __all__ = ["IMG_EXTENSIONS", "ImageFolderDataset", "TinyImageNetDataset", "load_image", "read_class_list"]
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,10 @@ def read_class_list(spec: str) -> list[str]:
     names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
     names = [n for n in names if n]
     if not names:
-        raise ValueError(f"class list {source} is empty")
+        raise DataError(f"class list {source} is empty")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"class list {source} repeats {len(dup)} name(s), e.g. {dup[0]}")
+        raise DataError(f"class list {source} repeats {len(dup)} name(s), e.g. {dup[0]}")
     return names
 
 
@@ -129,7 +131,7 @@ class ImageFolderDataset(Dataset):
         self.labelled = labelled
         if not labelled:
             if classes is not None or class_to_idx is not None:
-                raise ValueError(f"a class list needs class subfolders, but {root} is used unlabelled")
+                raise DataError(f"a class list needs class subfolders, but {root} is used unlabelled")
             self.classes: list[str] = []
             self.class_to_idx: dict[str, int] = {}
             self.samples = [(p, -1) for p in images_under(root, recursive=True)]
@@ -205,10 +207,10 @@ class TinyImageNetDataset(Dataset):
         with open(path) as f:
             wnids = [ln.strip() for ln in f if ln.strip()]
         if not wnids:
-            raise ValueError(f"Tiny-ImageNet class list {path} is empty")
+            raise DataError(f"Tiny-ImageNet class list {path} is empty")
         dup = sorted({w for w in wnids if wnids.count(w) > 1})
         if dup:
-            raise ValueError(f"Tiny-ImageNet class list {path} repeats {len(dup)} id(s), e.g. {dup[0]}")
+            raise DataError(f"Tiny-ImageNet class list {path} repeats {len(dup)} id(s), e.g. {dup[0]}")
         return wnids
 
     def _train_samples(self) -> list[tuple[str, int]]:
@@ -239,17 +241,17 @@ class TinyImageNetDataset(Dataset):
                 fields = line.rstrip("\n").split("\t")
                 where = f"{ann}:{lineno}"
                 if len(fields) < 2 or not fields[0] or not fields[1]:
-                    raise ValueError(f"{where}: expected '<file>\\t<wnid>\\t...', got {line.strip()!r}")
+                    raise DataError(f"{where}: expected '<file>\\t<wnid>\\t...', got {line.strip()!r}")
                 name, wnid = fields[0].strip(), fields[1].strip()
                 if wnid not in self.class_to_idx:
-                    raise ValueError(f"{where}: class {wnid!r} is not in wnids.txt")
+                    raise DataError(f"{where}: class {wnid!r} is not in wnids.txt")
                 if name not in present:
                     raise FileNotFoundError(f"{where}: image {os.path.join(images, name)} not found")
                 if name in samples and samples[name] != self.class_to_idx[wnid]:
-                    raise ValueError(f"{where}: {name} is annotated twice with different classes")
+                    raise DataError(f"{where}: {name} is annotated twice with different classes")
                 samples[name] = self.class_to_idx[wnid]
         if not samples:
-            raise ValueError(f"Tiny-ImageNet validation annotations {ann} list no image")
+            raise DataError(f"Tiny-ImageNet validation annotations {ann} list no image")
         return [(os.path.join(images, n), label) for n, label in sorted(samples.items())]
 
     def __len__(self) -> int:

@@ -6,6 +6,8 @@ import os
 
 from torch.utils.data import Dataset
 
+from ..errors import DataError
+
 __all__ = ["DEFAULT_TORCHVISION_ROOT", "TORCHVISION_SETS", "torchvision_dataset"]
 
 #: root used for the torchvision sets when ``data.root`` is not given
@@ -34,5 +36,5 @@ def torchvision_dataset(name: str, root: str | None, split: str, download: bool)
             raise FileNotFoundError(
                 f"{TORCHVISION_SETS[name]} not found under {root}; set data.download=true to fetch it"
             ) from None
-        raise RuntimeError(f"{TORCHVISION_SETS[name]} under {root}: {str(e).splitlines()[0]}") from e
+        raise DataError(f"{TORCHVISION_SETS[name]} under {root}: {str(e).splitlines()[0]}") from e
     raise ValueError(f"unknown torchvision dataset {name!r}")
