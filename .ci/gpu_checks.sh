@@ -8,7 +8,8 @@
 #                  training graphs would take most of the time budget; the CO/base ratio is the
 #                  number to compare with the eager one)
 #   4. ddp         torchrun --nproc_per_node=<GPUs> -m cossl_train pretrain on the embedded digits
-#                  (no download): 2 epochs, then --resume to a 3rd, then a kNN evaluation; checks
+#                  (no download): a 3-epoch run killed after its first checkpoint, --resume to the end,
+#                  then a kNN evaluation; checks
 #                  the checkpoint's epoch and world size. With one GPU it is a 1-process run.
 #   5. grid        python -m cossl_train.grid --run: a 2-cell grid + 1 reference on the digits
 #                  through the grid config's bf16/channels_last path on the GPU, then a rerun that
@@ -85,20 +86,27 @@ env_info() {
 print('bf16', torch.cuda.is_available() and torch.cuda.is_bf16_supported())"
 }
 
-# DDP smoke: train 2 epochs, resume to 3, evaluate, check what the checkpoint says
+# DDP smoke: a 3-epoch run killed after its first checkpoint, resumed to the end, then evaluated;
+# checks what the checkpoint says (a resume must keep the run's epochs, so the kill is real)
 ddp_smoke() {
   local dir="$OUT/ddp_smoke"
   local common=(method.name=co_byol data.dataset=digits backbone.name=resnet18 backbone.small_image=true
                 head.proj_hidden=512 head.proj_dim=128 head.pred_hidden=512 co.proj_hidden=256 co.pred_hidden=256
                 optim.name=lars optim.lr=0.3 optim.warmup_epochs=1 train.log_every=5 "train.out_dir=$dir"
-                "${TRAIN[@]}")
+                train.epochs=3 "${TRAIN[@]}")
   rm -rf "$dir"
-  timeout "$T_DDP" torchrun --standalone --nproc_per_node="$NPROC" -m cossl_train pretrain --no-progress \
-    train.epochs=2 "${common[@]}" || return 1
+  setsid timeout "$T_DDP" torchrun --standalone --nproc_per_node="$NPROC" -m cossl_train pretrain --no-progress \
+    "${common[@]}" &
+  local pid=$! waited=0
+  until [[ -f "$dir/checkpoint.pt" ]] || ! kill -0 "$pid" 2> /dev/null || (( waited > T_DDP )); do
+    sleep 0.2; waited=$((waited + 1))
+  done
+  kill -9 -- "-$pid" 2> /dev/null; wait "$pid" 2> /dev/null
+  [[ -f "$dir/checkpoint.pt" ]] || { echo "no checkpoint before the kill"; return 1; }
   timeout "$T_DDP" torchrun --standalone --nproc_per_node="$NPROC" -m cossl_train pretrain --no-progress --resume \
-    train.epochs=3 "${common[@]}" || return 1
+    "${common[@]}" || return 1
   timeout "$T_DDP" "$PY" -m cossl_train knn --no-progress "$dir/checkpoint.pt" || return 1
-  "$PY" - "$dir/checkpoint.pt" "$NPROC" <<'EOF' || return 1
+  "$PY" - "$dir/checkpoint.pt" "$NPROC" <<'PYEOF' || return 1
 import sys
 from cossl_train.checkpoint import load_checkpoint
 state = load_checkpoint(sys.argv[1])
@@ -106,7 +114,7 @@ want_world = int(sys.argv[2])
 print(f"checkpoint: epoch {state['epoch']}, global step {state['global_step']}, world size {state['world_size']}")
 assert state["epoch"] == 3, state["epoch"]
 assert state["world_size"] == want_world, (state["world_size"], want_world)
-EOF
+PYEOF
 }
 
 # tiny grid: 2 cells + 1 BYOL reference, trained and evaluated; the rerun must not retrain
