@@ -46,6 +46,21 @@ TINY_OVERRIDES = [
 ]
 
 
+def random_image_folder(root: os.PathLike[str], classes: tuple[str, ...] = ("a", "b"), per_class: int = 8,
+                        size: int = 20, seed: int = 0) -> None:
+    """``root/<class>/<i>.png``: ``per_class`` random RGB images of ``size`` px per class."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (Path(root) / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(Path(root) / cls / f"{i}.png")
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Checkpoints of BYOL and CO-BYOL briefly pre-trained on the digits (with online probes):

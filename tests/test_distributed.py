@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, random_image_folder
 from torch import nn
 
 from cossl_train.checkpoint import load_checkpoint
@@ -126,15 +126,7 @@ def test_two_process_run_with_a_corrupt_file_in_one_shard(tmp_path: Path, method
     gather uneven batches, the run finishes, and the skipped image is counted over both shards."""
     import csv
 
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(8):
-            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{i}.png")
+    random_image_folder(tmp_path / "data", per_class=8)
     (tmp_path / "data" / "b" / "3.png").write_bytes(b"not an image")
     out = tmp_path / "run"
     args = [*TINY_OVERRIDES, "data.dataset=imagefolder", f"data.root={tmp_path / 'data'}", "train.batch_size=4",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, random_image_folder
 
 from cossl_train.checkpoint import CheckpointError, load_checkpoint, load_pretrained
 from cossl_train.cli import main as cli_main
@@ -215,15 +215,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     """A folder where half the files are corrupt or truncated trains, and the log counts them."""
     import csv
 
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
+    random_image_folder(tmp_path / "data", per_class=4)
     for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{i}.png")
         (tmp_path / "data" / cls / "bad.jpg").write_bytes(b"not an image at all")
         good = (tmp_path / "data" / cls / "0.png").read_bytes()
         for i in range(3):

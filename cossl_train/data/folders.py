@@ -96,7 +96,24 @@ def load_image(path: str, reported: set[str]) -> Image.Image | None:
         return None
 
 
-class ImageFolderDataset(Dataset):
+class ImageFiles(Dataset):
+    """Images read from ``self.samples``, a list of (path, label): samples ``(PIL RGB image,
+    label)``, or ``None`` for a file that cannot be decoded (a warning once per file and process)."""
+
+    samples: list[tuple[str, int]]
+    #: files already reported as unreadable by this process
+    _reported: set[str]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int] | None:
+        path, label = self.samples[i]
+        img = load_image(path, self._reported)
+        return None if img is None else (img, label)
+
+
+class ImageFolderDataset(ImageFiles):
     """A folder of images, labelled by class subfolders or unlabelled.
 
     Layouts:
@@ -157,18 +174,10 @@ class ImageFolderDataset(Dataset):
         if not self.samples:
             raise FileNotFoundError(f"no images ({', '.join(IMG_EXTENSIONS)}) found under {root}")
         self.targets = [label for _, label in self.samples]
-        self._reported: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Image.Image, int] | None:
-        path, label = self.samples[i]
-        img = load_image(path, self._reported)
-        return None if img is None else (img, label)
+        self._reported = set()
 
 
-class TinyImageNetDataset(Dataset):
+class TinyImageNetDataset(ImageFiles):
     """Tiny-ImageNet-200 from its released folder layout (nothing is downloaded).
 
     ``root`` is the ``tiny-imagenet-200`` folder::
@@ -198,7 +207,7 @@ class TinyImageNetDataset(Dataset):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.samples = self._train_samples() if split == "train" else self._val_samples()
         self.targets = [label for _, label in self.samples]
-        self._reported: set[str] = set()
+        self._reported = set()
 
     @staticmethod
     def _read_wnids(path: str) -> list[str]:
@@ -254,10 +263,3 @@ class TinyImageNetDataset(Dataset):
             raise DataError(f"Tiny-ImageNet validation annotations {ann} list no image")
         return [(os.path.join(images, n), label) for n, label in sorted(samples.items())]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Image.Image, int] | None:
-        path, label = self.samples[i]
-        img = load_image(path, self._reported)
-        return None if img is None else (img, label)
