@@ -1,4 +1,4 @@
-"""``cossl-train``: pre-train, evaluate checkpoints, list backbones, run the demo.
+"""cossl-train: pre-train, evaluate checkpoints, list backbones, compare methods over seeds, run the demo.
 
 Every known failure (bad config key, missing data, foreign checkpoint, NaN loss, ...) ends
 with one line on stderr and exit status 2; set COSSL_DEBUG=1 for the traceback.

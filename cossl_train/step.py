@@ -150,8 +150,9 @@ def train_step(parts: TrainParts, views: Sequence[Tensor], labels: Tensor | None
         p.grad = None
 
     result = StepResult()
-    if parts.probe is not None and labels is not None:
-        result.probe_correct, result.probe_total = parts.probe.step(out.features, labels)
+    if parts.probe is not None and labels is not None:  # both global views, each with its label
+        reps = out.features.shape[0] // labels.shape[0]
+        result.probe_correct, result.probe_total = parts.probe.step(out.features, labels.repeat(reps))
     if not sync:
         return result
 

@@ -34,7 +34,9 @@ class MethodOutput:
     loss: Tensor  #: L = (1 - w_s) L_g + w_s L_l, the value to back-propagate
     loss_global: Tensor  #: L_g (detached)
     loss_local: Tensor  #: L_l (detached; 0 when there is no CO term or w_s = 0)
-    features: Tensor  #: (B, C) detached global representation of view 1, for the online probe
+    #: (2B, C) detached global representations of the two global views (view 1's rows first), for
+    #: the online probe
+    features: Tensor
     embeddings: Tensor  #: (B, D) detached online projections of view 1, for the collapse monitor
     #: parameters whose gradient must be dropped after this step's backward (DINO's frozen last layer)
     drop_grads: tuple[nn.Parameter, ...] = field(default=())
@@ -154,5 +156,5 @@ class SSLMethod(nn.Module):
             loss_l = self.co(self, online, target_fmaps, targets, epoch)
             loss = (1 - self.local_weight) * loss_g + self.local_weight * loss_l
         drop = tuple(self._frozen(self)) if self._frozen is not None and epoch < self.frozen_epochs else ()
-        return MethodOutput(loss, loss_g.detach(), loss_l.detach(), online.reps[0].detach(),
+        return MethodOutput(loss, loss_g.detach(), loss_l.detach(), torch.cat(online.reps[:2]).detach(),
                             online.projections[0].detach(), drop)
