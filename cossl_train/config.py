@@ -20,8 +20,9 @@ from .errors import ConfigError  # re-exported for callers
 
 @dataclass
 class DataConfig:
-    #: digits (embedded, no download) | imagefolder | tinyimagenet | cifar10 | cifar100 | stl10
-    dataset: str = "digits"
+    #: scenes (embedded default: digit scenes, no download) | digits (embedded) | imagefolder |
+    #: tinyimagenet | cifar10 | cifar100 | stl10
+    dataset: str = "scenes"
     #: dataset root (imagefolder: the training folder; tinyimagenet: the tiny-imagenet-200 folder;
     #: torchvision sets: their root)
     root: str | None = None
@@ -33,6 +34,8 @@ class DataConfig:
     download: bool = False
     #: digits only: side length the 8x8 digits are upscaled to when loaded
     digits_size: int = 32
+    #: scenes only: side length of the generated digit scenes
+    scenes_size: int = 32
     num_workers: int = 2
     #: cap on the number of training images (0 = all); for quick runs
     limit: int = 0
@@ -253,7 +256,7 @@ _CHOICES = {
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
-    ("data", "dataset"): ("digits", "imagefolder", "tinyimagenet", "cifar10", "cifar100", "stl10"),
+    ("data", "dataset"): ("scenes", "digits", "imagefolder", "tinyimagenet", "cifar10", "cifar100", "stl10"),
 }
 
 

@@ -6,6 +6,9 @@ by :func:`collate_skip_none` and counted in the batch (``batch.skipped``), so on
 stops a long run and the trainer can log how many were lost.
 
 Datasets (``data.dataset``), one module each:
+  * ``scenes`` (:mod:`.scenes`, the default) -- digit scenes: coloured, textured digit
+    silhouettes at random positions and scales over crops of bundled photographs, with
+    distractor shapes; 6000 train / 2000 val images generated in memory at ``data.scenes_size``.
   * ``digits`` (:mod:`.digits`) -- scikit-learn's bundled handwritten digits (1797 8x8 grayscale
     images, no download), upscaled bilinearly to ``data.digits_size`` and held in memory as uint8
     RGB; a fixed stratified 80/20 train/val split.
@@ -13,6 +16,8 @@ Datasets (``data.dataset``), one module each:
     subfolders, unlabelled when the images sit directly in ``root``; an optional class list
     selects a subset of the folders (``"imagenet100"`` is the CMC ImageNet-100 list shipped in
     ``resources/imagenet100.txt``); ``data.val_root`` is an optional labelled validation folder.
+  * ``tinyimagenet`` (:mod:`.folders`) -- the Tiny-ImageNet-200 folder (``train/`` and the
+    annotated ``val/``).
   * ``cifar10``, ``cifar100``, ``stl10`` (:mod:`.torchvision_sets`) -- torchvision, fetched only
     when ``data.download``. STL-10 pre-trains on ``train+unlabeled`` and probes on ``train`` /
     ``test``.
@@ -44,10 +49,12 @@ from .loader import (
     collate_skip_none,
     limit_indices,
 )
+from .scenes import DigitScenes
 from .torchvision_sets import TORCHVISION_SETS, torchvision_dataset
 
 __all__ = [
     "IMG_EXTENSIONS",
+    "DigitScenes",
     "DigitsDataset",
     "EvalBatch",
     "EvalDataset",
@@ -65,7 +72,7 @@ __all__ = [
 ]
 
 #: every ``data.dataset`` name the builders accept
-DATASETS = ("digits", "imagefolder", "tinyimagenet", *TORCHVISION_SETS)
+DATASETS = ("scenes", "digits", "imagefolder", "tinyimagenet", *TORCHVISION_SETS)
 
 
 def _unknown(name: str) -> ValueError:
@@ -85,6 +92,8 @@ def _imagefolder_train(data_cfg: DataConfig) -> ImageFolderDataset:
 
 def _pretrain_base(data_cfg: DataConfig) -> Dataset:
     name = data_cfg.dataset
+    if name == "scenes":
+        return DigitScenes("train", data_cfg.scenes_size)
     if name == "digits":
         return DigitsDataset("train", data_cfg.digits_size)
     if name == "imagefolder":
@@ -100,6 +109,8 @@ def _pretrain_base(data_cfg: DataConfig) -> Dataset:
 
 def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     name = data_cfg.dataset
+    if name == "scenes":
+        return DigitScenes("train", data_cfg.scenes_size), DigitScenes("val", data_cfg.scenes_size)
     if name == "digits":
         return DigitsDataset("train", data_cfg.digits_size), DigitsDataset("val", data_cfg.digits_size)
     if name == "imagefolder":
@@ -123,7 +134,7 @@ def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> Pret
     """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``, and
     ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop).
 
-    digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
+    scenes, digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
     train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
     """
     base = _pretrain_base(data_cfg)
@@ -134,7 +145,7 @@ def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> Pret
 def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[EvalDataset, EvalDataset | None]:
     """Probe / kNN sets ``(train, val or None)``: samples ``(uint8 (3,R,R), label)``.
 
-    digits: train/val splits; imagefolder: ``data.root`` and ``data.val_root`` (None when not
+    scenes, digits: train/val splits; imagefolder: ``data.root`` and ``data.val_root`` (None when not
     given; the validation folder uses the training folder's class indices); tinyimagenet:
     ``train/`` and ``val/``; CIFAR: train/test; STL-10: train/test. ``data.limit`` cuts the
     training set only, to the same subset as :func:`build_pretrain_dataset` where both read the
