@@ -16,7 +16,8 @@ The pipeline of one view is (BYOL, Grill et al. 2020, table 6):
   solarised, as DINO's local-crop pipeline).
 * The photometric part (:class:`BatchPhotometric`) runs batched on the training device with a
   different random draw for every sample (kornia.augmentation); on a GPU this keeps the model
-  fed, on 2 CPU cores it is still about 4x faster than per-sample torchvision ops (DESIGN.md 7).
+  fed, on 2 CPU cores it is still about 4x faster than per-sample torchvision ops (measured on
+  a 2-core CI machine).
 
 Outputs are float images in [0, 1]; there is no normalisation here, the encoder normalises inside.
 

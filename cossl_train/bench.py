@@ -428,8 +428,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "method in fp32 and in bf16 in the same run")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is in warm-up)")
-    p.add_argument("--cudnn-benchmark", action="store_true",
-                   help="set torch.backends.cudnn.benchmark (the trainer leaves it off)")
     p.add_argument("--optim", default="lars", choices=("lars", "sgd", "adamw"), help="default: lars")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the loader timing (default: 2)")
     p.add_argument("--loader-batches", type=int, default=20, help="batches timed for the loader (default: 20)")
@@ -561,8 +559,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True
     both = args.precision == "both"
     cfg = bench_config(args, "fp32" if both else args.precision)
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)

@@ -205,6 +205,10 @@ class TrainConfig:
     #: validation split every ``probe_eval_every`` epochs (0 = never)
     online_probe: bool = True
     probe_lr: float = 1e-3
+    #: what the online probe trains on: "clean" (each training image resized as the evaluation
+    #: does, carried beside its crops, encoded without gradient in eval mode: the probe then sees
+    #: the distribution it is scored on) or "views" (the two augmented global views)
+    probe_input: str = "clean"
     probe_eval_every: int = 1
     log_every: int = 10
     #: 0 = full epochs; >0 stops each epoch after this many optimizer steps (smoke runs)
@@ -256,6 +260,7 @@ _CHOICES = {
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
+    ("train", "probe_input"): ("clean", "views"),
     ("data", "dataset"): ("scenes", "digits", "imagefolder", "tinyimagenet", "cifar10", "cifar100", "stl10"),
 }
 

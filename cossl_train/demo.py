@@ -45,19 +45,21 @@ def demo_config(overrides: tuple[str, ...] = ()) -> Config:
         return load_config(p, list(overrides))
 
 
-def _report(comp: Comparison, out: Path, progress: bool) -> Path:
+def _report(comp: Comparison, out: Path, options: dict[str, Any], progress: bool) -> Path:
     from cossl_analysis.options import AnalysisOptions
     from cossl_analysis.report import write_report
 
     from .methods import display_name
 
     groups = {display_name(m): [run_dir(out, m, s) / "checkpoint.pt" for s in comp.seeds] for m in comp.methods}
-    return write_report(groups, out / "report", AnalysisOptions(**REPORT_OPTIONS), progress=progress)
+    return write_report(groups, out / "report", AnalysisOptions(**options), progress=progress)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bool = True,
-             overrides: tuple[str, ...] = (), report: bool = True) -> dict[str, Any]:
-    """Train, evaluate and analyse (module docstring); returns the paths of what it wrote."""
+             overrides: tuple[str, ...] = (), report: bool = True,
+             report_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluate and analyse (module docstring); returns the paths of what it wrote.
+    ``report_options`` replace entries of :data:`REPORT_OPTIONS` (the tests shrink them)."""
     out = Path(out_dir)
     setup_logging(None)
     t0 = time.perf_counter()
@@ -68,7 +70,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bo
           f"{base.backbone.width}, {base.train.epochs} epochs, w_s = {base.co.local_weight}; {seeds} seeds, "
           f"held-out images:\n")
     print(format_table(comp))
-    page = _report(comp, out, progress) if report else None
+    page = _report(comp, out, {**REPORT_OPTIONS, **(report_options or {})}, progress) if report else None
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; table {table}; runs in {out}/")
     if page is not None:
         print(f"report: {page}")

@@ -107,6 +107,31 @@ def build_parts(cfg: Config, rt: Runtime, schedule: Schedule, num_classes: int |
     return TrainParts(cfg, rt, method, model, forward, optimizer, build_photometric(cfg, rt), schedule, probe)
 
 
+def clean_features(parts: TrainParts, clean: Tensor) -> Tensor:
+    """Global representations (B, C) of uint8 images (B, 3, R, R), without gradient, in eval mode
+    (no BatchNorm statistics move: the training computation is untouched)."""
+    enc = parts.method.encoder
+    was = enc.training
+    enc.eval()
+    x = clean.float().div_(255)
+    if parts.cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), parts.rt.autocast():
+        feats = enc.pool(enc(x))
+    enc.train(was)
+    return feats
+
+
+def probe_step(parts: TrainParts, view_features: Tensor, labels: Tensor, clean: Tensor | None) -> tuple[int, int]:
+    """One online-probe update: on the clean images when given, else on both global views' features
+    (each with its label). Returns (correct, labelled)."""
+    assert parts.probe is not None
+    if clean is not None:
+        return parts.probe.step(clean_features(parts, clean), labels)
+    reps = view_features.shape[0] // labels.shape[0]
+    return parts.probe.step(view_features, labels.repeat(reps))
+
+
 def augment(parts: TrainParts, views: Sequence[Tensor], epoch: int, micro: int, rank: int) -> list[Tensor]:
     """uint8 crops on the device -> float views in [0, 1], each view with its own seed."""
     out = []
@@ -128,8 +153,11 @@ def clip_per_parameter_(params: Sequence[nn.Parameter], max_norm: float) -> None
 
 
 def train_step(parts: TrainParts, views: Sequence[Tensor], labels: Tensor | None, epoch: int, micro: int,
-               global_step: int, rank: int = 0) -> StepResult:
+               global_step: int, rank: int = 0, clean: Tensor | None = None) -> StepResult:
     """One micro-step on a batch of uint8 crops already on the device (``views[:2]`` global).
+
+    The online probe trains on ``clean`` (uint8 images resized as the evaluation does) when given,
+    else on the features of both global views.
 
     ``micro`` counts micro-steps within the epoch (augmentation seeds); ``global_step`` counts
     optimizer steps (schedules). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
@@ -150,9 +178,8 @@ def train_step(parts: TrainParts, views: Sequence[Tensor], labels: Tensor | None
         p.grad = None
 
     result = StepResult()
-    if parts.probe is not None and labels is not None:  # both global views, each with its label
-        reps = out.features.shape[0] // labels.shape[0]
-        result.probe_correct, result.probe_total = parts.probe.step(out.features, labels.repeat(reps))
+    if parts.probe is not None and labels is not None:
+        result.probe_correct, result.probe_total = probe_step(parts, out.features, labels, clean)
     if not sync:
         return result
 

@@ -143,7 +143,9 @@ def setup_run(cfg: Config, resume: bool) -> Run:
 
 
 def setup_data(cfg: Config, world: int) -> RunData:
-    ds = build_pretrain_dataset(cfg.data, cfg.augment)
+    # the online probe's clean images ride with the crops (one decode per image)
+    ds = build_pretrain_dataset(cfg.data, cfg.augment,
+                                clean_view=cfg.train.online_probe and cfg.train.probe_input == "clean")
     per_step = cfg.train.batch_size * world * cfg.train.accum_steps
     steps = len(ds) // per_step
     if cfg.train.max_steps_per_epoch:
@@ -215,7 +217,8 @@ def run_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_ste
             continue
         views = [v.to(device, non_blocking=True) for v in (batch.view1, batch.view2, *batch.local_views)]
         try:
-            res = train_step(parts, views, batch.label.to(device), epoch, micro, global_step, run.rank)
+            clean = batch.clean.to(device, non_blocking=True) if batch.clean is not None else None
+            res = train_step(parts, views, batch.label.to(device), epoch, micro, global_step, run.rank, clean)
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"{e}; stopped before writing a checkpoint ({run.checkpoint} keeps the last "
                                      "good epoch); try a lower optim.lr or train.precision=fp32") from None

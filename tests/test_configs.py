@@ -26,6 +26,12 @@ ALL_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 
 #: the documented values of each paper config (dotted key -> value after loading)
 EXPECTED: dict[str, dict[str, Any]] = {
+    "demo.yaml": {
+        "data.dataset": "scenes", "data.scenes_size": 32, "augment.resolution": 32, "augment.c_min": 0.2,
+        "augment.blur_p": (0.0, 0.0), "backbone.name": "rf_resnet18_rf13", "backbone.width": 16,
+        "backbone.pool_mlp": None, "method.name": "co_byol", "co.local_weight": 0.3, "co.direction": "both",
+        "train.epochs": 2, "train.batch_size": 128, "optim.name": "adamw", "optim.lr": 2.0e-3,
+    },
     "imagenet1k_co_byol_r50.yaml": {
         "method.name": "co_byol", "backbone.name": "resnet50", "backbone.small_image": None,
         "backbone.width": 64, "train.epochs": 100, "train.batch_size": 256, "train.precision": "bf16",

@@ -29,7 +29,7 @@ def test_deterministic_for_a_seed_and_different_across_seeds() -> None:
     digit_scenes.cache_clear()  # regenerate instead of returning the cached tensors
     b = digit_scenes("val", SIDE, 0)
     assert a[0] is not b[0]
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     c = digit_scenes("val", SIDE, 1)
     assert not torch.equal(a[0], c[0])
 

@@ -130,16 +130,20 @@ def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     raise _unknown(name)
 
 
-def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> PretrainDataset:
+def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig,
+                           clean_view: bool = False) -> PretrainDataset:
     """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``, and
-    ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop).
+    ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop); with
+    ``clean_view``, ``(view1, view2, label, local_views or (), clean uint8 (3,R,R))``, the clean
+    image resized as the evaluation does (what the online probe trains on).
 
     scenes, digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
     train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
     """
     base = _pretrain_base(data_cfg)
     crop = MultiCrop(aug_cfg) if aug_cfg.local_crops else TwoViewCrop(aug_cfg)
-    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
+    clean = eval_transform(aug_cfg) if clean_view else None
+    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit), clean)  # type: ignore[arg-type]
 
 
 def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[EvalDataset, EvalDataset | None]:

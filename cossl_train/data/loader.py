@@ -79,15 +79,18 @@ class PretrainDataset(Dataset):
     seeded_keys = True
 
     def __init__(
-        self, base: Dataset, crop: TwoViewCrop | MultiCrop, indices: Sequence[int] | None = None
+        self, base: Dataset, crop: TwoViewCrop | MultiCrop, indices: Sequence[int] | None = None,
+        clean: EvalTransform | None = None,
     ) -> None:
         self.base = base
         self.crop = crop
         self.indices = None if indices is None else list(indices)
         #: number of local crops per sample (0 without multi-crop)
         self.n_local = crop.n_local if isinstance(crop, MultiCrop) else 0
+        #: with a transform, samples end with the clean (evaluation-resized) image for the online probe
+        self.clean = clean
         #: sample layout, used by the collate function when a whole batch is unreadable
-        self.n_fields = 4 if self.n_local else 3
+        self.n_fields = 5 if clean is not None else 4 if self.n_local else 3
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
@@ -104,11 +107,13 @@ class PretrainDataset(Dataset):
             return None
         img, label = sample
         label = int(label) if label is not None else -1
+        crops = self.crop(img, seed=seed)
+        v1, v2 = crops[:2]
+        if self.clean is not None:
+            return v1, v2, label, tuple(crops[2]) if self.n_local else (), self.clean(img)
         if not self.n_local:
-            v1, v2 = self.crop(img, seed=seed)[:2]
             return v1, v2, label
-        v1, v2, local_views = self.crop(img, seed=seed)  # type: ignore[misc]
-        return v1, v2, label, local_views
+        return v1, v2, label, crops[2]
 
 
 class EvalDataset(Dataset):
@@ -153,6 +158,8 @@ class PretrainBatch(NamedTuple):
     label: Tensor
     skipped: int
     local_views: tuple[Tensor, ...] = ()
+    #: uint8 (B, 3, R, R): each image resized as the evaluation does (for the online probe), or None
+    clean: Tensor | None = None
 
 
 class EvalBatch(NamedTuple):
@@ -171,7 +178,8 @@ def collate_skip_none(
     The count travels with the batch (``batch.skipped``) because DataLoader workers are separate
     processes: a counter inside the dataset would stay in the worker. Three-field samples give a
     :class:`PretrainBatch`, four-field samples (with a tuple of local crops) a PretrainBatch with
-    ``local_views``, two-field samples an :class:`EvalBatch`. When every sample is unreadable the
+    ``local_views``, five-field samples (locals, maybe none, then the clean image) one with
+    ``clean``, two-field samples an :class:`EvalBatch`. When every sample is unreadable the
     batch is empty (``batch.label.numel() == 0``, images of shape (0, 3, 0, 0), and ``n_local``
     such local views); ``n_fields`` then says which layout to return. The trainer should skip
     empty batches.
@@ -186,16 +194,20 @@ def collate_skip_none(
         n = n_fields if n_fields is not None else 3
         no_labels = torch.empty(0, dtype=torch.int64)
         cols = [empty, empty, no_labels] if n >= 3 else [empty, no_labels]
-        if n == 4:
+        if n >= 4:
             cols.append([empty] * n_local)
+        if n == 5:
+            cols.append(empty)
     if n == 3:
         return PretrainBatch(cols[0], cols[1], cols[2], skipped)
     if n == 4:
         # default_collate turns the per-sample tuples of M crops into M stacked (B, 3, r, r) tensors
         return PretrainBatch(cols[0], cols[1], cols[2], skipped, tuple(cols[3]))
+    if n == 5:  # the clean image of each sample last
+        return PretrainBatch(cols[0], cols[1], cols[2], skipped, tuple(cols[3]), cols[4])
     if n == 2:
         return EvalBatch(cols[0], cols[1], skipped)
-    raise ValueError(f"expected samples of 2, 3 or 4 fields, got {n}")
+    raise ValueError(f"expected samples of 2, 3, 4 or 5 fields, got {n}")
 
 
 # --------------------------------------------------------------------------------------------

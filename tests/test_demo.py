@@ -1,0 +1,58 @@
+"""The main job end to end on a reduced budget: the seeds' table and the report with every section.
+
+The full demo's numbers are recorded in the README, never asserted here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from conftest import TINY_OVERRIDES
+
+from cossl_train.demo import run_demo
+
+#: the demo shrunk to seconds: tiny network and images, 1 epoch of 2 steps, 2 seeds
+TINY_DEMO = tuple(o for o in TINY_OVERRIDES if not o.startswith(("backbone.name", "backbone.small_image"))) + (
+    "backbone.name=rf_resnet18_rf13", "train.epochs=1", "train.max_steps_per_epoch=2", "data.limit=128",
+    "train.batch_size=32", "eval.linear_epochs=3")
+REPORT = {"images": 24, "erf_images": 2, "show": 1, "corruptions": ("gaussian_noise", "speckle_noise"),
+          "eps_255": (1.0,), "pgd_steps": 1, "workers": 1, "internal_strengths": (0.0, 0.5)}
+SECTIONS = ("Global against local similarity (Figure 3B)", "Effective receptive fields (Figure 4)", "Patch dropping",
+            "Internal corruption and internal masking", "Image corruptions (ImageNet-C)",
+            "Adversarial attacks (FGSM, PGD)", "Large-crop study", "Summary", "Checkpoints")
+
+
+def _numbers(obj: object) -> list[float]:
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _numbers(v)]
+    return [float(obj)] if isinstance(obj, (int, float)) and not isinstance(obj, bool) else []
+
+
+@pytest.mark.timeout(900)
+def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    res = run_demo(out, seeds=2, progress=False, overrides=TINY_DEMO, report_options=REPORT)
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {(r["encoder"], r["seed"]) for r in rows} == {(e, s) for e in ("random init", "byol", "co_byol")
+                                                         for s in ("0", "1")}
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("linear_top1", "linear_top5", "knn_top1"))
+    table = (out / "results.md").read_text()
+    assert table.strip() in printed and "±" in table and "vs byol" in table
+    # the report: every section, every number finite, printed path
+    page = Path(res["report"])
+    assert page == out / "report" / "report.html" and f"report: {page}" in printed
+    html = page.read_text()
+    for title in SECTIONS:
+        assert f">{title}<" in html, title
+    assert "nan" not in " ".join(re.findall(r"<td>([^<]*)</td>", html)).lower()
+    summary = json.loads((out / "report" / "manifest.json").read_text())["commands"]["report"]["summary"]
+    assert set(summary["similarity"]) == {"BYOL", "CO-BYOL"}
+    numbers = _numbers(summary)
+    assert numbers and all(math.isfinite(x) for x in numbers)
