@@ -15,9 +15,11 @@ from conftest import TINY_OVERRIDES
 
 from cossl_train.demo import run_demo
 
-#: the demo shrunk to seconds: tiny network and images, 1 epoch of 2 steps, 2 seeds
-TINY_DEMO = tuple(o for o in TINY_OVERRIDES if not o.startswith(("backbone.name", "backbone.small_image"))) + (
-    "backbone.name=rf_resnet18_rf13", "train.epochs=1", "train.max_steps_per_epoch=2", "data.limit=128",
+#: the demo shrunk to seconds: the digit scenes at 16 px, a width-8 network, 1 epoch of 2 steps, 2 seeds
+TINY_DEMO = tuple(o for o in TINY_OVERRIDES if not o.startswith(
+    ("backbone.name", "backbone.small_image", "data.dataset", "data.digits_size"))) + (
+    "data.dataset=scenes", "data.scenes_size=16", "backbone.name=rf_resnet18_rf13", "train.epochs=1",
+    "train.max_steps_per_epoch=2", "data.limit=128",
     "train.batch_size=32", "eval.linear_epochs=3")
 REPORT = {"images": 24, "erf_images": 2, "show": 1, "corruptions": ("gaussian_noise", "speckle_noise"),
           "eps_255": (1.0,), "pgd_steps": 1, "workers": 1, "internal_strengths": (0.0, 0.5)}
