@@ -50,14 +50,27 @@ log = logging.getLogger("cossl_train")
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message is logged, not the stream it was at
+    set-up (a replaced or captured stderr would otherwise be written to after it is closed)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(out_dir: Path | None = None) -> None:
     """Messages to stderr, and to ``out_dir/train.log`` of the current run (one process may run
     several, as the demo does: each run's file handler replaces the previous one)."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    if not any(type(h) is logging.StreamHandler for h in log.handlers):
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.setLevel(logging.INFO)
         log.propagate = False
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(fmt)
         log.addHandler(handler)
     for h in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -44,6 +47,33 @@ TINY_OVERRIDES = [
     "optim.name=adamw", "optim.lr=2e-3", "optim.lr_scaling=none", "optim.warmup_epochs=0",
     "train.batch_size=64", "train.log_every=5", "train.tensorboard=false", "train.precision=fp32",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_package_logging() -> Iterator[None]:
+    """Runs set up the package logger (stderr and train.log handlers); every test starts and ends
+    with the logger as a fresh process has it, so no test sees another's (or a fixture's) set-up."""
+
+    def reset() -> None:
+        logger = logging.getLogger("cossl_train")
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+    reset()
+    yield
+    reset()
+
+
+def json_numbers(obj: Any) -> list[float]:
+    """Every number in a JSON value, NaN and infinities included (for the tests to catch them)."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in json_numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in json_numbers(v)]
+    return [float(obj)] if isinstance(obj, (int, float)) and not isinstance(obj, bool) else []
 
 
 def random_image_folder(root: os.PathLike[str], classes: tuple[str, ...] = ("a", "b"), per_class: int = 8,

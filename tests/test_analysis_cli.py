@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import json_numbers
 from scipy.stats import pearsonr
 
 from cossl_analysis import AnalysisOptions, load_checkpoint, load_eval_set, probe_accuracy, write_report
@@ -62,15 +63,6 @@ def report_run(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
-def _finite_numbers(obj: Any) -> list[float]:
-    """Every number in a JSON value (a NaN or an infinity is kept, to be caught)."""
-    if isinstance(obj, dict):
-        return [x for v in obj.values() for x in _finite_numbers(v)]
-    if isinstance(obj, list):
-        return [x for v in obj for x in _finite_numbers(v)]
-    return [float(obj)] if isinstance(obj, (int, float)) and not isinstance(obj, bool) else []
-
-
 # --------------------------------------------------------------------------------------------
 # the full report
 # --------------------------------------------------------------------------------------------
@@ -87,7 +79,7 @@ def test_report_has_every_section_with_finite_numbers(report_run: Path) -> None:
     for name in ("erf/erf.json", "similarity/similarity.json", "patch_drop/patch_drop.json",
                  "internal_corruption/internal.json", "robustness/corruption.json", "robustness/adversarial.json",
                  "robustness/large_crop.json", "manifest.json"):
-        numbers = _finite_numbers(_json(report_run / name))
+        numbers = json_numbers(_json(report_run / name))
         assert numbers and all(math.isfinite(x) for x in numbers), name
     # every cell of every table holds a number (or the mean ± std of numbers), never NaN
     cells = re.findall(r"<td>([^<]*)</td>", html)

@@ -30,6 +30,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "data.dataset": "scenes", "data.scenes_size": 32, "augment.resolution": 32, "augment.c_min": 0.2,
         "augment.blur_p": (0.0, 0.0), "backbone.name": "rf_resnet18_rf13", "backbone.width": 16,
         "backbone.pool_mlp": None, "method.name": "co_byol", "co.local_weight": 0.3, "co.direction": "both",
+        "train.probe_lr": 1.0e-2, "train.probe_input": "clean",
         "train.epochs": 2, "train.batch_size": 128, "optim.name": "adamw", "optim.lr": 2.0e-3,
     },
     "imagenet1k_co_byol_r50.yaml": {

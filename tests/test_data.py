@@ -83,7 +83,7 @@ def test_digits_native_size_keeps_values() -> None:
 
 
 def test_digits_builders_and_limit() -> None:
-    cfg = DataConfig(digits_size=16, limit=100)
+    cfg = DataConfig(dataset="digits", digits_size=16, limit=100)
     pre = build_pretrain_dataset(cfg, AUG)
     assert len(pre) == 100
     v1, v2, label = pre[(3, 11)]
@@ -266,7 +266,7 @@ def test_multicrop_loader_determinism_workers_and_resume() -> None:
 def test_local_crops_off_gives_the_two_view_batches() -> None:
     """augment.local_crops=0 is the plain two-view pipeline, bit for bit, and turning local crops
     on changes neither the order nor the global views."""
-    data = DataConfig(digits_size=16, limit=48)
+    data = DataConfig(dataset="digits", digits_size=16, limit=48)
     off = build_pretrain_dataset(data, AUG)
     assert off.n_local == 0 and off.n_fields == 3 and len(off[(0, 1)]) == 3
     digits = DigitsDataset("train", 16)

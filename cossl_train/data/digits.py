@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+
+from .memory import InMemoryImages
 
 __all__ = ["DIGITS_SPLIT_SEED", "DIGITS_VAL_FRACTION", "DigitsDataset", "digits_split"]
 
@@ -60,7 +61,7 @@ def digits_split() -> dict[str, np.ndarray]:
     }
 
 
-class DigitsDataset(Dataset):
+class DigitsDataset(InMemoryImages):
     """scikit-learn's handwritten digits as uint8 RGB images, in memory.
 
     ``split`` is ``"train"`` (1437 images), ``"val"`` (360) or ``"all"`` (1797). Samples are
@@ -79,9 +80,3 @@ class DigitsDataset(Dataset):
         self.indices = splits[split]
         self.split = split
         self.classes = [str(c) for c in range(10)]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.images[i], int(self.labels[i])

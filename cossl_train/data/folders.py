@@ -52,12 +52,16 @@ def read_class_list(spec: str) -> list[str]:
         text = path.read_text()
         source = str(path)
     names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-    names = [n for n in names if n]
+    return checked_names([n for n in names if n], f"class list {source}")
+
+
+def checked_names(names: list[str], what: str) -> list[str]:
+    """``names`` unchanged, or a DataError naming ``what`` when it is empty or repeats a name."""
     if not names:
-        raise DataError(f"class list {source} is empty")
+        raise DataError(f"{what} is empty")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise DataError(f"class list {source} repeats {len(dup)} name(s), e.g. {dup[0]}")
+        raise DataError(f"{what} repeats {len(dup)} name(s), e.g. {dup[0]}")
     return names
 
 
@@ -215,12 +219,7 @@ class TinyImageNetDataset(ImageFiles):
             raise FileNotFoundError(f"Tiny-ImageNet class list not found: {path}")
         with open(path) as f:
             wnids = [ln.strip() for ln in f if ln.strip()]
-        if not wnids:
-            raise DataError(f"Tiny-ImageNet class list {path} is empty")
-        dup = sorted({w for w in wnids if wnids.count(w) > 1})
-        if dup:
-            raise DataError(f"Tiny-ImageNet class list {path} repeats {len(dup)} id(s), e.g. {dup[0]}")
-        return wnids
+        return checked_names(wnids, f"Tiny-ImageNet class list {path}")
 
     def _train_samples(self) -> list[tuple[str, int]]:
         samples = []

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .digits import digits_split
+from .memory import InMemoryImages
 
 __all__ = ["SCENES_SIZES", "DigitScenes", "digit_scenes"]
 
@@ -150,16 +150,10 @@ def digit_scenes(split: str, side: int = 32, seed: int = 0) -> tuple[Tensor, Ten
     return (img * 255).round().clamp(0, 255).to(torch.uint8), lab, pool[inst]
 
 
-class DigitScenes(Dataset):
+class DigitScenes(InMemoryImages):
     """The digit scenes of :func:`digit_scenes` as a dataset: ``(uint8 (3, side, side), label in 0..9)``."""
 
     def __init__(self, split: str = "train", side: int = 32, seed: int = 0) -> None:
         self.images, self.labels, self.glyphs = digit_scenes(split, int(side), int(seed))
         self.split = split
         self.classes = [str(c) for c in range(10)]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.images[i], int(self.labels[i])
