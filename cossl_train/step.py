@@ -127,7 +127,8 @@ def probe_step(parts: TrainParts, view_features: Tensor, labels: Tensor, clean: 
     (each with its label). Returns (correct, labelled)."""
     assert parts.probe is not None
     if clean is not None:
-        return parts.probe.step(clean_features(parts, clean), labels)
+        keep = labels >= 0  # encode only what the probe can learn from
+        return parts.probe.step(clean_features(parts, clean[keep]), labels[keep])
     reps = view_features.shape[0] // labels.shape[0]
     return parts.probe.step(view_features, labels.repeat(reps))
 

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from .augment import eval_transform
 from .checkpoint import (
     CheckpointError,
     check_resume_compatible,
@@ -156,9 +157,9 @@ def setup_run(cfg: Config, resume: bool) -> Run:
 
 
 def setup_data(cfg: Config, world: int) -> RunData:
-    # the online probe's clean images ride with the crops (one decode per image)
-    ds = build_pretrain_dataset(cfg.data, cfg.augment,
-                                clean_view=cfg.train.online_probe and cfg.train.probe_input == "clean")
+    ds = build_pretrain_dataset(cfg.data, cfg.augment)
+    if cfg.train.online_probe and cfg.train.probe_input == "clean" and ds.num_classes:
+        ds = ds.with_clean(eval_transform(cfg.augment))  # the probe's images ride with the crops: one decode
     per_step = cfg.train.batch_size * world * cfg.train.accum_steps
     steps = len(ds) // per_step
     if cfg.train.max_steps_per_epoch:

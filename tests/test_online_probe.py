@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from conftest import TINY_OVERRIDES
 
+from cossl_train.augment import eval_transform
 from cossl_train.checkpoint import load_pretrained
 from cossl_train.config import load_config
 from cossl_train.data import build_eval_datasets, build_loader, build_pretrain_dataset, collate_skip_none
@@ -20,7 +21,7 @@ def _cfg(tmp: Path, *extra: str):
 
 def test_clean_image_is_the_evaluation_image(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    pre = build_pretrain_dataset(cfg.data, cfg.augment, clean_view=True)
+    pre = build_pretrain_dataset(cfg.data, cfg.augment).with_clean(eval_transform(cfg.augment))
     train, _ = build_eval_datasets(cfg.data, cfg.augment)
     for i in (0, 7, 100):
         v1, v2, label, local, clean = pre[(i, 1234)]
@@ -34,7 +35,7 @@ def test_clean_image_is_the_evaluation_image(tmp_path: Path) -> None:
 
 def test_batches_carry_the_clean_images_and_survive_unreadable_samples(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    pre = build_pretrain_dataset(cfg.data, cfg.augment, clean_view=True)
+    pre = build_pretrain_dataset(cfg.data, cfg.augment).with_clean(eval_transform(cfg.augment))
     batch = next(iter(build_loader(pre, 8, True, 0, 0, 0, True)))
     assert batch.clean is not None and batch.clean.shape == batch.view1.shape == (8, 3, 16, 16)
     assert batch.local_views == ()

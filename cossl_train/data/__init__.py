@@ -6,9 +6,9 @@ by :func:`collate_skip_none` and counted in the batch (``batch.skipped``), so on
 stops a long run and the trainer can log how many were lost.
 
 Datasets (``data.dataset``), one module each:
-  * ``scenes`` (:mod:`.scenes`, the default) -- digit scenes: coloured, textured digit
-    silhouettes at random positions and scales over crops of bundled photographs, with
-    distractor shapes; 6000 train / 2000 val images generated in memory at ``data.scenes_size``.
+  * ``scenes`` (:mod:`.scenes`, the default) -- digit scenes: white digit silhouettes at random
+    positions, scales and tilts over dark grey clutter cut from bundled photographs; 6000 train /
+    2000 val images generated in memory at ``data.scenes_size``.
   * ``digits`` (:mod:`.digits`) -- scikit-learn's bundled handwritten digits (1797 8x8 grayscale
     images, no download), upscaled bilinearly to ``data.digits_size`` and held in memory as uint8
     RGB; a fixed stratified 80/20 train/val split.
@@ -130,20 +130,17 @@ def _eval_bases(data_cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     raise _unknown(name)
 
 
-def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig,
-                           clean_view: bool = False) -> PretrainDataset:
+def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> PretrainDataset:
     """The pre-training set: samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``, and
-    ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop); with
-    ``clean_view``, ``(view1, view2, label, local_views or (), clean uint8 (3,R,R))``, the clean
-    image resized as the evaluation does (what the online probe trains on).
+    ``(view1, view2, label, local_views)`` with ``augment.local_crops`` > 0 (multi-crop);
+    :meth:`PretrainDataset.with_clean` adds each image resized as the evaluation does.
 
     scenes, digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
     train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
     """
     base = _pretrain_base(data_cfg)
     crop = MultiCrop(aug_cfg) if aug_cfg.local_crops else TwoViewCrop(aug_cfg)
-    clean = eval_transform(aug_cfg) if clean_view else None
-    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit), clean)  # type: ignore[arg-type]
+    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
 
 
 def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[EvalDataset, EvalDataset | None]:

@@ -95,6 +95,11 @@ class PretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
 
+    def with_clean(self, transform: EvalTransform) -> PretrainDataset:
+        """The same samples (same crops for a seed) ending with ``transform(image)``, the clean
+        image the online probe trains on: ``(view1, view2, label, local_views or (), clean)``."""
+        return PretrainDataset(self.base, self.crop, self.indices, transform)
+
     @property
     def num_classes(self) -> int | None:
         """Number of classes of a labelled base dataset; None when unlabelled (no online probe)."""
