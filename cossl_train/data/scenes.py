@@ -36,7 +36,7 @@ __all__ = ["SCENES_SIZES", "DigitScenes", "digit_scenes"]
 
 #: images per split
 SCENES_SIZES = {"train": 6000, "val": 2000}
-#: bundled photographs the backgrounds and fill textures are cut from (scikit-image names)
+#: bundled photographs the clutter is cut from (scikit-image names; scikit-learn's two sample images are added)
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "rocket", "immunohistochemistry", "retina",
           "brick", "camera", "coins", "grass", "gravel", "moon", "page", "text", "cell")
 #: photos are stored square at this side before cropping
