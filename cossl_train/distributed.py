@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -105,14 +110,57 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     return y / world_size()
 
 
-def init_from_env() -> None:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
-    import os
-
+def init_from_env() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU.
+    Returns whether this call joined it (False in one process or when already joined)."""
     if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
+        return False
+    # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments when it is
+    # first imported (torch._dynamo imports it lazily): imported after the group exists, it would
+    # keep the group alive until interpreter exit, where its threads can abort the process.
+    import torch.distributed.nn.functional  # noqa: F401
+
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("COSSL_BACKEND") != "gloo" else "gloo"
     dist.init_process_group(backend)
+    return True
+
+
+def leave(sync: bool = True) -> None:
+    """Leave the process group so that no communication thread outlives it.
+
+    A gloo worker thread can still hold the last reference to a finished collective (and so to a
+    Python tensor) just after ``wait()`` returned. If the interpreter is already shutting down when
+    that thread asks for the GIL, the thread is torn down mid-destructor and the process aborts
+    ("terminate called without an active exception"). The groups are therefore destroyed here,
+    while Python is alive: a barrier (``sync``) so no process tears down a connection another still
+    uses, then ``destroy_process_group``, then dropping our own reference to the gather group and
+    collecting cycles (a DDP wrapper in a cycle keeps the default group alive), so that each
+    group's destructor joins its threads now. Call it after dropping the DDP-wrapped model.
+    """
+    global _GATHER_GROUP
+    if not is_distributed():
+        return
+    if sync:
+        dist.barrier()
+    _GATHER_GROUP = None
+    dist.destroy_process_group()
+    gc.collect()
+
+
+@contextmanager
+def process_group() -> Iterator[None]:
+    """Join the torchrun process group (if launched by torchrun) for the block, and leave it the same
+    way on every process when the block ends: with a barrier after success, without one after an
+    error (another process may be gone). Nested use joins and leaves once."""
+    joined = init_from_env()
+    try:
+        yield
+    except BaseException:
+        if joined:
+            leave(sync=False)
+        raise
+    if joined:
+        leave()
 
 
 def any_process(flag: bool, device: torch.device) -> bool:

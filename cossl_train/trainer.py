@@ -1,6 +1,7 @@
 """The pre-training loop: ``pretrain(cfg)`` for one CPU, one GPU or torchrun, as named phases.
 
-    set up (process group, logging, runtime, the stored run)  -> setup_run
+    join and leave the torchrun process group                 -> distributed.process_group
+    set up (logging, runtime, the stored run)                 -> setup_run
     data and schedules                                        -> setup_data, make_schedule
     model, optimizer, augmentations, probe                    -> step.build_parts
     resume                                                    -> restore
@@ -139,8 +140,7 @@ class EpochStats:
 
 
 def setup_run(cfg: Config, resume: bool) -> Run:
-    """Join the process group, log to the run folder, pick the runtime, read a stored run."""
-    dist_utils.init_from_env()
+    """Log to the run folder, pick the runtime, read a stored run."""
     out_dir = Path(cfg.train.out_dir)
     setup_logging(out_dir)
     run = Run(cfg, resolve_runtime(cfg.train.device, cfg.train.precision), dist_utils.rank(),
@@ -327,6 +327,12 @@ def _finished(run: Run) -> dict[str, Any]:
 
 def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Pre-train ``cfg.method.name`` and return the summary written to ``summary.json``."""
+    # The run's DDP model lives in _pretrain's frame, gone before the group is left.
+    with dist_utils.process_group():
+        return _pretrain(cfg, resume, progress)
+
+
+def _pretrain(cfg: Config, resume: bool, progress: bool) -> dict[str, Any]:
     run = setup_run(cfg, resume)
     data = setup_data(cfg, run.world)
     parts = build_parts(cfg, run.rt, make_schedule(cfg, data), data.num_classes, run.world)

@@ -25,7 +25,11 @@ def rows() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main(out: str) -> None:
-    dist_utils.init_from_env()
+    with dist_utils.process_group():
+        step(out)
+
+
+def step(out: str) -> None:
     rank = dist.get_rank()
     start = sum(SIZES[:rank])
     z1, z2 = (x[start:start + SIZES[rank]].clone().requires_grad_() for x in rows())
@@ -34,7 +38,6 @@ def main(out: str) -> None:
     loss.backward()
     torch.save({"keys": k1.detach(), "offset": offset, "loss": loss.detach(), "grad1": z1.grad, "grad2": z2.grad},
                f"{out}.{rank}")
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Run by tests/test_distributed.py under torchrun (2 gloo processes on CPU).
 
 Each process takes its half of a fixed batch, runs one forward/backward of the method wrapped in
-DistributedDataParallel, and rank 0 saves the mean loss and the (DDP-averaged) gradients.
+DistributedDataParallel, and rank 0 saves the mean loss and the (DDP-averaged) gradients. Every
+process also records its thread count before joining and after leaving the process group.
 BatchNorm runs on running statistics so per-process batch statistics cannot differ from the
 single-process run (torch's SyncBatchNorm refuses CPU tensors).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +22,20 @@ from test_distributed import full_batch, make_method  # noqa: E402
 from cossl_train import distributed as dist_utils  # noqa: E402
 
 
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 def main(method_name: str, out: str) -> None:
-    dist_utils.init_from_env()
+    before = threads()
+    with dist_utils.process_group():
+        step(method_name, out)
+    # Leaving the group must join every communication thread before the interpreter exits
+    # (a gloo thread still alive at exit can abort the process).
+    torch.save({"threads_before": before, "threads_after": threads()}, f"{out}.threads.{os.environ['RANK']}")
+
+
+def step(method_name: str, out: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     model = make_method(method_name)
     ddp = dist_utils.wrap_ddp(model, torch.device("cpu"))
@@ -34,7 +48,6 @@ def main(method_name: str, out: str) -> None:
     if rank == 0:
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         torch.save({"loss": loss, "grads": grads}, out)
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
