@@ -2,7 +2,7 @@
 # GPU checks for cossl_train: a prepared script for a CUDA machine (not run in CI, whose machines
 # have no GPU). About 5-6 minutes on one H100, under 8:
 #   1. env         nvidia-smi, torch/CUDA versions
-#   2. bench       python -m cossl_train.bench: ResNet-50, 224 px, batch 128, bf16, channels_last,
+#   2. bench       python -m benchmarks.train_throughput: ResNet-50, 224 px, batch 128, bf16, channels_last,
 #                  synthetic data, all four methods (eager)
 #   3. bench_compile  the same with --compile, byol and co_byol only (compiling four ResNet-50
 #                  training graphs would take most of the time budget; the CO/base ratio is the
@@ -11,7 +11,7 @@
 #                  (no download): a 3-epoch run killed after its first checkpoint, --resume to the end,
 #                  then a kNN evaluation; checks
 #                  the checkpoint's epoch and world size. With one GPU it is a 1-process run.
-#   5. grid        python -m cossl_train.grid --run: a 2-cell grid + 1 reference on the digits
+#   5. grid        cossl-train grid --run: a 2-cell grid + 1 reference on the digits
 #                  through the grid config's bf16/channels_last path on the GPU, then a rerun that
 #                  must not retrain
 # Every step writes <step>.log (and the benches a JSON) under $OUT (a temporary folder if unset);
@@ -125,10 +125,10 @@ grid_smoke() {
               co.proj_hidden=128 co.pred_hidden=128 optim.warmup_epochs=0 train.epochs=1 eval.linear_epochs=10
               "${GRID[@]}")
   rm -rf "$dir"
-  timeout "$T_GRID" "$PY" -m cossl_train.grid --run "${args[@]}" || return 1
+  timeout "$T_GRID" "$PY" -m cossl_train grid --run "${args[@]}" || return 1
   local before after
   before="$(stat -c %y "$dir"/*/checkpoint.pt)"
-  timeout "$T_GRID" "$PY" -m cossl_train.grid --run "${args[@]}" || return 1
+  timeout "$T_GRID" "$PY" -m cossl_train grid --run "${args[@]}" || return 1
   after="$(stat -c %y "$dir"/*/checkpoint.pt)"
   [[ "$before" == "$after" ]] || { echo "rerun retrained a cell"; return 1; }
   cat "$dir/results.csv"
@@ -136,8 +136,8 @@ grid_smoke() {
 }
 
 run_step env env_info
-run_step bench timeout "$T_BENCH" "$PY" -m cossl_train.bench "${BENCH[@]}" --json "$OUT/bench.json"
-run_step bench_compile timeout "$T_COMPILE" "$PY" -m cossl_train.bench "${BENCH[@]}" --compile "${COMPILE[@]}" \
+run_step bench timeout "$T_BENCH" "$PY" -m benchmarks.train_throughput "${BENCH[@]}" --json "$OUT/bench.json"
+run_step bench_compile timeout "$T_COMPILE" "$PY" -m benchmarks.train_throughput "${BENCH[@]}" --compile "${COMPILE[@]}" \
   --json "$OUT/bench_compile.json"
 run_step ddp ddp_smoke    # each command inside has its own timeout
 run_step grid grid_smoke

@@ -124,13 +124,19 @@ def file_stamp(path: str | Path) -> dict[str, int]:
     return {"checkpoint_mtime_ns": st.st_mtime_ns, "checkpoint_size": st.st_size}
 
 
-def weights_hash(module: nn.Module) -> str:
-    """Content hash (hex) of ``module``'s state dict: equal weights give an equal hash."""
-    digest = hashlib.blake2b(digest_size=16)
+def digest_weights(digest: Any, module: nn.Module) -> None:
+    """Feed ``module``'s state dict (names, dtypes, shapes and bytes, by name) into a hashlib digest."""
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        # via uint8 bytes: numpy has no bfloat16, and the bytes are what identify the weights
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def weights_hash(module: nn.Module) -> str:
+    """Content hash (hex) of ``module``'s state dict: equal weights give an equal hash."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest_weights(digest, module)
     return digest.hexdigest()
 
 

@@ -7,9 +7,11 @@ with one line on stderr and exit status 2; set COSSL_DEBUG=1 for the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -71,7 +73,7 @@ def cmd_backbones(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from .experiments.demo import run_demo
 
     run_demo(out_dir=args.out, seeds=args.seeds, progress=not args.no_progress, overrides=tuple(args.overrides),
              report=not args.no_report)
@@ -81,6 +83,19 @@ def cmd_config(args: argparse.Namespace) -> None:
     from .config import dump_yaml, load_config
 
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks.<name>`` of the source checkout this package runs from (benchmarks are not installed)."""
+    from .errors import CosslError
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / f"{name}.py").is_file():
+        raise CosslError(f"the benchmarks live in the source checkout (benchmarks/{name}.py), not beside {root}; "
+                         "run this from a clone of the repository")
+    if str(root) not in sys.path:  # also what spawned benchmark processes import it by
+        sys.path.insert(0, str(root))
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,15 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # the grid and the benchmark have their own argument parsers
     if argv and argv[0] == "grid":
-        from .grid import main as grid_main
+        from .experiments.grid import main as grid_main
 
         return grid_main(argv[1:])
     if argv and argv[0] == "bench":
-        from .bench import main as bench_main
+        from .errors import USER_ERRORS, report
 
-        return bench_main(argv[1:]) or 0
+        try:
+            bench = load_benchmark("train_throughput")
+        except USER_ERRORS as e:
+            return report("cossl-train bench", e)
+        return bench.main(argv[1:]) or 0
     if argv and argv[0] == "compare":
-        from .compare import main as compare_main
+        from .experiments.compare import main as compare_main
 
         return compare_main(argv[1:])
     from .errors import USER_ERRORS, report

@@ -17,7 +17,9 @@ is one). Images are decoded by ``data.num_workers`` loader processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,9 +50,25 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool =
                       collate_fn=partial(collate_skip_none, n_fields=2))
 
 
-def _pixels(x: Tensor, device: str | torch.device) -> Tensor:
+def pixels(x: Tensor, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+    """A batch as float pixels in [0, 1] on ``device`` (what every encoder takes): uint8 / 255."""
     x = x.to(device, non_blocking=True)
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    return x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
+    """Eval mode for the block, then each submodule's own flag back. In train mode a BatchNorm
+    mixes the images of a batch (and updates its statistics), which no evaluation may do."""
+    saved = [(sub, sub.training) for m in modules if m is not None for sub in m.modules()]
+    for m in modules:
+        if m is not None:
+            m.eval()
+    try:
+        yield
+    finally:
+        for sub, flag in saved:
+            sub.training = flag
 
 
 @torch.no_grad()
@@ -58,16 +76,14 @@ def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 256
                      num_workers: int = 0, progress: bool = True, desc: str = "encode") -> tuple[Tensor, Tensor]:
     """Global representations (N, C) float32 and labels (N,) of a dataset of (uint8 image, label),
     decoded by ``num_workers`` loader processes (unreadable images are dropped)."""
-    was_training = encoder.training
-    encoder.eval()
     feats, labels = [], []
-    for batch in tqdm(_loader(dataset, batch_size, num_workers), desc=desc, disable=not progress, leave=False):
-        x, y = batch[0], batch[1]
-        if y.numel() == 0:  # the whole batch was unreadable (and counted by the loader)
-            continue
-        feats.append(pool_features(encoder, encoder(_pixels(x, device))).float().cpu())
-        labels.append(y)
-    encoder.train(was_training)
+    with eval_mode(encoder):
+        for batch in tqdm(_loader(dataset, batch_size, num_workers), desc=desc, disable=not progress, leave=False):
+            x, y = batch[0], batch[1]
+            if y.numel() == 0:  # the whole batch was unreadable (and counted by the loader)
+                continue
+            feats.append(pool_features(encoder, encoder(pixels(x, device))).float().cpu())
+            labels.append(y)
     if not feats:
         from .errors import DataError
 
@@ -158,25 +174,26 @@ def linear_probe_standard(encoder: nn.Module, train: Dataset, val: Dataset, cfg:
     vx, vy = extract_features(encoder, val, e.linear_batch_size, device, cfg.data.num_workers, progress, "encode val")
     views = _with_transform(train, TrainViewTransform(cfg.augment.resolution, e.linear_crop_scale))
     num_classes = int(vy.max()) + 1
-    encoder.eval()
     head: nn.Linear | None = None
     gen = torch.Generator().manual_seed(cfg.train.seed)
     opt = sched = None
-    for _ in tqdm(range(e.linear_epochs), desc="linear probe (standard)", disable=not progress, leave=False):
-        for x, y, _skipped in _loader(views, e.linear_batch_size, cfg.data.num_workers, shuffle=True, generator=gen):
-            if y.numel() == 0:
-                continue
-            with torch.no_grad():
-                f = pool_features(encoder, encoder(_pixels(x, device))).float()
-            if head is None:  # sized on the first batch: the class count of both splits
-                num_classes = max(num_classes, int(y.max()) + 1)
-                head = nn.Linear(f.shape[1], num_classes).to(device)
-                opt, sched = _sgd(head, e.linear_lr, e.linear_momentum, e.linear_weight_decay, e.linear_epochs)
-            loss = F.cross_entropy(head(f), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
+    loader = partial(_loader, views, e.linear_batch_size, cfg.data.num_workers, shuffle=True, generator=gen)
+    with eval_mode(encoder):  # frozen: BatchNorm statistics must not move
+        for _ in tqdm(range(e.linear_epochs), desc="linear probe (standard)", disable=not progress, leave=False):
+            for x, y, _skipped in loader():
+                if y.numel() == 0:
+                    continue
+                with torch.no_grad():
+                    f = pool_features(encoder, encoder(pixels(x, device))).float()
+                if head is None:  # sized on the first batch: the class count of both splits
+                    num_classes = max(num_classes, int(y.max()) + 1)
+                    head = nn.Linear(f.shape[1], num_classes).to(device)
+                    opt, sched = _sgd(head, e.linear_lr, e.linear_momentum, e.linear_weight_decay, e.linear_epochs)
+                loss = F.cross_entropy(head(f), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sched.step()
     assert head is not None, "no readable training image"
     with torch.no_grad():
         logits = head(vx.to(device)).cpu()
@@ -295,10 +312,8 @@ def online_evaluation(encoder: nn.Module, probe: nn.Module | None, cfg: Config, 
     vx, vy = extract_features(encoder, val, bs, device, workers, False)
     out: dict[str, float] = {}
     if probe is not None:
-        was = probe.training
-        probe.eval()
-        out["online_probe_val_top1"] = topk_accuracy(probe(vx.to(device)).cpu(), vy, 1)
-        probe.train(was)
+        with eval_mode(probe):
+            out["online_probe_val_top1"] = topk_accuracy(probe(vx.to(device)).cpu(), vy, 1)
     if knn:
         tx, ty = extract_features(encoder, train, bs, device, workers, False)
         out["knn_top1"] = knn_classify(tx, ty, vx, vy, k=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)

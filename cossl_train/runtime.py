@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist_utils
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,20 @@ def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
     return "fp32", f"auto: bf16 would be emulated on this CPU ({how})"
 
 
-def resolve_device(want: str) -> torch.device:
+def resolve_device(want: str, key: str = "train.device") -> torch.device:
+    """``auto``: this process's GPU when CUDA is available, else the CPU; otherwise ``want`` itself.
+    A name torch does not know, or CUDA where there is none, is a one-line error naming ``key``."""
     if want == "auto":
         if dist_utils.is_distributed() and torch.cuda.is_available():
             want = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         else:
             want = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(want)
+    try:
+        device = torch.device(want)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}={want!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={want!r} but CUDA is not available here")
+        raise ConfigError(f"{key}={want!r} but CUDA is not available here (use cpu)")
     return device
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_OVERRIDES
 
-from cossl_train.compare import main
+from cossl_train.experiments.compare import main
 
 ARGS = ["--seeds", "2", "--methods", "byol,co_byol", "--no-progress", *TINY_OVERRIDES, "train.epochs=1",
         "train.max_steps_per_epoch=1", "data.limit=128", "train.batch_size=32", "eval.linear_epochs=3"]

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cossl_train import bench, step
+from cossl_train import step
+from cossl_train.cli import load_benchmark
+
+bench = load_benchmark("train_throughput")
 
 
 def test_bench_times_the_trainers_step_in_both_precisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -1,15 +1,8 @@
 """Methods compared over several seeds: ``cossl-train compare``.
 
-Every (method, seed) pair is one pre-training run of the same config with ``method.name`` and
-``train.seed`` set, in ``<out>/<method>/seed<k>/``; each checkpoint is evaluated with the offline
-protocols (linear probe, weighted kNN) on the held-out split, and a randomly initialised encoder of
-the same architecture is evaluated once per seed as the floor a pre-training must clear. The
-table gives, per method, the mean and the sample standard deviation over seeds, and the
-difference of every method from the first one (mean and spread of the per-seed differences, the
-seeds paired). Finished runs and evaluations are reused, so an interrupted comparison resumes.
-
-Files in ``<out>``: ``results.md`` (the table), ``results.csv`` (one row per method and seed),
-``results.json`` (everything), and each run's own folder.
+Each (method, seed) is a run of one config in ``<out>/<method>/seed<k>/``, evaluated offline, beside
+a randomly initialised encoder per seed; ``results.md`` gives mean ± std over seeds and the paired
+difference from the first method (``results.csv``, ``results.json``: the numbers).
 """
 
 from __future__ import annotations
@@ -23,17 +16,18 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .atomic import atomic_write_text
-from .config import Config, apply_overrides, load_config
-from .errors import USER_ERRORS, CosslError, report
+from ..atomic import atomic_write_text
+from ..config import Config, apply_overrides, load_config
+from ..errors import USER_ERRORS, CosslError, report
+from ..stats import mean_std
+from ..trainer import CHECKPOINT_NAME
+from .runs import ensure_evaluated, ensure_trained
 
 log = logging.getLogger("cossl_train")
 
 RANDOM = "random init"
 METRICS = ("linear_top1", "linear_top5", "knn_top1")
-EVAL_NAME = "eval.json"
 
 
 @dataclass
@@ -50,43 +44,14 @@ class Comparison:
         return [self.scores[method][s][metric] for s in self.seeds]
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def run_dir(out: Path, method: str, seed: int) -> Path:
     return out / method / f"seed{seed}"
 
 
-def _evaluate_run(cfg: Config, ckpt: Path, progress: bool) -> dict[str, Any]:
-    """The run's offline evaluation, reused when it was made from this very checkpoint file."""
-    from .evaluate import evaluate_checkpoint, is_current
-
-    cache = ckpt.parent / EVAL_NAME
-    if cache.is_file():
-        try:
-            stored = json.loads(cache.read_text())
-        except ValueError:
-            stored = None
-        if is_current(stored, ckpt) and stored.get("eval") == json.loads(json.dumps(_eval_key(cfg))):
-            return stored
-    res = {**evaluate_checkpoint(ckpt, cfg, progress=progress), "eval": _eval_key(cfg)}
-    atomic_write_text(cache, json.dumps(res, indent=2) + "\n")
-    return res
-
-
-def _eval_key(cfg: Config) -> dict[str, Any]:
-    from .config import to_dict
-
-    d = to_dict(cfg)
-    return {"eval": d["eval"], "data": d["data"], "resolution": d["augment"]["resolution"]}
-
-
 def _random_scores(cfg: Config, progress: bool) -> dict[str, float]:
-    from .evaluate import evaluate_encoder
-    from .methods import build_encoder
-    from .runtime import resolve_device, seed_everything
+    from ..evaluate import evaluate_encoder
+    from ..methods import build_encoder
+    from ..runtime import resolve_device, seed_everything
 
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
@@ -97,8 +62,6 @@ def _random_scores(cfg: Config, progress: bool) -> dict[str, float]:
 def compare(base: Config, methods: Sequence[str], seeds: Sequence[int], out: str | Path, random_init: bool = True,
             progress: bool = True) -> Comparison:
     """Pre-train and evaluate every (method, seed); see the module docstring."""
-    from .trainer import pretrain
-
     out = Path(out)
     comp = Comparison(list(methods), list(seeds), protocol=base.eval.linear_protocol)
     names = ([RANDOM] if random_init else []) + list(methods)
@@ -110,9 +73,9 @@ def compare(base: Config, methods: Sequence[str], seeds: Sequence[int], out: str
             if name == RANDOM:
                 comp.scores[name][seed], comp.seconds[name][seed] = _random_scores(cfg, progress), 0.0
                 continue
-            summary = pretrain(cfg, resume=True, progress=progress)  # a finished run returns at once
+            summary = ensure_trained(cfg, progress)
             comp.seconds[name][seed] = float(summary.get("train_seconds", float("nan")))
-            res = _evaluate_run(cfg, Path(cfg.train.out_dir) / "checkpoint.pt", progress)
+            res = ensure_evaluated(Path(cfg.train.out_dir) / CHECKPOINT_NAME, cfg, progress)
             comp.scores[name][seed] = {m: res[m] for m in METRICS}
             log.info("%s seed %d: linear top-1 %.2f%%, kNN top-1 %.2f%%", name, seed, res["linear_top1"],
                      res["knn_top1"])
@@ -122,7 +85,7 @@ def compare(base: Config, methods: Sequence[str], seeds: Sequence[int], out: str
 def format_table(comp: Comparison) -> str:
     """Markdown: per method, mean ± std over seeds of each metric, and the paired difference from
     the first pre-trained method."""
-    from .evaluate import PROTOCOLS
+    from ..evaluate import PROTOCOLS
 
     ref = comp.methods[0]
     head = (f"| encoder | {PROTOCOLS[comp.protocol]}: top-1 (%) | top-5 (%) | weighted kNN top-1 (%) | "
@@ -177,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .methods import method_names
-    from .trainer import setup_logging
+    from ..methods import method_names
+    from ..trainer import setup_logging
 
     args = build_parser().parse_intermixed_args(argv)
     try:

@@ -21,7 +21,7 @@ import nbformat
 import numpy as np
 import pytest
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = ("figure3.ipynb", "figure4.ipynb")
 #: seconds per cell; the small grid cell is the longest (about a minute on 2 idle cores)
 CELL_TIMEOUT = 480

@@ -19,19 +19,19 @@ from conftest import TINY_OVERRIDES
 from cossl_train.backbones import backbone_info
 from cossl_train.checkpoint import load_checkpoint
 from cossl_train.config import load_config
-from cossl_train.grid import (
+from cossl_train.experiments.grid import (
     C_MINS,
-    CSV_COLUMNS,
     DEFAULT_CONFIG,
-    EVAL_NAME,
     GRID_BACKBONES,
     GridError,
     build_grid,
     cell_config,
     main,
 )
+from cossl_train.experiments.results import CSV_COLUMNS
+from cossl_train.experiments.runs import EVAL_NAME
 
-GRID_CONFIG = Path(__file__).resolve().parents[1] / "cossl_train" / "configs" / DEFAULT_CONFIG
+GRID_CONFIG = Path(__file__).resolve().parents[3] / "cossl_train" / "configs" / DEFAULT_CONFIG
 
 #: TINY_OVERRIDES without the backbone name (the grid sets it per cell), one short epoch, a quick probe
 TINY_GRID = [o for o in TINY_OVERRIDES if not o.startswith("backbone.name=")] + [

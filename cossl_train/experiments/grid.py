@@ -1,56 +1,13 @@
-"""The Figure 3A grid: ImageNet-100 top-1 against receptive-field size, for several c_min.
+"""The Figure 3A grid: CO-BYOL x backbone (by RF) x c_min, plus BYOL ResNet-50 references.
 
-``python -m cossl_train.grid`` builds the grid of cells, one pre-training run each:
-
-* CO-BYOL (the base config's method) x backbone x c_min, with the backbones ordered by RF:
-  ``bagnet33`` (RF 33, the paper's stand-in for the smallest RF, which no RF-ResNet reaches), the
-  RF-ResNet presets ``rf_resnet50_rf43`` .. ``rf_resnet50_rf299``, and ``resnet50`` for the
-  largest RF (427 px; the paper's "425 x 425, we use a ResNet50"). ``rf_resnet50_rf427`` is the
-  same network as ``resnet50`` (same layers, same RF) and is left out so that RF is not trained
-  twice; name it in ``--backbones`` to add it.
-* c_min in {0.1, 0.2, 0.3, 0.4, 0.7} (the paper's values).
-* References: the base method without the CO term (BYOL) on ``resnet50``, one per c_min. The
-  paper shows "BYOL with ResNet-50, as a reference baseline" without saying at which c_min; one per
-  c_min costs 5 runs more than a single one, and gives the BYOL side of Figure 5 (accuracy against
-  c_min) and of the large-crop robustness study at no extra cost. ``--no-reference`` drops them.
-
-Default: 8 backbones x 5 c_min = 40 CO-BYOL cells + 5 BYOL references = 45 runs.
-
-Each cell lives in ``<out>/<cell name>/`` (the trainer's checkpoint, logs and metrics, plus
-``grid_eval.json`` with its offline evaluation). Modes:
-
-* ``--dry-run`` (default): list the cells with their status (todo / partial / trained / evaluated).
-* ``--print-commands``: one ``torchrun ... -m cossl_train pretrain ... --resume`` line per cell, for a
-  cluster scheduler; ``--slurm FILE`` writes a Slurm array script (one task per cell, which trains
-  and then evaluates its cell).
-* ``--run``: train the cells one after the other in this process (finished cells are skipped,
-  interrupted ones resumed through the trainer's ``--resume``), evaluate each checkpoint (offline
-  linear probe and weighted kNN, ``evaluate.evaluate_encoder``), then write the results table.
-* ``--evaluate``: evaluate trained cells that have no up-to-date evaluation yet.
-* ``--collect``: ``--evaluate``, then write the results table.
-
-The results table (``<out>/results.csv`` unless ``--csv``) has one row per evaluated cell with the
-columns of :data:`CSV_COLUMNS`; ``rf`` comes from ``backbones.backbone_info`` for the backbone as
-actually built (a ``backbone.small_image`` or ``backbone.width`` override changes it). The
-Figure 3A notebook reads this file.
-
-``key=value`` overrides apply to every cell (data paths, epochs, a smaller width for a smoke
-test); the keys the grid sets per cell (:data:`CELL_KEYS`) are refused there. Example, a tiny grid
-on the embedded digits that runs on a laptop CPU::
-
-    python -m cossl_train.grid --run --out runs/tiny_grid --backbones rf_resnet50_rf43,resnet50 \\
-        --c-min 0.2,0.7 data.dataset=digits data.digits_size=16 augment.resolution=16 \\
-        backbone.small_image=true backbone.width=8 train.epochs=1 train.max_steps_per_epoch=2 \\
-        train.precision=fp32 data.num_workers=0 optim.name=adamw optim.lr=2e-3 optim.lr_scaling=none
+``cossl-train grid`` lists, schedules (torchrun commands, a Slurm array), trains and evaluates
+its cells and writes the results table; docs/experiments.md describes the cells and modes.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
-import json
 import logging
 import os
 import shlex
@@ -65,11 +22,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_text
-from .backbones import PRESETS, backbone_info, list_backbones
-from .config import Config, apply_overrides, load_config
-from .errors import USER_ERRORS, CosslError
-from .trainer import CHECKPOINT_NAME
+from ..atomic import atomic_write_text
+from ..backbones import PRESETS, backbone_info, list_backbones
+from ..config import Config, apply_overrides, load_config
+from ..errors import USER_ERRORS, CosslError
+from ..trainer import CHECKPOINT_NAME
+from .results import write_csv
+from .runs import RunStatus, ensure_evaluated, ensure_trained, run_status
 
 log = logging.getLogger("cossl_train.grid")
 
@@ -85,14 +44,8 @@ GRID_BACKBONES: tuple[str, ...] = (
 )
 #: the packaged base config of the grid
 DEFAULT_CONFIG = "imagenet100_grid.yaml"
-#: columns of the results table, in order
-CSV_COLUMNS: tuple[str, ...] = (
-    "method", "backbone", "rf", "c_min", "epochs", "linear_top1", "linear_top5", "knn_top1", "checkpoint",
-)
 #: config keys set per cell; user overrides of these are refused (use --backbones, --c-min, --out)
 CELL_KEYS: tuple[str, ...] = ("method.name", "backbone.name", "augment.c_min", "train.out_dir")
-#: file (in a cell's folder) holding its offline evaluation
-EVAL_NAME = "grid_eval.json"
 
 
 class GridError(CosslError, ValueError):
@@ -216,71 +169,9 @@ def build_grid(base: Config, out: str | Path, backbones: Sequence[str] | None = 
     return cells
 
 
-# --------------------------------------------------------------------------------------------
-# status of a cell on disk
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CellStatus:
-    """What is on disk for a cell: trained epochs (0 = no checkpoint), the epochs asked for, and
-    the offline evaluation when it is up to date with the checkpoint."""
-
-    epoch: int
-    epochs: int
-    evaluation: dict[str, Any] | None
-
-    @property
-    def trained(self) -> bool:
-        return self.epoch >= self.epochs
-
-    @property
-    def label(self) -> str:
-        if self.epoch == 0:
-            return "todo"
-        if not self.trained:
-            return f"partial ({self.epoch}/{self.epochs})"
-        return "evaluated" if self.evaluation is not None else "trained"
-
-
-def checkpoint_meta(path: Path) -> tuple[int, dict[str, Any]]:
-    """(epoch, stored config dict) of a checkpoint, read through a memory map so that a
-    ResNet-50 checkpoint's tensors are not loaded just to learn how far its run got."""
-    from .checkpoint import CheckpointError
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:160]})") from None
-    if not isinstance(state, dict) or "epoch" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a cossl checkpoint")
-    return int(state["epoch"]), state["config"]
-
-
-def cell_status(cell: Cell, epochs: int) -> CellStatus:
-    """Trained epochs (``epochs``: how many the run asks for) and the cell's evaluation if it is
-    up to date with the checkpoint (same file modification time and size: a resumed or retrained
-    run is evaluated again).
-
-    An up-to-date ``grid_eval.json`` also records the checkpoint's epoch, so only cells without
-    one pay for reading the checkpoint (about a second for a small model: the cost is unpickling
-    its many tensors' metadata, not their bytes).
-    """
-    from .evaluate import is_current
-
-    if not cell.checkpoint.is_file():
-        return CellStatus(0, epochs, None)
-    eval_path = cell.out_dir / EVAL_NAME
-    if eval_path.is_file():
-        try:
-            stored = json.loads(eval_path.read_text())
-        except ValueError:
-            stored = None  # a torn or hand-edited file: evaluate again
-        if is_current(stored, cell.checkpoint) and isinstance(stored.get("epoch"), int):
-            return CellStatus(stored["epoch"], epochs, stored)
-    epoch, _ = checkpoint_meta(cell.checkpoint)
-    return CellStatus(epoch, epochs, None)
+def cell_status(base: Config, cell: Cell) -> RunStatus:
+    """What is on disk for ``cell`` (trained epochs, current evaluation)."""
+    return run_status(cell.checkpoint, cell_config(base, cell))
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +186,7 @@ def _cell_log(out_dir: Path) -> Iterator[None]:
     The trainer attaches its file handler only once per process (to the first run's folder), so
     in-process grid runs attach and detach one per cell themselves.
     """
-    from .trainer import setup_logging
+    from ..trainer import setup_logging
 
     setup_logging(None)  # stderr handler first: the trainer then leaves the handlers to us
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,25 +201,6 @@ def _cell_log(out_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def evaluate_cell(cell: Cell, cfg: Config, progress: bool = True) -> dict[str, Any]:
-    """Offline linear probe (top-1/top-5) and weighted kNN (top-1) of the cell's checkpoint.
-
-    The encoder is rebuilt from the checkpoint's own config (refused if it is not the cell's
-    model); data and evaluation settings come from ``cfg``. Writes ``grid_eval.json`` and the
-    probe beside the checkpoint (``checkpoint.probe.pt``, which ``load_pretrained`` then uses).
-    """
-    from .evaluate import PROTOCOLS, evaluate_checkpoint
-
-    res = evaluate_checkpoint(cell.checkpoint, cfg, progress=progress)  # refused if not the cell's model
-    record = {"cell": cell.name, "method": cell.method, "backbone": cell.backbone, "rf": cell.rf,
-              "c_min": cell.c_min, **res}
-    atomic_write_text(cell.out_dir / EVAL_NAME, json.dumps(record, indent=2) + "\n")
-    log.info("%s: %s top-1 %.2f%% top-5 %.2f%%, kNN top-1 %.2f%% (epoch %d)", cell.name,
-             PROTOCOLS[record["linear_protocol"]], record["linear_top1"], record["linear_top5"], record["knn_top1"],
-             record["epoch"])
-    return record
-
-
 def _debug() -> bool:
     return bool(os.environ.get("COSSL_DEBUG"))
 
@@ -340,15 +212,13 @@ def run_cells(base: Config, cells: Sequence[Cell], train: bool, progress: bool =
     after an interruption only does the missing work. One failing cell (a NaN loss, a bad
     checkpoint) is logged and skipped, so that it does not cost the rest of a long grid.
     """
-    from .trainer import pretrain
-
     failures: list[tuple[str, str]] = []
     bar = tqdm(cells, desc="grid", unit="cell", disable=not progress)
     for cell in bar:
         bar.set_postfix_str(cell.name)
         cfg = cell_config(base, cell)
         try:
-            status = cell_status(cell, cfg.train.epochs)
+            status = run_status(cell.checkpoint, cfg)
             if not status.trained and not train:
                 log.info("%s: %s, not evaluated", cell.name, status.label)
                 continue
@@ -359,8 +229,8 @@ def run_cells(base: Config, cells: Sequence[Cell], train: bool, progress: bool =
                 if not status.trained:
                     if status.epoch:
                         log.info("%s: resuming at epoch %d of %d", cell.name, status.epoch, status.epochs)
-                    pretrain(cfg, resume=True, progress=progress)  # returns when all epochs are done
-                evaluate_cell(cell, cfg, progress=progress)
+                    ensure_trained(cfg, progress)
+                ensure_evaluated(cell.checkpoint, cfg, progress)
         except Exception as e:  # noqa: BLE001 - reported per cell, the grid goes on
             if _debug():
                 raise
@@ -381,7 +251,7 @@ def collect_rows(base: Config, cells: Sequence[Cell]) -> tuple[list[dict[str, An
     """Rows of the results table for the evaluated cells, and the names of the others."""
     rows, missing = [], []
     for cell in cells:
-        status = cell_status(cell, base.train.epochs)  # the grid never changes epochs per cell
+        status = cell_status(base, cell)
         ev = status.evaluation
         if ev is None:
             missing.append(f"{cell.name} ({status.label})")
@@ -391,14 +261,6 @@ def collect_rows(base: Config, cells: Sequence[Cell]) -> tuple[list[dict[str, An
                      "linear_top5": round(float(ev["linear_top5"]), 4), "knn_top1": round(float(ev["knn_top1"]), 4),
                      "checkpoint": str(cell.checkpoint)})
     return rows, missing
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def format_results(rows: Sequence[dict[str, Any]]) -> str:
@@ -426,8 +288,8 @@ def train_command(cell: Cell, config: Path, overrides: Sequence[str], nproc: int
 
 def grid_command(mode: str, cells: Sequence[Cell] | None, config: Path, out: Path,
                  overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
-    """``python -m cossl_train.grid <mode>`` restricted to ``cells`` (None: the whole grid)."""
-    cmd = ["python", "-m", "cossl_train.grid", mode, "--config", str(config), "--out", str(out), *extra]
+    """``python -m cossl_train grid <mode>`` restricted to ``cells`` (None: the whole grid)."""
+    cmd = ["python", "-m", "cossl_train", "grid", mode, "--config", str(config), "--out", str(out), *extra]
     if cells is not None:
         cmd += ["--cells", ",".join(c.name for c in cells)]
     return [*cmd, "--no-progress", *overrides]
@@ -441,7 +303,7 @@ def slurm_script(cells: Sequence[Cell], config: Path, out: Path, overrides: Sequ
     lines = [
         "#!/bin/bash",
         f"# Figure 3A grid: {len(cells)} cells, one array task per cell; written by",
-        "#   python -m cossl_train.grid --slurm ...",
+        "#   cossl-train grid --slurm ...",
         "# Submit from an environment where `torchrun` and `python -m cossl_train` work; a requeued or",
         "# resubmitted task resumes its cell from the last epoch (pretrain --resume). When all tasks",
         "# are done, write the results table with:",
@@ -489,7 +351,7 @@ def _floats(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cossl_train.grid",
+        prog="cossl-train grid",
         description="Figure 3A grid: RF-ResNet backbones x c_min for CO-BYOL, plus BYOL ResNet-50 references.",
     )
     mode = p.add_mutually_exclusive_group()
@@ -550,22 +412,22 @@ def _grid_args(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m cossl_train.grid`` (and of a ``cossl-train grid`` subcommand).
+    """Entry point of ``cossl-train grid``.
 
     Returns 0 on success, 1 when some cells failed (the others were done), 2 on a usage error.
     """
-    from .errors import USER_ERRORS, report
+    from ..errors import report
 
     # intermixed: overrides may come before or after the options
     args = build_parser().parse_intermixed_args(argv)
     try:
         return _main(args)
     except USER_ERRORS as e:
-        return report("cossl_train.grid", e)
+        return report("cossl-train grid", e)
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .trainer import setup_logging
+    from ..trainer import setup_logging
 
     for o in args.overrides:
         key = o.split("=", 1)[0]
@@ -584,7 +446,7 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.print_commands or args.slurm:
         if args.skip_done:
-            cells = [c for c in cells if not cell_status(c, base.train.epochs).trained]
+            cells = [c for c in cells if not cell_status(base, c).trained]
         if not cells:
             print("every selected cell is trained; nothing to schedule", file=sys.stderr)
             return 0
@@ -625,7 +487,7 @@ def _main(args: argparse.Namespace) -> int:
     n_ref = sum(c.reference for c in cells)
     print(f"{'#':>3}  {'cell':<36}{'method':<9}{'backbone':<20}{'RF':>5}{'c_min':>7}  status")
     for i, cell in enumerate(cells):
-        status = cell_status(cell, base.train.epochs)
+        status = cell_status(base, cell)
         print(f"{i:>3}  {cell.name:<36}{cell.method:<9}{cell.backbone:<20}{cell.rf:>5}{cell.c_min:>7g}  {status.label}")
     print(f"{len(cells)} cells ({len(cells) - n_ref} grid + {n_ref} reference) under {out}; "
           f"base config {config}")

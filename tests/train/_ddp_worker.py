@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # test_distributed, conftest
 from test_distributed import full_batch, make_method  # noqa: E402
 
 from cossl_train import distributed as dist_utils  # noqa: E402

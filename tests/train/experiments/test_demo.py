@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_OVERRIDES
 
-from cossl_train.demo import run_demo
+from cossl_train.experiments.demo import run_demo
 
 #: the demo shrunk to seconds: the digit scenes at 16 px, a width-8 network, 1 epoch of 2 steps, 2 seeds
 TINY_DEMO = tuple(o for o in TINY_OVERRIDES if not o.startswith(

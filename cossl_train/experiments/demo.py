@@ -21,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..config import Config, load_config
+from ..trainer import setup_logging
 from .compare import Comparison, compare, format_table, run_dir, write_results
-from .config import Config, load_config
-from .trainer import setup_logging
 
 METHODS = ("byol", "co_byol")
 SEEDS = 3
@@ -49,7 +49,7 @@ def _report(comp: Comparison, out: Path, options: dict[str, Any], progress: bool
     from cossl_analysis.options import AnalysisOptions
     from cossl_analysis.report import write_report
 
-    from .methods import display_name
+    from ..methods import display_name
 
     groups = {display_name(m): [run_dir(out, m, s) / "checkpoint.pt" for s in comp.seeds] for m in comp.methods}
     return write_report(groups, out / "report", AnalysisOptions(**options), progress=progress)

@@ -41,7 +41,7 @@ def full_batch() -> tuple[torch.Tensor, torch.Tensor]:
 def _torchrun(args: list[str], **kw: object) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    return subprocess.Popen(cmd, env=env, cwd=HERE.parent, **kw)  # type: ignore[arg-type]
+    return subprocess.Popen(cmd, env=env, cwd=HERE.parents[1], **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("method", ["byol", "co_byol", "simclr", "co_simclr", "co_dino", "co_mocov3"])

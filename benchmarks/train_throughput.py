@@ -1,6 +1,6 @@
 """Throughput benchmark: training images/s of byol, co_byol, simclr and co_simclr, same settings.
 
-``python -m cossl_train.bench`` times, for each method in turn and with the same backbone, input
+``python -m benchmarks.train_throughput`` times, for each method in turn and with the same backbone, input
 size and batch, the full training step of ``trainer.pretrain``: device-side photometric
 augmentation of both views (seeded per step, as in training), forward under autocast, backward,
 learning-rate update, optimizer step and the EMA update of the momentum targets. The online
@@ -30,7 +30,7 @@ Defaults are a CPU proxy meant to finish in about a minute on 2 idle cores: ResN
 small-image stem, 32 px, batch 64, fp32 (bf16 autocast on a CPU without native bf16, such as an
 AVX2-only one, is emulated and several times slower than fp32), embedded digits. On a GPU::
 
-    python -m cossl_train.bench --device cuda --backbone resnet50 --width 64 --no-small-image \\
+    python -m benchmarks.train_throughput --device cuda --backbone resnet50 --width 64 --no-small-image \\
         --resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic \\
         --workers 8 --steps 30 --warmup 10 --json bench_r50.json
 
@@ -60,12 +60,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .augment import TwoViewCrop
-from .config import Config, apply_overrides, load_config
-from .data import PretrainDataset, build_loader, build_pretrain_dataset
-from .optim import effective_lr
-from .runtime import Runtime, cpu_native_bf16, resolve_runtime
-from .step import Schedule, build_parts, train_step
+from cossl_train.augment import TwoViewCrop
+from cossl_train.config import Config, apply_overrides, load_config
+from cossl_train.data import PretrainDataset, build_loader, build_pretrain_dataset
+from cossl_train.optim import effective_lr
+from cossl_train.runtime import Runtime, cpu_native_bf16, resolve_runtime
+from cossl_train.step import Schedule, build_parts, train_step
 
 METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr", "mocov3", "co_mocov3", "dino", "co_dino")
 #: methods timed by default (the others on request: --methods all)
@@ -324,7 +324,7 @@ def _fresh_process_memory(cfgs: dict[str, Config], rts: dict[str, Runtime], inpu
 
     # spawn, not fork: a fresh interpreter, with none of this process's allocations resident;
     # the probe is looked up by module name so that it also resolves under ``python -m``
-    probe = importlib.import_module("cossl_train.bench").cpu_memory_probe
+    probe = importlib.import_module("benchmarks.train_throughput").cpu_memory_probe
     with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return {name: pool.apply(probe, (cfgs[name], rts[name], list(inputs), warmup, torch.get_num_threads()))
                 for name in tqdm(cfgs, desc="memory", leave=False, disable=not progress)}
@@ -404,11 +404,12 @@ def time_loader(ds: Dataset, cfg: Config, rt: Runtime, workers: int, batches: in
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m cossl_train.bench",
+        prog="cossl-train bench",
         description="Training throughput of byol, co_byol, simclr and co_simclr (same backbone, input and batch), "
                     "CO/base step-time ratio, peak memory, and data-loader throughput.",
-        epilog="GPU: python -m cossl_train.bench --device cuda --backbone resnet50 --width 64 --no-small-image "
-               "--resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic --workers 8",
+        epilog="GPU: python -m benchmarks.train_throughput --device cuda --backbone resnet50 --width 64 "
+               "--no-small-image --resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic "
+               "--workers 8",
     )
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, or 'all' ({', '.join(METHODS)}; default: {','.join(DEFAULT_METHODS)})")
@@ -522,7 +523,7 @@ def _settings(args: argparse.Namespace, cfg: Config, rt: Runtime, precisions: li
 
 
 def _print_header(st: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"cossl_train.bench: {st['backbone']} width {st['width']}"
+    print(f"cossl-train bench: {st['backbone']} width {st['width']}"
           f"{' small-image' if st['small_image'] else ''}, {st['resolution']} px, batch "
           f"{st['batch_size']}, {st['device']} ({st['device_name']}) {st['precision']} ({st['precision_reason']}; "
           f"{st['cpu_flags_bf16']}), channels_last {'on' if st['channels_last'] else 'off'}, compile "
@@ -550,12 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     methods = _parse_methods(args.methods)
     if methods is None:
-        print(f"cossl_train.bench: error: --methods must be 'all' or name some of {', '.join(METHODS)}",
+        print(f"cossl-train bench: error: --methods must be 'all' or name some of {', '.join(METHODS)}",
               file=sys.stderr)
         return 2
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
         # warm-up >= 1: peak memory is read over the warm-up (the first step allocates optimizer state)
-        print("cossl_train.bench: error: need --steps >= 1, --warmup >= 1 and --rounds >= 1", file=sys.stderr)
+        print("cossl-train bench: error: need --steps >= 1, --warmup >= 1 and --rounds >= 1", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
