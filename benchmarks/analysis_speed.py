@@ -1,16 +1,6 @@
-"""Timing of the analyses: ``python -m cossl_analysis.bench [--help]``.
-
-Prints, in one run:
-* ``erf_map`` for the 49 positions of a 7x7 feature map (after an untimed warm-up of both paths, fastest of
-  ``--repeats`` runs), batched (one forward pass per chunk of
-  images, vectorised backward passes) against position by position (one captum call per
-  position), for a small conv net (every position timed) and for a randomly initialised
-  torchvision ResNet-50 (children up to layer4) at 224 px (only the first ``--positions-measured``
-  positions timed and both paths extrapolated linearly to all 49, as each position costs the same);
-  the largest difference between the two paths' maps is printed too;
-* images/s of the similarity analysis and of the patch-dropping analysis on the ResNet-50
-  (end to end, forward included), and of the similarity statistics alone on precomputed features.
-"""
+"""Timing of the analyses: ``erf_map``'s batched against per-position path on all 49 positions of a
+7x7 map, then the similarity and patch-dropping throughput (docs/benchmarks.md).
+``python -m benchmarks.analysis_speed [--help]`` from the repository root."""
 
 from __future__ import annotations
 
@@ -24,10 +14,10 @@ import torch
 import torchvision
 from torch import nn
 
-from cossl_analysis.erf import erf_map
-from cossl_analysis.features import extract_features
-from cossl_analysis.patch_drop import patch_drop_analysis
-from cossl_analysis.similarity import similarity_analysis, similarity_from_features
+from cossl_analysis.analyses.erf import erf_map
+from cossl_analysis.analyses.features import representations
+from cossl_analysis.analyses.patch_drop import patch_drop_analysis
+from cossl_analysis.analyses.similarity import similarity_analysis, similarity_from_features
 
 T = TypeVar("T")
 
@@ -88,7 +78,8 @@ def bench_erf(name: str, model: nn.Module, images: torch.Tensor, measured: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.analysis_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224, help="ResNet-50 image side in pixels (224 -> 7x7 map)")
     parser.add_argument("--images", type=int, default=1, help="images for the ResNet-50 ERF timing")
     parser.add_argument("--small-images", type=int, default=4, help="images for the small conv net ERF timing")
@@ -117,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     data = torch.rand(args.analysis_images, 3, args.size, args.size)
     n = args.analysis_images
     sim, t_sim = _timed(lambda: similarity_analysis(model, data, batch_size=args.batch_size))
-    feats, t_feat = _timed(lambda: extract_features(model, data, batch_size=args.batch_size))
+    feats, t_feat = _timed(lambda: representations(model, data, batch_size=args.batch_size))
     _, t_stats = _timed(lambda: similarity_from_features(*feats))
     _, t_drop = _timed(lambda: patch_drop_analysis(model, data, batch_size=args.batch_size))
     print(f"similarity (random mode), {n} images, {len(sim.pairs)} pairs: {n / t_sim:8.2f} images/s end to end "

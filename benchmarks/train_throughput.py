@@ -63,11 +63,12 @@ from tqdm.auto import tqdm
 from cossl_train.augment import TwoViewCrop
 from cossl_train.config import Config, apply_overrides, load_config
 from cossl_train.data import PretrainDataset, build_loader, build_pretrain_dataset
+from cossl_train.methods import method_names
 from cossl_train.optim import effective_lr
 from cossl_train.runtime import Runtime, cpu_native_bf16, resolve_runtime
 from cossl_train.step import Schedule, build_parts, train_step
 
-METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr", "mocov3", "co_mocov3", "dino", "co_dino")
+METHODS: tuple[str, ...] = tuple(method_names())
 #: methods timed by default (the others on request: --methods all)
 DEFAULT_METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr")
 #: distinct loader batches kept on the device and cycled through by the timed steps
@@ -407,9 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cossl-train bench",
         description="Training throughput of byol, co_byol, simclr and co_simclr (same backbone, input and batch), "
                     "CO/base step-time ratio, peak memory, and data-loader throughput.",
-        epilog="GPU: python -m benchmarks.train_throughput --device cuda --backbone resnet50 --width 64 "
-               "--no-small-image --resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic "
-               "--workers 8",
+        epilog="GPU: cossl-train bench --device cuda --backbone resnet50 --width 64 --no-small-image "
+               "--resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic --workers 8",
     )
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, or 'all' ({', '.join(METHODS)}; default: {','.join(DEFAULT_METHODS)})")

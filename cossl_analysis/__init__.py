@@ -1,18 +1,9 @@
-"""Analyses of trained encoders (any module mapping (B, 3, H, W) images to (B, C, h, w) feature maps).
+"""Analyses of trained encoders: any module mapping (B, 3, H, W) images in [0, 1] to (B, C, h, w)
+feature maps. One function per analysis and its result type, the settings (``AnalysisConfig``),
+and the report over checkpoints (``write_report``); docs/analysis.md has the rest.
 
-* ``load_checkpoint`` / ``load_models`` / ``load_eval_set``: checkpoints as ready models, and the
-  evaluation images they are all analysed on.
-* ``erf_map`` / ``plot_erf``: effective receptive fields of local representations (Figure 4).
-* ``similarity_analysis`` / ``plot_similarity``: global against local cosine similarity (Figure 3B).
-* ``patch_drop_analysis`` / ``plot_patch_drop``: local redundancy via dropping local representations.
-* ``internal_corruption_sweep`` / ``plot_internal_corruption``: noise, zeroing or masking inside the network.
-* ``AnalysisOptions`` / ``write_report``: every analysis on groups of checkpoints, as one HTML report.
-
-The command line (``cossl-analysis``, ``python -m cossl_analysis``) lives in ``cossl_analysis.cli``.
-
-Names are imported lazily (PEP 562 module ``__getattr__``): importing a submodule such as
-``cossl_analysis.corruptions`` runs this file first, and its worker processes should not pay for
-captum, matplotlib and the rest of the analysis stack that they never use.
+Names load on first use (PEP 562), so that a corruption worker importing one submodule does not
+pay for captum, matplotlib and the rest of the stack.
 """
 
 from __future__ import annotations
@@ -21,112 +12,115 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time they load on first use
-    from cossl_analysis.accuracy import classifier_accuracy, top1
-    from cossl_analysis.erf import DEFAULT_POSITIONS, erf_map, plot_erf, position_indices
-    from cossl_analysis.errors import AnalysisError
-    from cossl_analysis.features import extract_features
-    from cossl_analysis.internal_corruption import (
+    from cossl_analysis.analyses.accuracy import classifier_accuracy, probe_accuracy
+    from cossl_analysis.analyses.adversarial import attack_accuracy
+    from cossl_analysis.analyses.corruption import CorruptionResult, corrupt_batch, corruption_summary
+    from cossl_analysis.analyses.erf import DEFAULT_POSITIONS, erf_map, erf_stats, position_indices, rf_centres
+    from cossl_analysis.analyses.features import representations
+    from cossl_analysis.analyses.internal_corruption import (
+        InternalCorruptionResult,
         corrupt_features,
         corrupted,
         internal_corruption_sweep,
-        plot_internal_corruption,
-        probe_accuracy,
     )
-    from cossl_analysis.loading import (
-        CheckpointError,
-        EvalSet,
-        Model,
-        Pretrained,
-        load_checkpoint,
-        load_eval_set,
-        load_models,
-    )
-    from cossl_analysis.options import AnalysisOptions
-    from cossl_analysis.patch_drop import (
+    from cossl_analysis.analyses.patch_drop import (
+        PatchDropResult,
         num_dropped,
         patch_drop_analysis,
-        plot_patch_drop,
         pool_kept,
         position_drop_order,
     )
-    from cossl_analysis.report import write_report
-    from cossl_analysis.similarity import (
+    from cossl_analysis.analyses.similarity import (
         SimilarityResult,
         pearson,
-        plot_similarity,
         similarity_analysis,
         similarity_from_features,
     )
+    from cossl_analysis.config import AnalysisConfig, load_analysis_config
+    from cossl_analysis.errors import AnalysisError
+    from cossl_analysis.report import load_checkpoint, load_eval_set, load_images, load_models, write_report
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
-    "classifier_accuracy": "accuracy",
-    "top1": "accuracy",
-    "DEFAULT_POSITIONS": "erf",
-    "erf_map": "erf",
-    "plot_erf": "erf",
-    "position_indices": "erf",
+    "classifier_accuracy": "analyses.accuracy",
+    "probe_accuracy": "analyses.accuracy",
+    "attack_accuracy": "analyses.adversarial",
+    "CorruptionResult": "analyses.corruption",
+    "corrupt_batch": "analyses.corruption",
+    "corruption_summary": "analyses.corruption",
+    "DEFAULT_POSITIONS": "analyses.erf",
+    "erf_map": "analyses.erf",
+    "erf_stats": "analyses.erf",
+    "position_indices": "analyses.erf",
+    "rf_centres": "analyses.erf",
+    "representations": "analyses.features",
+    "InternalCorruptionResult": "analyses.internal_corruption",
+    "corrupt_features": "analyses.internal_corruption",
+    "corrupted": "analyses.internal_corruption",
+    "internal_corruption_sweep": "analyses.internal_corruption",
+    "PatchDropResult": "analyses.patch_drop",
+    "num_dropped": "analyses.patch_drop",
+    "patch_drop_analysis": "analyses.patch_drop",
+    "pool_kept": "analyses.patch_drop",
+    "position_drop_order": "analyses.patch_drop",
+    "SimilarityResult": "analyses.similarity",
+    "pearson": "analyses.similarity",
+    "similarity_analysis": "analyses.similarity",
+    "similarity_from_features": "analyses.similarity",
+    "AnalysisConfig": "config",
+    "load_analysis_config": "config",
     "AnalysisError": "errors",
-    "extract_features": "features",
-    "corrupt_features": "internal_corruption",
-    "corrupted": "internal_corruption",
-    "internal_corruption_sweep": "internal_corruption",
-    "plot_internal_corruption": "internal_corruption",
-    "probe_accuracy": "internal_corruption",
-    "CheckpointError": "loading",
-    "EvalSet": "loading",
-    "Model": "loading",
-    "Pretrained": "loading",
-    "load_checkpoint": "loading",
-    "load_eval_set": "loading",
-    "load_models": "loading",
-    "AnalysisOptions": "options",
-    "num_dropped": "patch_drop",
-    "patch_drop_analysis": "patch_drop",
-    "plot_patch_drop": "patch_drop",
-    "pool_kept": "patch_drop",
-    "position_drop_order": "patch_drop",
+    "load_checkpoint": "report",
+    "load_eval_set": "report",
+    "load_images": "report",
+    "load_models": "report",
     "write_report": "report",
-    "SimilarityResult": "similarity",
-    "pearson": "similarity",
-    "plot_similarity": "similarity",
-    "similarity_analysis": "similarity",
-    "similarity_from_features": "similarity",
+}
+#: names of earlier versions -> what replaced them
+_RENAMED: dict[str, str] = {
+    "AnalysisOptions": "AnalysisConfig (nested sections: erf_images -> erf.images, eps_255 -> robustness.eps, ...)",
+    "extract_features": "representations",
+    "plot_erf": "cossl_analysis.viz.erf.plot_erf (a Figure) or cossl_analysis.report.save_erf (files)",
+    "plot_similarity": "cossl_analysis.viz.similarity.plot_similarity_panels or cossl_analysis.report.save_similarity",
+    "plot_patch_drop": "cossl_analysis.viz.patch_drop.plot_patch_drop or cossl_analysis.report.save_patch_drop",
+    "plot_internal_corruption": "cossl_analysis.viz.internal_corruption.plot_internal_corruption or "
+                                "cossl_analysis.report.save_internal_corruption",
 }
 
 # Spelled out (not derived from _EXPORTS) so that linters see the re-exports; a test checks the two agree.
 __all__ = [
-    "AnalysisError",
-    "AnalysisOptions",
-    "CheckpointError",
     "DEFAULT_POSITIONS",
-    "EvalSet",
-    "Model",
-    "Pretrained",
+    "AnalysisConfig",
+    "AnalysisError",
+    "CorruptionResult",
+    "InternalCorruptionResult",
+    "PatchDropResult",
     "SimilarityResult",
+    "attack_accuracy",
     "classifier_accuracy",
+    "corrupt_batch",
     "corrupt_features",
     "corrupted",
+    "corruption_summary",
     "erf_map",
-    "extract_features",
+    "erf_stats",
     "internal_corruption_sweep",
+    "load_analysis_config",
     "load_checkpoint",
     "load_eval_set",
+    "load_images",
     "load_models",
     "num_dropped",
     "patch_drop_analysis",
     "pearson",
-    "plot_erf",
-    "plot_internal_corruption",
-    "plot_patch_drop",
-    "plot_similarity",
     "pool_kept",
     "position_drop_order",
     "position_indices",
     "probe_accuracy",
+    "representations",
+    "rf_centres",
     "similarity_analysis",
     "similarity_from_features",
-    "top1",
     "write_report",
 ]
 
@@ -135,7 +129,8 @@ def __getattr__(name: str) -> Any:
     """Import the submodule defining ``name`` on first access and cache the value here."""
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        hint = f"; it was replaced by {_RENAMED[name]}" if name in _RENAMED else ""
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}{hint}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value

@@ -1,50 +1,40 @@
-"""``cossl-analysis``: the analyses of trained checkpoints, as figures, numbers and an HTML page.
+"""``cossl-analysis COMMAND CKPT [CKPT ...] --out DIR [--labels ...] [key=value ...]``: the analyses
+of trained checkpoints as figures, numbers and an HTML page; one command per registered analysis,
+plus ``robustness`` and ``report``. ``cossl-robustness ARGS`` is ``cossl-analysis robustness ARGS``.
 
-    cossl-analysis COMMAND CKPT [CKPT ...] --out DIR [options] [data.*=... augment.*=... eval.*=...]
-
-Commands: ``erf``, ``similarity``, ``patch-drop``, ``internal-corruption``, ``robustness`` and
-``report`` (all of them). ``cossl-robustness ARGS`` is ``cossl-analysis robustness ARGS``.
-
-Every known failure (missing or foreign checkpoint, missing probe or labels, bad option or
-override, ...) ends with one line on stderr and exit status 2; COSSL_DEBUG=1 shows the traceback.
-Ctrl-C keeps every finished result and exits with 130.
+Bad input ends with one line on stderr and exit status 2 (COSSL_DEBUG=1: the traceback); Ctrl-C
+keeps every finished result and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
-from cossl_analysis.options import AnalysisOptions
 from cossl_train.errors import USER_ERRORS, report
 
 PROG = "cossl-analysis"
-# A dotted config override such as data.root=/x or co.lambda=1 (a path like runs/lam=1/ckpt.pt has
-# a slash before its "=" and so is taken for a checkpoint).
-_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
-_D = AnalysisOptions()  # the defaults shown in --help
+# A config override such as images=64, erf.images=8 or data.root=/x (a path like runs/lam=1/ckpt.pt
+# has a slash before its "=" and so is taken for a checkpoint).
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+#: sections of a checkpoint's config that may change for the evaluation images (the model may not)
+MODEL_SECTIONS = ("data", "augment", "eval")
 
 DATA_RULE = (
-    "Every checkpoint is evaluated on the same images: --images of them (a random subset drawn with --seed; "
+    "Every checkpoint is evaluated on the same images: images=N of them (a random subset drawn with seed=S; "
     "0 = all) from the validation split of the FIRST checkpoint's data config (without one, the 10% of its "
     "training images that cossl-train linear-probe holds out), with the data.*, augment.* and eval.* overrides "
-    "given among the checkpoints applied. Checkpoints sharing a label (--labels; default: the method's display "
-    "name, e.g. BYOL, CO-BYOL) are seeds of one group: figures show one panel or curve per group, tables mean "
-    "± std over its seeds. Results are kept in OUT/cells.json: rerunning with the same --out recomputes nothing "
-    "already there."
+    "applied. Checkpoints sharing a label (--labels; default: the method's display name, e.g. BYOL, CO-BYOL) are "
+    "seeds of one group: figures show one panel or curve per group, tables mean ± std over its seeds. Results are "
+    "kept in OUT/cells.json: rerunning with the same --out recomputes nothing already there."
 )
-HELPS = {
-    "erf": "effective receptive fields of local representations (Figure 4)",
-    "similarity": "global against local cosine similarity and Pearson C (Figure 3B)",
-    "patch-drop": "global representation and probe accuracy as local representations are dropped",
-    "internal-corruption": "probe accuracy under internal noise, zeroing or masking of a feature map",
-    "robustness": "clean, corrupted (ImageNet-C), adversarial (FGSM/PGD) and internal-corruption accuracy",
-    "report": "every analysis on the checkpoints, as one self-contained HTML report",
-}
 
 
 class _UsageError(Exception):
@@ -65,143 +55,94 @@ def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
     return paths, overrides
 
 
-def _csv(values: Sequence[object]) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(analysis settings, the evaluation images' data.*/augment.*/eval.*); anything else refused."""
+    from cossl_analysis.config import RENAMED, AnalysisConfig
+    from cossl_analysis.errors import AnalysisError
+
+    ours = {f.name for f in fields(AnalysisConfig)}
+    analysis: list[str] = []
+    model: list[str] = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        top = key.split(".")[0]
+        if top in ours or key in RENAMED:
+            analysis.append(o)
+        elif top in MODEL_SECTIONS:
+            model.append(o)
+        else:
+            raise AnalysisError(f"override {o!r} not allowed here; only the analysis settings ({', '.join(ours)}) "
+                                f"and the evaluation images' {', '.join(MODEL_SECTIONS)} keys can change")
+    return analysis, model
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="CKPT|key=value",
-                   help="checkpoints (files or run folders) and data.*/augment.*/eval.* overrides, e.g. "
-                   "data.root=/data")
-    p.add_argument("--out", type=Path, required=True, help="output folder (rerun with the same folder to resume)")
-    p.add_argument("--images", type=int, default=_D.images, help="evaluation images, the same for every checkpoint "
-                   "and analysis (0 = the whole split; default %(default)s)")
-    p.add_argument("--labels", help="comma-separated labels, one per checkpoint; repeated labels make groups of seeds "
-                   "(default: method display names)")
-    p.add_argument("--seed", type=int, default=_D.seed, help="image subset and every random draw (default %(default)s)")
-    p.add_argument("--device", default=_D.device, help="auto, cpu, cuda, cuda:N (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=_D.batch_size,
-                   help="images per forward pass (default %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
-    p.add_argument("--train-probe", action="store_true",
-                   help="train a linear probe (eval.* settings) for checkpoints that have none")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+def _as_override(value: object) -> str:
+    """A default as it is written on the command line: [noise,mask], [0.5,1.0], null, true, auto."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_as_override(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value or "''"
+    return json.dumps(value)
 
 
-def _add_erf(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("erf")
-    g.add_argument("--position", dest="positions", action="append", metavar="ROW,COL",
-                   help="normalised feature-map position (repeatable; default: Figure 4's 0,0 0,0.5 0.5,0 0.5,0.5)")
-    g.add_argument("--erf-images", type=int, default=_D.erf_images,
-                   help="first evaluation images whose ERFs are computed and averaged (default %(default)s)")
-    g.add_argument("--show", type=int, default=_D.show, help="of those, images drawn (default %(default)s)")
-    g.add_argument("--chunk-size", type=int, default=_D.chunk_size,
-                   help="most (image, position) copies per backward pass; bounds memory (default %(default)s)")
+def _settings_text(command: str) -> str:
+    """The settings ``command`` reads, ``key=default: help``, one per (wrapped) line."""
+    from cossl_analysis.config import AnalysisConfig, section_name, setting_help
+    from cossl_analysis.registry import settings_of
 
-
-def _add_similarity(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("similarity")
-    g.add_argument("--sim-mode", choices=("random", "same", "all"), default=_D.sim_mode,
-                   help="local similarity of a pair: random positions (default), same position, mean of all")
-    g.add_argument("--max-pairs", type=int, default=None, help="subsample the image pairs")
-
-
-def _add_patch_drop(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("patch-drop")
-    g.add_argument("--fractions", default=_csv(_D.fractions), help="fractions to drop, in [0, 1] (default %(default)s)")
-    g.add_argument("--drop", choices=("random", "position"), default=_D.drop, help="random (default) or by position")
-    g.add_argument("--order", choices=("border", "raster"), default=_D.order, help="position order (--drop position)")
-    g.add_argument("--no-accuracy", action="store_true", help="cosine only (no probe or labels needed)")
-
-
-def _add_internal(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("internal corruption")
-    g.add_argument("--internal-kind", default=_csv(_D.internal_kinds),
-                   help="noise, zero, mask (internal masking), comma-separated (default %(default)s)")
-    g.add_argument("--internal-strengths", default=None,
-                   help="strengths (default: noise 0-4 x feature std, zero 0-1, mask 0-0.9 fractions)")
-    g.add_argument("--layer", default=_D.layer, help="encoder submodule to corrupt, e.g. backbone.layer2; '' = the "
-                   "final feature map; auto (default) = backbone.layer3 when the encoder has one, else ''")
-
-
-def _add_robustness(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("robustness")
-    g.add_argument("--sweeps", default=_csv(_D.sweeps), help="corruption, adversarial, internal, or none "
-                   "(default %(default)s)")
-    g.add_argument("--corruptions", default="all",
-                   help="all (19), common (the 15 of ImageNet-C), groups (noise, blur, weather, digital, extra) "
-                   "or names")
-    g.add_argument("--severities", default=_csv(_D.severities), help="1-5 (default %(default)s)")
-    g.add_argument("--min-size", type=int, default=_D.min_size,
-                   help="smaller images are enlarged by an integer factor for imagecorruptions (default %(default)s)")
-    g.add_argument("--eps", default=_csv(_D.eps_255),
-                   help="L-inf budgets in /255 of pixel values (default %(default)s)")
-    g.add_argument("--attacks", default=_csv(_D.attacks), help="fgsm, pgd (default %(default)s)")
-    g.add_argument("--pgd-steps", type=int, default=_D.pgd_steps,
-                   help="PGD iterations, step 2.5 eps / steps (default %(default)s)")
-    g.add_argument("--workers", type=int, default=None, help="corruption worker processes (default: every CPU)")
-    g.add_argument("--cache-dir", type=Path, default=None, help="corrupted-set cache (default OUT/corruption_cache)")
-
-
-GROUPS: dict[str, list[Callable[[argparse.ArgumentParser], None]]] = {
-    "erf": [_add_erf],
-    "similarity": [_add_similarity],
-    "patch-drop": [_add_patch_drop],
-    "internal-corruption": [_add_internal],
-    "robustness": [_add_internal, _add_robustness],
-    "report": [_add_erf, _add_similarity, _add_patch_drop, _add_internal, _add_robustness],
-}
+    rows = setting_help(AnalysisConfig)
+    for config in settings_of(command):
+        rows += setting_help(config, section_name(config) + ".")
+    lines = [textwrap.fill(f"{key}={_as_override(default)}: {text}", 100, initial_indent="  ",
+                           subsequent_indent="      ") for key, text, default in rows]
+    return "settings (key=value, lists as [a,b]; docs/analysis.md):\n" + "\n".join(lines)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The parser of ``cossl-analysis`` (its subcommands in ``parser.commands``)."""
+    from cossl_analysis.registry import commands, describe
+
     p = _Parser(prog=prog, description="Analyses of trained checkpoints: figures, raw numbers (JSON/CSV/NPY) and an "
-                "HTML page in --out. " + DATA_RULE, epilog=f"Run `{prog} COMMAND --help` for a command's options.")
+                "HTML page in --out. " + DATA_RULE, epilog=f"Run `{prog} COMMAND --help` for a command's settings.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-    for name, adders in GROUPS.items():
-        s = sub.add_parser(name, help=HELPS[name], description=f"{HELPS[name]}. {DATA_RULE}")
-        _add_common(s)
-        for add in adders:
-            add(s)
+    for name in commands():
+        s = sub.add_parser(name, help=describe(name), description=textwrap.fill(f"{describe(name)}. {DATA_RULE}", 100),
+                           epilog=_settings_text(name), formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.add_argument("inputs", nargs="+", metavar="CKPT|key=value",
+                       help="checkpoints (files or run folders), settings (images=256, erf.images=8) and data.*/"
+                       "augment.*/eval.* overrides of the evaluation images (data.root=/data)")
+        s.add_argument("--out", type=Path, required=True, help="output folder (rerun with the same folder to resume)")
+        s.add_argument("--labels", help="comma-separated labels, one per checkpoint; repeated labels make groups of "
+                       "seeds (default: method display names)")
+        s.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.commands = sub.choices  # type: ignore[attr-defined]
     return p
 
 
-def options_from(args: argparse.Namespace) -> AnalysisOptions:
-    """The parsed command line as :class:`AnalysisOptions` (one-line errors for bad values)."""
-    from cossl_analysis import options as O
+def refuse_renamed(argv: Sequence[str]) -> None:
+    """One line for an option of an earlier version, naming the setting that replaced it."""
+    from cossl_analysis.config import renamed_hint
+    from cossl_analysis.errors import AnalysisError
 
-    given = vars(args)
-    kw: dict[str, object] = {k: given[k] for k in ("images", "seed", "batch_size", "device", "threads", "train_probe")}
-    parsers = {"positions": lambda v: O.parse_positions(";".join(v)), "fractions": O.parse_fractions,
-               "internal_kind": O.parse_internal_kinds, "internal_strengths": O.parse_strengths,
-               "sweeps": O.parse_sweeps, "corruptions": O.parse_corruptions, "severities": O.parse_severities,
-               "eps": O.parse_eps, "attacks": O.parse_attacks}
-    renamed = {"internal_kind": "internal_kinds", "eps": "eps_255", "no_accuracy": "drop_accuracy"}
-    plain = ("erf_images", "show", "chunk_size", "sim_mode", "max_pairs", "drop", "order", "layer", "min_size",
-             "pgd_steps", "workers", "cache_dir")
-    for name, value in given.items():
-        if value is None or name not in (*parsers, *plain, "no_accuracy"):
-            continue
-        if name == "no_accuracy":
-            value = not value
-        elif name in parsers:
-            value = parsers[name](value)
-        kw[renamed.get(name, name)] = value
-    return AnalysisOptions(**kw)  # type: ignore[arg-type]
+    for token in argv:
+        hint = renamed_hint(token.split("=", 1)[0]) if token.startswith("--") else None
+        if hint is not None:
+            raise AnalysisError(hint)
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     """Carry out a parsed command line; returns the HTML page it wrote."""
+    from cossl_analysis.config import load_analysis_config
     from cossl_analysis.errors import AnalysisError
-    from cossl_analysis.report import run_analyses
+    from cossl_analysis.report.run import run_analyses
 
-    options = options_from(args)
     paths, overrides = split_inputs(args.inputs)
+    ours, model = split_overrides(overrides)
+    config = load_analysis_config(ours)
     if not paths:
         raise AnalysisError("give at least one checkpoint")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-    return run_analyses(args.command, paths, args.out, options, overrides, labels, not args.no_progress, argv)
+    return run_analyses(args.command, paths, args.out, config, model, labels, not args.no_progress, argv)
 
 
 def _parse(argv: list[str], prog: str) -> argparse.Namespace:
@@ -216,15 +157,18 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point of ``cossl-analysis``; returns the exit status (0; 2 on bad input; 130 on Ctrl-C)."""
-    from cossl_analysis.corruptions import shutdown_workers
+    from cossl_analysis.analyses.corruption import shutdown_workers
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        refuse_renamed(argv)
         args = _parse(argv, prog)
     except _UsageError as err:
-        command = f" {argv[0]}" if argv and argv[0] in GROUPS and prog == PROG else ""
+        command = f" {argv[0]}" if argv and not argv[0].startswith("-") and prog == PROG else ""
         print(f"{prog}: error: {err} (see {prog}{command} --help)", file=sys.stderr)
         return 2
+    except USER_ERRORS as err:
+        return report(prog, err)
     except SystemExit as err:  # --help
         return int(err.code or 0)
     try:

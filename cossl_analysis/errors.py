@@ -1,4 +1,4 @@
-"""The one error type of the analysis layer for bad input (checkpoints, data, options)."""
+"""The one error type of the analysis layer for bad input (checkpoints, data, settings)."""
 
 from __future__ import annotations
 

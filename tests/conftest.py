@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +107,29 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pretrain(cfg, progress=False)
         out[method] = root / method / "checkpoint.pt"
     return out
+
+
+def result_row(method: str, backbone: str, rf: int, c_min: float, top1: float, **kw) -> dict:
+    row = {"method": method, "backbone": backbone, "rf": rf, "c_min": c_min, "epochs": 1, "linear_top1": top1,
+           "linear_top5": top1 + 10, "knn_top1": top1 - 5, "checkpoint": f"/runs/{method}_{backbone}_{c_min}/c.pt"}
+    row.update(kw)
+    return row
+
+
+#: a small grid results table: CO-BYOL on three RFs x two c_min, BYOL ResNet-50 references at both c_min
+RESULT_ROWS = [
+    *(result_row("co_byol", b, rf, c, 50 + rf / 10 + 10 * c)
+      for b, rf in (("rf_resnet50_rf43", 43), ("rf_resnet50_rf155", 155), ("resnet50", 427)) for c in (0.2, 0.7)),
+    result_row("byol", "resnet50", 427, 0.2, 60.0),
+    result_row("byol", "resnet50", 427, 0.7, 65.0),
+]
+
+
+@pytest.fixture
+def results_table(tmp_path: Path) -> Path:
+    """RESULT_ROWS written by the grid's own writer, so the tests follow the grid's CSV contract."""
+    from cossl_train.experiments.results import write_csv
+
+    path = tmp_path / "results.csv"
+    write_csv(RESULT_ROWS, path)
+    return path

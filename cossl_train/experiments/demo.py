@@ -1,17 +1,7 @@
-"""The main job: BYOL against CO-BYOL in the paper's setting on the embedded default data, over
-several seeds, next to a randomly initialised encoder, then every analysis of the package on the
-pre-trained checkpoints, as one HTML report.
-
-1. ``cossl-train compare`` machinery (:mod:`cossl_train.compare`): each method pre-trained with
-   ``seeds`` seeds of ``configs/demo.yaml`` (an RF-limited ResNet-18 sized for the 32 px images,
-   the pool MLP, w_s = 0.3), evaluated with the fast linear probe and weighted kNN on the held-out
-   split, next to the random encoder of each seed; mean ± std over seeds and the paired
-   difference, whatever its sign.
-2. ``cossl_analysis.report.write_report`` on those checkpoints, one group per method: Figure 3B,
-   Figure 4, patch dropping, internal corruption and masking, the 19 image corruptions and
-   FGSM/PGD at small budgets, with the reduced settings of :data:`REPORT_OPTIONS`.
-
-Rerunning reuses every finished run, evaluation and analysis, so an interrupted demo loses no work.
+"""The main job: BYOL against CO-BYOL on the embedded default data over several seeds, next to a
+randomly initialised encoder (``compare``), then every analysis of the package on the checkpoints
+as one HTML report (``cossl_analysis.write_report`` with :data:`REPORT_SETTINGS`). Rerunning reuses
+every finished run, evaluation and analysis; docs/experiments.md has the settings and the result.
 """
 
 from __future__ import annotations
@@ -22,21 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config
-from ..trainer import setup_logging
+from ..trainer import CHECKPOINT_NAME, setup_logging
 from .compare import Comparison, compare, format_table, run_dir, write_results
 
 METHODS = ("byol", "co_byol")
 SEEDS = 3
 CONFIG = "demo.yaml"
 
-#: the report's reduced settings (``cossl_analysis.options.AnalysisOptions`` fields), chosen so
-#: that all analyses of 6 small checkpoints take a few minutes on 2 CPU cores: 256 evaluation
-#: images, ERFs averaged over 8, all 19 corruptions at severity 3, FGSM/PGD at 1 and 2 /255 with
-#: 3 PGD steps, internal noise and masking at two strengths each
-REPORT_OPTIONS: dict[str, Any] = {
-    "images": 256, "erf_images": 8, "severities": (3,), "eps_255": (1.0, 2.0), "pgd_steps": 3,
-    "internal_strengths": (0.0, 0.25, 0.5),
-}
+#: the report's reduced settings (``cossl_analysis.AnalysisConfig`` overrides), chosen so that all
+#: analyses of 6 small checkpoints take a few minutes on 2 CPU cores: 256 evaluation images, ERFs
+#: averaged over 8, all 19 corruptions at severity 3, FGSM/PGD at 1 and 2 /255 with 3 PGD steps,
+#: internal noise and masking at two strengths each
+REPORT_SETTINGS: tuple[str, ...] = (
+    "images=256", "erf.images=8", "robustness.severities=[3]", "robustness.eps=[1,2]", "robustness.pgd_steps=3",
+    "internal_corruption.strengths=[0,0.25,0.5]",
+)
 
 
 def demo_config(overrides: tuple[str, ...] = ()) -> Config:
@@ -45,21 +35,21 @@ def demo_config(overrides: tuple[str, ...] = ()) -> Config:
         return load_config(p, list(overrides))
 
 
-def _report(comp: Comparison, out: Path, options: dict[str, Any], progress: bool) -> Path:
-    from cossl_analysis.options import AnalysisOptions
+def _report(comp: Comparison, out: Path, settings: tuple[str, ...], progress: bool) -> Path:
+    from cossl_analysis.config import load_analysis_config
     from cossl_analysis.report import write_report
 
     from ..methods import display_name
 
-    groups = {display_name(m): [run_dir(out, m, s) / "checkpoint.pt" for s in comp.seeds] for m in comp.methods}
-    return write_report(groups, out / "report", AnalysisOptions(**options), progress=progress)
+    groups = {display_name(m): [run_dir(out, m, s) / CHECKPOINT_NAME for s in comp.seeds] for m in comp.methods}
+    return write_report(groups, out / "report", load_analysis_config(settings), progress=progress)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bool = True,
              overrides: tuple[str, ...] = (), report: bool = True,
-             report_options: dict[str, Any] | None = None) -> dict[str, Any]:
+             report_settings: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train, evaluate and analyse (module docstring); returns the paths of what it wrote.
-    ``report_options`` replace entries of :data:`REPORT_OPTIONS` (the tests shrink them)."""
+    ``report_settings`` are applied after :data:`REPORT_SETTINGS` (the tests shrink them)."""
     out = Path(out_dir)
     setup_logging(None)
     t0 = time.perf_counter()
@@ -70,7 +60,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bo
           f"{base.backbone.width}, {base.train.epochs} epochs, w_s = {base.co.local_weight}; {seeds} seeds, "
           f"held-out images:\n")
     print(format_table(comp))
-    page = _report(comp, out, {**REPORT_OPTIONS, **(report_options or {})}, progress) if report else None
+    page = _report(comp, out, (*REPORT_SETTINGS, *report_settings), progress) if report else None
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; table {table}; runs in {out}/")
     if page is not None:
         print(f"report: {page}")

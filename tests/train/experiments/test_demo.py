@@ -21,8 +21,9 @@ TINY_DEMO = tuple(o for o in TINY_OVERRIDES if not o.startswith(
     "data.dataset=scenes", "data.scenes_size=16", "backbone.name=rf_resnet18_rf13", "train.epochs=1",
     "train.max_steps_per_epoch=2", "data.limit=128",
     "train.batch_size=32", "eval.linear_epochs=3")
-REPORT = {"images": 24, "erf_images": 2, "show": 1, "corruptions": ("gaussian_noise", "speckle_noise"),
-          "eps_255": (1.0,), "pgd_steps": 1, "workers": 1, "internal_strengths": (0.0, 0.5)}
+REPORT = ("images=24", "erf.images=2", "erf.show=1", "robustness.corruptions=[gaussian_noise,speckle_noise]",
+          "robustness.eps=[1]", "robustness.pgd_steps=1", "robustness.workers=1",
+          "internal_corruption.strengths=[0,0.5]")
 SECTIONS = ("Global against local similarity (Figure 3B)", "Effective receptive fields (Figure 4)", "Patch dropping",
             "Internal corruption and internal masking", "Image corruptions (ImageNet-C)",
             "Adversarial attacks (FGSM, PGD)", "Large-crop study", "Summary", "Checkpoints")
@@ -31,7 +32,7 @@ SECTIONS = ("Global against local similarity (Figure 3B)", "Effective receptive 
 @pytest.mark.timeout(900)
 def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    res = run_demo(out, seeds=2, progress=False, overrides=TINY_DEMO, report_options=REPORT)
+    res = run_demo(out, seeds=2, progress=False, overrides=TINY_DEMO, report_settings=REPORT)
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {(r["encoder"], r["seed"]) for r in rows} == {(e, s) for e in ("random init", "byol", "co_byol")

@@ -1,0 +1,71 @@
+"""Report section: effective receptive fields (Figure 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cossl_analysis.analyses.erf import erf_map, erf_stats, position_indices, rf_centres
+from cossl_analysis.config import ErfConfig
+from cossl_analysis.registry import analysis
+from cossl_analysis.report.files import save_figure, write_json
+from cossl_analysis.report.loading import Model
+from cossl_analysis.report.session import FigureRef, Section, Session, Table, pm, pm_rows
+from cossl_analysis.viz.erf import plot_erf_comparison, plot_erf_means
+
+
+def _record(session: Session, model: Model) -> dict[str, Any]:
+    cfg = session.config.erf
+    params = {"positions": [list(p) for p in cfg.positions], "images": cfg.images}
+
+    def compute() -> dict[str, Any]:
+        images = session.data.pixels[: cfg.images]
+        maps = erf_map(model.encoder, images, cfg.positions, average=False, chunk_size=cfg.chunk_size,
+                       progress=session.progress)
+        return {"maps": maps, "feature_map": list(session.feature_map(model))}
+
+    return session.cached(model, "erf", params, compute)
+
+
+@analysis("erf", title="Effective receptive fields (Figure 4)", config=ErfConfig,
+          help="effective receptive fields of local representations (Figure 4)",
+          writes="`erf/figure4.png`, `erf/erf_mean.png`, `erf/erf.json`, `erf/<label>_maps.npy`")
+def erf_section(session: Session) -> Section:
+    cfg = session.config.erf
+    records = {m.label: _record(session, m) for m in session.models}
+    per_model = {}
+    for m in session.models:
+        maps, (h, w) = np.asarray(records[m.label]["maps"]), records[m.label]["feature_map"]
+        np.save(session.path("erf", f"{m.slug}_maps.npy"), maps)
+        mean = maps.mean(axis=0)
+        per_model[m.label] = {"num_images": len(maps), "feature_map": [h, w], "positions": [
+            {"position": list(p), "index": list(ij), **erf_stats(mean[t])}
+            for t, (p, ij) in enumerate(zip(cfg.positions, position_indices(cfg.positions, h, w), strict=True))]}
+    first = {g: models[0] for g, models in session.groups().items()}
+    show = min(cfg.show, cfg.images, len(session.data))
+    images = session.data.pixels[:show]
+    fig4, fig_mean = session.path("erf", "figure4.png"), session.path("erf", "erf_mean.png")
+    centres = {g: rf_centres(m.config, cfg.positions, images.shape[-1]) for g, m in first.items()}
+    save_figure(plot_erf_comparison(images, {g: np.asarray(records[m.label]["maps"])[:show] for g, m in first.items()},
+                                    cfg.positions, centres=centres), fig4, dpi=100)
+    save_figure(plot_erf_means({g: np.asarray(records[m.label]["maps"]).mean(axis=0) for g, m in first.items()},
+                               cfg.positions), fig_mean, dpi=100)
+    radius = session.per_group(lambda m: [p["rms_radius"] for p in per_model[m.label]["positions"]])
+    header = ["group", *[f"({p[0]:g}, {p[1]:g})" for p in cfg.positions]]
+    write_json(per_model, session.path("erf", "erf.json"))
+    n_img = per_model[session.models[0].label]["num_images"]
+    return Section(
+        text=[f"Gradient magnitude of the channel sum of the local representation at each normalised position, "
+              f"with respect to the input pixels (summed over colour channels), on the first {n_img} evaluation "
+              f"images. The figure shows the first seed of each group on {show} image(s) (crosses: centres of the "
+              "theoretical receptive fields) and the maps averaged over the images; the table gives the RMS radius "
+              "(pixels) of the averaged map, mean ± std over seeds."],
+        figures=[FigureRef(session.rel(fig4), "ERFs per image, first seed of each group"),
+                 FigureRef(session.rel(fig_mean), "ERFs averaged over the images, first seed of each group")],
+        tables=[Table("ERF RMS radius (px) per position", header, pm_rows(radius, digits=2))],
+        files=["erf/erf.json", *[f"erf/{m.slug}_maps.npy" for m in session.models]],
+        summary=per_model,
+        headline={g: {"ERF RMS radius (px)": pm([float(np.mean(seed)) for seed in r], digits=2)}
+                  for g, r in radius.items()},
+    )

@@ -1,0 +1,69 @@
+"""Report section: internal corruption and internal masking."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cossl_analysis.analyses.internal_corruption import STRENGTH_NAMES
+from cossl_analysis.config import InternalCorruptionConfig
+from cossl_analysis.errors import AnalysisError
+from cossl_analysis.registry import analysis
+from cossl_analysis.report.cells import accuracy_of, resolve_layer, session_cells
+from cossl_analysis.report.files import save_figure, write_json
+from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table, pm_rows
+from cossl_analysis.viz.panels import Panel, Series, plot_panels
+
+
+def _check(session: Session) -> None:
+    for m in session.models:
+        try:
+            resolve_layer(m.encoder, session.config.internal_corruption.layer)
+        except AnalysisError as err:
+            raise AnalysisError(f"{m.label}: {err}") from None
+
+
+@analysis("internal_corruption", title="Internal corruption and internal masking", config=InternalCorruptionConfig,
+          needs_probe=True, check=_check, groups=("robustness",), sweep=True,
+          help="probe accuracy under internal noise, zeroing or masking of a feature map",
+          writes="`internal_corruption/internal.png`, `internal_corruption/internal.json`, "
+                 "`robustness/robustness.csv`")
+def internal_corruption_section(session: Session) -> Section:
+    cfg = session.config.internal_corruption
+    get = accuracy_of(session_cells(session, ("internal_corruption",)))
+    layers = {resolve_layer(m.encoder, cfg.layer) or "the final feature map" for m in session.models}
+    panels, tables, headline, raw = [], [], {g: {} for g in session.groups()}, {}
+    for kind in cfg.kinds:
+        s = list(cfg.strengths_of(kind))
+
+        def curve(m: object, kind: str = kind, s: list[float] = s) -> list[float]:
+            return [get(m.label, "internal_corruption", kind, strength=v) for v in s]  # type: ignore[attr-defined]
+
+        acc = session.per_group(curve)
+        raw[kind] = {"strengths": s, "per_checkpoint": {m.label: curve(m) for m in session.models}}
+        panel = Panel(f"internal {kind} at {', '.join(sorted(layers))}", STRENGTH_NAMES[kind], "top-1 accuracy (%)",
+                      hline=session.chance)
+        for g, seeds in acc.items():
+            mean, std = np.mean(seeds, axis=0), (np.std(seeds, axis=0, ddof=1) if len(seeds) > 1 else None)
+            panel.series.append(Series(g, s, PCT * mean, None if std is None else PCT * std))
+        panels.append(panel)
+        with_avg = {g: [[*seed, np.mean([a for a, v in zip(seed, s, strict=True) if v > 0] or [np.nan])]
+                        for seed in seeds] for g, seeds in acc.items()}
+        rows = pm_rows(with_avg, PCT, 1)
+        tables.append(Table(f"internal {kind}: top-1 (%) per strength",
+                            ["group", *[f"{v:g}" for v in s], "average (s > 0)"], rows))
+        for row in rows:
+            headline[row[0]][f"internal {kind} avg (%)"] = row[-1]
+    png = session.path("internal_corruption", "internal.png")
+    save_figure(plot_panels(panels), png)
+    write_json({"layer": sorted(layers), **raw}, session.path("internal_corruption", "internal.json"))
+    return Section(
+        text=[f"The output of {', '.join(sorted(layers))} is corrupted at test time and the rest of the network, "
+              "the pooling and the linear probe run as usual. noise: adds s x (per-sample feature std) x N(0, 1); "
+              "zero: each unit zeroed with probability s; mask: each position (all its channels) zeroed with "
+              f"probability s (internal masking). Same random draws (seed {session.config.seed}) for every strength "
+              "and checkpoint. 'average (s > 0)' is the mean accuracy over the swept strengths above 0: for mask, the "
+              "internal-masking accuracy. Mean ± std over seeds."],
+        figures=[FigureRef(session.rel(png), "accuracy against internal corruption strength")],
+        tables=tables, files=["internal_corruption/internal.json", "robustness/robustness.csv"], summary=raw,
+        headline=headline,
+    )

@@ -1,0 +1,88 @@
+"""Finished results, kept so that a rerun recomputes nothing it has: one *cell* per result of one
+checkpoint, keyed by everything its value depends on (weights hash, images hash, analysis, settings),
+in ``cells.json`` (arrays in ``cells/*.npz``), both written atomically after every cell."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cossl_analysis.errors import AnalysisError
+from cossl_analysis.report.files import to_jsonable
+from cossl_train.atomic import atomic_write
+
+__all__ = ["CellStore"]
+
+# Bump when anything changes what a cell key maps to (so old stores are never misread).
+_FORMAT = "cossl-analysis-cells"
+_VERSION = 2
+_ARRAYS = "__arrays__"
+
+
+class CellStore:
+    """Cells in a JSON file (and their arrays in ``.npz`` files beside it)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.array_dir = self.path.with_suffix("")
+        self.cells: dict[str, dict[str, Any]] = {}
+        #: cells written and cells found by this process (for the report's "computed / reused")
+        self.puts = 0
+        self.hits = 0
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError) as err:
+                raise AnalysisError(f"{self.path} is not readable ({err}); delete it to start afresh") from None
+            if not isinstance(data, dict) or data.get("format") != _FORMAT:
+                raise AnalysisError(f"{self.path} is not a cossl-analysis cell store; use another --out")
+            if data.get("version") == _VERSION:  # an older version is recomputed, not misread
+                self.cells = dict(data.get("cells", {}))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.cells
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored record (arrays loaded back), or None; a cell whose arrays are lost is None."""
+        record = self.cells.get(key)
+        if record is None or _ARRAYS not in record:
+            return record
+        try:
+            with np.load(self.array_dir / record[_ARRAYS], allow_pickle=False) as arrays:
+                loaded = {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError):
+            return None
+        return {**{k: v for k, v in record.items() if k != _ARRAYS}, **loaded}
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        """Store ``record`` (numpy arrays go to an ``.npz``) and write the files before returning."""
+        arrays = {k: v for k, v in record.items() if isinstance(v, np.ndarray)}
+        plain = to_jsonable({k: v for k, v in record.items() if k not in arrays})
+        if arrays:
+            name = hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".npz"
+            atomic_write(self.array_dir / name, lambda handle: np.savez(handle, **arrays))
+            plain[_ARRAYS] = name
+        self.cells[key] = plain
+        self.puts += 1
+        payload = {"format": _FORMAT, "version": _VERSION, "cells": self.cells}
+        text = json.dumps(payload, indent=1, sort_keys=True).encode()
+        atomic_write(self.path, lambda handle: handle.write(text))
+
+    def cached(self, key: str, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """(the record under ``key``, computed and stored first if missing; whether it was reused)."""
+        found = self.get(key)
+        if found is not None:
+            self.hits += 1
+            return found, True
+        record = compute()
+        self.put(key, record)
+        return self.get(key) or record, False

@@ -1,0 +1,110 @@
+"""The figures (cossl_analysis.viz), on synthetic inputs: no training here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cossl_analysis.analyses.similarity import similarity_from_features
+from cossl_analysis.report import save_figure
+from cossl_analysis.viz.erf import plot_erf_comparison
+from cossl_analysis.viz.results import backbone_label, plot_accuracy_vs_cmin, plot_accuracy_vs_rf
+from cossl_analysis.viz.similarity import plot_similarity_panels
+from cossl_train.experiments.results import METRICS, read_results
+from cossl_train.methods import display_name
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_method_and_backbone_labels() -> None:
+    assert display_name("co_byol") == "CO-BYOL"
+    assert display_name("co_simclr") == "CO-SimCLR"
+    assert display_name("byol") == "BYOL"
+    assert backbone_label("rf_resnet50_rf43") == "RF-ResNet50 (rf43)"
+    assert backbone_label("resnet50") == "ResNet-50"
+
+
+def test_plot_accuracy_vs_rf(results_table: Path, tmp_path: Path) -> None:
+    rows = read_results(results_table)
+    png = tmp_path / "fig3a.png"
+    fig = plot_accuracy_vs_rf(rows)
+    assert save_figure(fig, png).read_bytes()[:8] == PNG_MAGIC
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == [43, 155, 427]
+    lines = ax.get_lines()
+    curves = [ln for ln in lines if ln.get_linestyle() == "-"]
+    refs = [ln for ln in lines if ln.get_linestyle() == "--"]
+    assert len(curves) == 2 and len(refs) == 2  # one curve per c_min, one reference per BYOL run
+    c02 = next(ln for ln in curves if "0.2" in ln.get_label())
+    assert list(c02.get_xdata()) == [43, 155, 427]
+    assert list(c02.get_ydata()) == pytest.approx([50 + rf / 10 + 2 for rf in (43, 155, 427)])
+    ref07 = next(ln for ln in refs if "0.7" in ln.get_label())
+    assert list(ref07.get_ydata()) == [65.0, 65.0]
+    assert "BYOL ResNet-50" in ref07.get_label()
+
+
+def test_plot_accuracy_vs_cmin(results_table: Path, tmp_path: Path) -> None:
+    rows = read_results(results_table)
+    png = tmp_path / "fig5.png"
+    fig = plot_accuracy_vs_cmin(rows, metric="knn_top1")
+    assert save_figure(fig, png).is_file()
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 4  # three RFs and the BYOL reference
+    ref = next(ln for ln in lines if ln.get_label().startswith("BYOL"))
+    assert list(ref.get_xdata()) == [0.2, 0.7]
+    assert list(ref.get_ydata()) == [55.0, 60.0]  # knn_top1 = linear_top1 - 5
+    assert ax.get_ylabel() == METRICS["knn_top1"]
+
+
+def _similarity(seed: int, shared: float):
+    """A SimilarityResult of 20 random images with 4 local representations each; ``shared`` mixes an
+    image-level vector into every local one (more shared content: higher intra-image similarity)."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.randn(20, 1, 16, generator=gen)
+    local = shared * image + torch.randn(20, 4, 16, generator=gen)
+    return similarity_from_features(local.mean(1), local)
+
+
+def test_plot_similarity_panels(tmp_path: Path) -> None:
+    results = {"BYOL": _similarity(0, 0.5), "CO-BYOL": _similarity(1, 3.0)}
+    png = tmp_path / "fig3b.png"
+    fig = plot_similarity_panels(results, max_points=50)
+    assert save_figure(fig, png).is_file()
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert len(axes) == 2
+    for ax, (label, res) in zip(axes, results.items(), strict=True):
+        assert ax.get_title() == f"{label}: C = {res.pearson_c:.2f}"
+        (vline,) = ax.get_lines()
+        assert vline.get_xdata()[0] == pytest.approx(res.intra_local_mean)
+        assert len(ax.collections[0].get_offsets()) == 50  # subsampled for drawing
+    assert results["CO-BYOL"].intra_local_mean > results["BYOL"].intra_local_mean
+    with pytest.raises(ValueError):
+        plot_similarity_panels({})
+
+
+def test_plot_erf_comparison(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = torch.rand(2, 3, 12, 12)
+    positions = [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)]
+    maps = {"BYOL": rng.random((2, 3, 12, 12)), "CO-BYOL": rng.random((2, 3, 12, 12))}
+    centres = {"BYOL": [(0.0, 0.0), (6.0, 6.0), (11.0, 11.0)]}
+    png = tmp_path / "fig4.png"
+    fig = plot_erf_comparison(images, maps, positions, centres=centres)
+    assert save_figure(fig, png).is_file()
+    assert len(fig.axes) == 2 * 2 * (3 + 1)  # (image, model) rows x (image + positions) columns
+    assert fig.axes[1].get_title() == "(0, 0)"
+    assert fig.axes[0].get_ylabel() == "image 1\nBYOL"
+    assert fig.axes[4].get_ylabel() == "image 1\nCO-BYOL"
+    assert len(fig.axes[2].get_lines()) == 1 and not fig.axes[6].get_lines()  # crosses for BYOL only
+    # images per model (different resolutions) are accepted
+    plot_erf_comparison({"a": images, "b": torch.rand(2, 3, 8, 8)},
+                                {"a": maps["BYOL"], "b": rng.random((2, 3, 8, 8))}, positions)
+    with pytest.raises(ValueError, match="do not match"):
+        plot_erf_comparison(images, {"a": rng.random((2, 2, 12, 12))}, positions)
+    with pytest.raises(ValueError, match="at least one model"):
+        plot_erf_comparison(images, {}, positions)
