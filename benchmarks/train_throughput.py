@@ -1,43 +1,6 @@
-"""Throughput benchmark: training images/s of byol, co_byol, simclr and co_simclr, same settings.
-
-``python -m benchmarks.train_throughput`` times, for each method in turn and with the same backbone, input
-size and batch, the full training step of ``trainer.pretrain``: device-side photometric
-augmentation of both views (seeded per step, as in training), forward under autocast, backward,
-learning-rate update, optimizer step and the EMA update of the momentum targets. The online
-linear probe and logging are left out. Per-step times are taken with the device synchronised; the
-first ``--warmup`` steps of each method (allocator warm-up, cuDNN autotuning, ``torch.compile``)
-are excluded; the timed steps of the methods are interleaved in ``--rounds`` rounds, so that a
-burst of load on a shared machine hits all methods alike; images/s is computed from the *median*
-step time, which such noise disturbs less than the mean (the JSON also has the mean, and the
-machine's load average before and after).
-
-The step input is a few loader batches fetched beforehand and kept on the device, so the model
-timing does not include the loader; the loader alone (sampler + dataset + ``TwoViewCrop`` +
-collate, ``--workers`` processes) is timed afterwards.
-
-Reported per method: images/s, median step time, CO/base step-time ratio (co_byol/byol and
-co_simclr/simclr), and peak memory over the method's build and warm-up, above what was in use
-before it was built (so: its weights, optimizer state, momentum targets and step activations):
-on CUDA ``torch.cuda.max_memory_allocated`` (reset before each method); on CPU the peak resident
-set size of a fresh process per method (one long-lived process would favour the methods measured
-later: memory freed by earlier ones stays resident in the allocator), read from Linux's
-``VmHWM`` after a reset through ``/proc/self/clear_refs`` -- the counter behind
-``resource.getrusage``'s ``ru_maxrss``, which in a spawned child also carries its parent's RSS
-and so cannot be used there -- or from ``ru_maxrss`` where there is no /proc (then without a
-reset; the output says which). The JSON also has the absolute peak and the level before.
-
-Defaults are a CPU proxy meant to finish in about a minute on 2 idle cores: ResNet-18, width 16,
-small-image stem, 32 px, batch 64, fp32 (bf16 autocast on a CPU without native bf16, such as an
-AVX2-only one, is emulated and several times slower than fp32), embedded digits. On a GPU::
-
-    python -m benchmarks.train_throughput --device cuda --backbone resnet50 --width 64 --no-small-image \\
-        --resolution 224 --batch-size 128 --precision bf16 --channels-last --dataset synthetic \\
-        --workers 8 --steps 30 --warmup 10 --json bench_r50.json
-
-(add ``--compile`` for ``torch.compile``). ``--dataset synthetic`` feeds random uint8 images
-(no files needed; no JPEG decoding either, so the loader figure is an upper bound for real
-ImageNet). Trailing ``key=value`` overrides change any other config key (``co.proj_hidden=512``).
-"""
+"""Training throughput: images/s of the methods' full training step (the trainer's ``train_step``),
+CO/base step-time ratios, peak memory and the data loader's throughput, with the same settings
+for every method (docs/benchmarks.md). ``cossl-train bench`` or ``python -m benchmarks.train_throughput``."""
 
 from __future__ import annotations
 

@@ -1,45 +1,7 @@
-"""BYOL's two asymmetric augmentation pipelines, split where the work is cheapest.
-
-The pipeline of one view is (BYOL, Grill et al. 2020, table 6):
-
-    random resized crop (scale c_min..c_max) -> horizontal flip      geometric, per sample
-    -> colour jitter (p=jitter_p) -> grayscale (p=grayscale_p)
-    -> gaussian blur (p=blur_p[view]) -> solarize (p=solarize_p[view])   photometric, batched
-
-* The geometric part (:class:`TwoViewCrop`) runs per sample on the loader side, on PIL images or
-  uint8 tensors, and hands small uint8 (3, R, R) crops to the training process (4x less to move
-  than float32, and cheap to pin and copy).
-* Multi-crop (DINO, Caron et al. 2021; "BYOL + multi-crop"): :class:`MultiCrop` adds
-  ``augment.local_crops`` small crops (scale ``augment.local_crop_scale``, side
-  :func:`local_resolution`) to the two global views; their photometric half is
-  ``BatchPhotometric(cfg, view="local")`` (jitter, grayscale, blur p=``local_blur_p``, never
-  solarised, as DINO's local-crop pipeline).
-* The photometric part (:class:`BatchPhotometric`) runs batched on the training device with a
-  different random draw for every sample (kornia.augmentation); on a GPU this keeps the model
-  fed, on 2 CPU cores it is still about 4x faster than per-sample torchvision ops (measured on
-  a 2-core CI machine).
-
-Outputs are float images in [0, 1]; there is no normalisation here, the encoder normalises inside.
-
-Randomness and resume
----------------------
-Both halves draw from torch's CPU generator. To make a resumed run reproduce an uninterrupted one
-without depending on what ran before, both accept an explicit ``seed``: the draw then comes from a
-temporarily re-seeded CPU generator whose previous state is restored afterwards, so the global
-stream is neither consumed nor disturbed.
-
-* :class:`TwoViewCrop` gets a per-sample seed from the loader (see ``data.build_loader``: the
-  sampler hands every sample a seed drawn from a generator seeded by (seed, epoch)). Crops are
-  therefore the same whatever the number of DataLoader workers and whichever worker loads a
-  sample, and a resumed epoch can skip batches without replaying them. :class:`MultiCrop` draws
-  its local crops from the same seeded stream, after the two global crops: the global views are
-  the same with and without local crops.
-* :class:`BatchPhotometric` should be called with a per-step seed by the trainer (for example one
-  derived from (train.seed, global step, view)). kornia samples its parameters on the CPU here
-  (this module keeps them there even when it is moved to a GPU), so a seed gives the same
-  augmentation parameters on every device. Called without a seed it draws from torch's global
-  CPU generator, and the trainer must then seed that generator every step.
-"""
+"""BYOL's two asymmetric augmentation pipelines, split where the work is cheapest: the geometric
+half per sample in the loader (``TwoViewCrop``, ``MultiCrop``), the photometric half batched on the
+training device (``BatchPhotometric``), both under explicit seeds so that a resumed run reproduces
+an uninterrupted one (docs/training.md, "Augmentations: randomness and resume")."""
 
 from __future__ import annotations
 

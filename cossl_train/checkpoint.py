@@ -1,14 +1,6 @@
-"""Checkpoints: written atomically, validated on load, with one-line errors.
-
-A checkpoint holds everything an exact resume needs (model with its momentum targets,
-optimizer, online probe, step counters, RNG states) plus the config that built the model, so
-``load_pretrained`` can rebuild a ready encoder from the file alone.
-
-A linear probe trained offline is saved beside its checkpoint (``<name>.probe.pt``, see
-:func:`save_probe`) with what it was trained for: the checkpoint's epoch and a hash of its encoder
-weights, the data and the protocol. :func:`load_pretrained` uses it only when it matches the
-checkpoint; otherwise it says so and falls back to the online probe.
-"""
+"""Checkpoints: everything an exact resume needs plus the config that built the model, written
+atomically and validated on load with one-line errors; offline probes saved beside them with
+their provenance, used only when they match (``load_pretrained``)."""
 
 from __future__ import annotations
 
@@ -147,7 +139,7 @@ def probe_path(checkpoint: str | Path) -> Path:
 
 def save_probe(checkpoint: str | Path, probe: nn.Linear, encoder: nn.Module, epoch: int, data: dict[str, Any],
                protocol: str, results: dict[str, Any]) -> Path:
-    """Save an offline probe beside ``checkpoint`` with its provenance (see module docstring)."""
+    """Save an offline probe beside ``checkpoint`` with its provenance (used only while it matches)."""
     path = probe_path(checkpoint)
     state = {"format": PROBE_FORMAT, "probe": probe.state_dict(), "checkpoint_epoch": int(epoch),
              "encoder_hash": weights_hash(encoder), "data": data, "protocol": protocol, "results": results}

@@ -1,19 +1,6 @@
-"""Offline evaluation of a frozen encoder: linear probes (two protocols) and weighted kNN.
-
-Every number carries the protocol that produced it (docs/evaluation.md):
-
-* ``fast`` linear probe: features of centre crops encoded once; a linear head trained on them
-  (SGD, momentum, cosine rate, features standardised with the training mean/std). Cheap enough
-  to run on every checkpoint.
-* ``standard`` linear probe: the protocol of published ImageNet numbers (BYOL's, solo-learn's, the
-  CO-SSL paper's): a linear head on the frozen encoder (eval mode) trained with SGD for
-  ``eval.linear_epochs`` epochs on random-resized-crop + flip views encoded anew every epoch,
-  evaluated on centre crops. Costs one encoder pass over the training set per epoch.
-* weighted kNN: cosine similarity, the k nearest training features vote with weight exp(s / T).
-
-The global representation is ``encoder.pool(fmap)`` (spatial mean, then the pool MLP when there
-is one). Images are decoded by ``data.num_workers`` loader processes.
-"""
+"""Offline evaluation of a frozen encoder: the fast and the standard linear probe and weighted kNN,
+each number named by its protocol (docs/evaluation.md); and the pixel conversion and eval mode
+that every evaluation and analysis uses."""
 
 from __future__ import annotations
 
@@ -169,7 +156,7 @@ class TrainViewTransform:
 
 def linear_probe_standard(encoder: nn.Module, train: Dataset, val: Dataset, cfg: Config,
                           device: str | torch.device = "cpu", progress: bool = True) -> ProbeResult:
-    """The standard protocol (module docstring) with the ``eval.linear_*`` recipe."""
+    """The standard protocol (docs/evaluation.md) with the ``eval.linear_*`` recipe."""
     e = cfg.eval
     vx, vy = extract_features(encoder, val, e.linear_batch_size, device, cfg.data.num_workers, progress, "encode val")
     views = _with_transform(train, TrainViewTransform(cfg.augment.resolution, e.linear_crop_scale))

@@ -1,13 +1,5 @@
-"""The online linear probe: a linear classifier trained during pre-training on the detached
-global representation, to track accuracy without stopping the run.
-
-The features are standardised by a BatchNorm without affine parameters before the linear layer:
-the scale of a self-supervised representation drifts by orders of magnitude during training,
-and an unnormalised probe with one fixed rate then lags far behind what the features allow.
-The probe is evaluated on the validation split (centre crops, eval mode) every
-``train.probe_eval_every`` epochs; for checkpoints it is saved as one ``nn.Linear`` with the
-normalisation folded in (:meth:`OnlineProbe.as_linear`).
-"""
+"""The online linear probe: a BatchNorm without affine parameters, then a linear layer, trained
+during pre-training on the detached global representation (why the BatchNorm: docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
-"""The pre-training loop: ``pretrain(cfg)`` for one CPU, one GPU or torchrun, as named phases.
-
-    join and leave the torchrun process group                 -> distributed.process_group
-    set up (logging, runtime, the stored run)                 -> setup_run
-    data and schedules                                        -> setup_data, make_schedule
-    model, optimizer, augmentations, probe                    -> step.build_parts
-    resume                                                    -> restore
-    epochs: steps (step.train_step), then end of epoch        -> run_epoch, end_epoch
-    finish                                                    -> finish
-
-A checkpoint is written atomically after every epoch; a non-finite loss stops the run before
-anything is written. A resume must use the run's model, batch, world size, schedule and
-augmentation settings (``checkpoint.check_resume_compatible``): otherwise its learning-rate and
-EMA schedules would silently bend.
-"""
+"""The pre-training loop: ``pretrain(cfg)`` for one CPU, one GPU or torchrun, as named phases (set up,
+data, parts, resume, epochs, finish; docs/training.md, "The pre-training loop")."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "extra": EXTRA_CORRUPTIONS,
 }
 
-# Corruptions that run a shimmed copy of the library function, and why (see module docstring).
+# Corruptions that run a shimmed copy of the library function, and why (docs/analysis.md, "Image corruptions").
 SHIMMED_CORRUPTIONS: dict[str, str] = {
     "spatter": "np.max of an empty liquid layer is 0 and m /= np.max(m) turns the image to NaN (seen on "
     "small images at severity 1): a zero maximum divides by 1 instead, leaving the layer empty",
@@ -127,7 +127,7 @@ def _max_never_zero(a: Any, *args: Any, **kwargs: Any) -> Any:
 @functools.cache
 def _spatter() -> Callable[[Any, int], Any]:
     """The library's ``spatter`` (same code object) over a copy of its globals whose ``np.max`` never
-    returns 0 (see the module docstring)."""
+    returns 0 (docs/analysis.md)."""
     original = import_imagecorruptions().corruptions.spatter
     namespace = {**original.__globals__, "np": _ModuleProxy(np, max=_max_never_zero)}
     clone = types.FunctionType(original.__code__, namespace, original.__name__, original.__defaults__,
@@ -212,7 +212,7 @@ def corrupt(
             ``imagecorruptions.corrupt`` does (so that, but for those two, ``np.random.seed(s);
             imagecorruptions.corrupt(...)`` and ``corrupt(..., seed=s)`` agree).
         min_size: images whose shorter side is below this are processed at an integer multiple of
-            their size and averaged back (see the module docstring); at least 32.
+            their size and averaged back (docs/analysis.md); at least 32.
 
     Returns:
         The corrupted image, uint8 with the shape of ``image``.

@@ -117,7 +117,7 @@ def erf_map(
     Args:
         model: any module mapping (N, 3, H, W) images to an (N, C, h, w) feature map.
         images: (B, 3, H, W) input images (pixel space, [0, 1] for an ``Encoder``).
-        positions: P normalised (row, col) feature-map coordinates in [0, 1] (see module docstring).
+        positions: P normalised (row, col) feature-map coordinates in [0, 1] (docs/analysis.md).
         average: average the maps over the B images.
         method: ``"batched"``: one forward pass per chunk of images, every position's gradient from
             vectorised backward passes (``torch.autograd.grad(..., is_grads_batched=True)``);

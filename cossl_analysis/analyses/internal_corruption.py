@@ -47,7 +47,7 @@ def check_strength(kind: str, strength: float) -> None:
 def corrupt_features(
     z: Tensor, kind: CorruptionKind, strength: float, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Return a corrupted copy of z (B, C, ...) (see the module docstring); strength 0 returns z as is."""
+    """Return a corrupted copy of z (B, C, ...) (docs/analysis.md); strength 0 returns z as is."""
     check_strength(kind, strength)
     if strength == 0:
         return z
@@ -129,15 +129,14 @@ def internal_corruption_sweep(
         images: (B, 3, H, W) tensor with ``labels`` (B,), or an iterable of (images, labels) batches
             (iterated once per strength).
         module_name: dotted submodule name ("" = the final feature map), e.g. "backbone.layer3".
-        kind: ``"noise"``, ``"zero"`` or ``"mask"`` (module docstring).
+        kind: ``"noise"``, ``"zero"`` or ``"mask"`` (docs/analysis.md).
         strengths: values of s to sweep; defaults to ``DEFAULT_STRENGTHS[kind]``.
         seed: seed of the corruption draws (the same for every strength).
         batch_size: images per forward pass when ``images`` is a tensor.
         progress: tqdm bar over strengths.
 
     Returns:
-        Raw numbers: ``strengths``, ``accuracy`` (per strength), ``kind``, ``module``, ``seed``,
-        ``num_images``, ``chance`` (1 / number of classes when the probe is an ``nn.Linear``).
+        An :class:`InternalCorruptionResult`.
     """
     strengths = list(DEFAULT_STRENGTHS[kind] if strengths is None else strengths)
     for s in strengths:

@@ -174,7 +174,7 @@ def patch_drop_analysis(
         model: images (B, 3, H, W) -> feature map (B, C, h, w); run in eval mode without gradients.
         images: (B, 3, H, W) tensor, or an iterable of image batches / (images, labels) batches.
         fractions: fractions f of the P positions to drop (see ``num_dropped``).
-        mode: ``"random"`` or ``"position"`` (module docstring).
+        mode: ``"random"`` or ``"position"`` (docs/analysis.md).
         order: spatial order when ``mode="position"``: ``"border"`` (inward) or ``"raster"``.
         seed: seeds the random orders.
         probe: linear probe (C -> classes) on pooled features; accuracy is reported when given.
@@ -183,10 +183,7 @@ def patch_drop_analysis(
         progress: tqdm bar over batches.
 
     Returns:
-        Raw numbers: ``fractions`` (asked), ``num_dropped`` k and ``fraction_dropped`` k / P (done),
-        ``all_but_one`` (per f: whether k = P - 1), ``cosine_mean``/``cosine_std`` (per f),
-        ``accuracy`` (per f, or None), ``intact_accuracy`` (or None), ``num_images``,
-        ``num_positions``, ``mode``, ``order``, ``seed``.
+        A :class:`PatchDropResult`.
     """
     if labels is None and not isinstance(images, Tensor):
         batches = list(iter_batches(images))

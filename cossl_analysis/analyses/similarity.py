@@ -102,7 +102,7 @@ def similarity_from_features(
     Args:
         global_reps: (B, C) global representations h_i.
         local_reps: (B, P, C) local representations l_{i,p}.
-        mode: local-similarity definition, see the module docstring.
+        mode: local-similarity definition (docs/analysis.md).
         seed: seeds the position draws (``"random"``) and the pair subsampling.
         max_pairs: keep at most this many of the B(B-1)/2 pairs, drawn uniformly without replacement.
 

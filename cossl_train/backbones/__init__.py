@@ -1,21 +1,6 @@
-"""Backbone registry: every backbone maps (B, 3, H, W) to a feature map (B, C, h, w).
-
-Each backbone exposes ``num_features`` (= C) and does no pooling; the encoder's caller pools
-(``cossl_train.encoder.global_pool``). Names (``list_backbones()``):
-
-* ``resnet18``, ``resnet50``: torchvision's ResNets without classifier; ``small_image=True`` gives
-  the CIFAR-style stem (32 px in -> 4 x 4 out).
-* ``rf_resnet18_rf<N>``, ``rf_resnet50_rf<N>``: RF-ResNet presets (paper Figure 2; ``rf_presets``),
-  RF of N x N pixels with their default stem: the small-image stem for the 32 and 64 px presets
-  (``rf_resnet18_rf13/17/29/45``), the ImageNet stem for the others.
-* ``bagnet33``: BagNet-33, RF 33 x 33, ResNet-50's channels and depth.
-
-Per-backbone defaults (``backbone_defaults``): the stem (``small_image``) and ``pool_mlp``, the MLP
-after average pooling that the paper puts on its RF-limited backbones (on for every RF-ResNet
-preset, off for the others). ``backbone_info(name)`` gives the RF (size, jump, start), parameter
-count, ``num_features`` and output side without running a forward (the network is built on the
-``meta`` device).
-"""
+"""Backbone registry: every backbone maps (B, 3, H, W) to a feature map (B, C, h, w), exposes
+``num_features`` (= C) and does no pooling. ``list_backbones``, ``build_backbone``, the per-backbone
+defaults (stem, pool MLP) and ``backbone_info`` (RF, size, output side, without a forward pass)."""
 
 from __future__ import annotations
 

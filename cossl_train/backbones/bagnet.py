@@ -1,23 +1,5 @@
-"""BagNet-33 (Brendel & Bethge, ICLR 2019): a ResNet-50-like trunk whose RF is only 33 x 33 pixels.
-
-Layout::
-
-    stem    1x1 conv (3 -> width) - 3x3 conv (valid) - BN - ReLU       RF 3, jump 1, no max-pool
-    layer1  3 bottlenecks, stride 2    (first block 3x3, the rest 1x1)  RF 5,  jump 2
-    layer2  4 bottlenecks, stride 2    (first block 3x3, the rest 1x1)  RF 9,  jump 4
-    layer3  6 bottlenecks, stride 2    (first block 3x3, the rest 1x1)  RF 17, jump 8
-    layer4  3 bottlenecks, stride 1    (first block 3x3, the rest 1x1)  RF 33, jump 8
-
-Every 3x3 conv is *valid* (padding 0), as in the original, so each output position sees only
-pixels of the image (no zero padding); the map shrinks by 2 pixels per 3x3 conv: 224 px in gives
-24 x 24 out, and the smallest usable input is 33 px, the RF (1 x 1 out). The stem's 1x1 and 3x3 convs
-follow one another without a non-linearity in between, as in the original.
-
-Channels and block counts are ResNet-50's (bottleneck expansion 4, ``num_features = 32 * width``):
-only 4 of the 16 middle convs are 3x3, so at width 64 BagNet-33 has about 16.3 M parameters against
-ResNet-50's 23.5 M (both without classifier), the closest a [3, 4, 6, 3] bottleneck net with this
-RF gets to ResNet-50. Written from the paper's description, not from its code.
-"""
+"""BagNet-33 (Brendel & Bethge, ICLR 2019): ResNet-50's channels and depth with valid 3x3 convs in
+the first block of each layer only, so the RF is 33 x 33 pixels (docs/training.md, "Backbones")."""
 
 from __future__ import annotations
 

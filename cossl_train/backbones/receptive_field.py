@@ -1,19 +1,5 @@
-"""Receptive-field (RF) arithmetic for backbones, and an empirical gradient probe to check it.
-
-``receptive_field(module)`` walks the convolution and pooling layers of a chain-like network (a
-ResNet's main path) in registration order and composes their geometry with the usual recurrences
-(Araujo et al., "Computing receptive fields of convolutional neural networks", Distill 2019)::
-
-    size  += (k_eff - 1) * jump        # k_eff = dilation * (k - 1) + 1
-    start -= padding * jump
-    jump  *= stride
-
-Residual shortcuts (submodules named ``downsample``) are skipped: in every backbone of this package
-the shortcut of a block sees a subset of the pixels its main path sees, so it never widens the RF.
-
-``gradient_rf_probe`` measures the same thing on a real forward/backward pass; the tests check that
-the two agree exactly for every registered backbone.
-"""
+"""Receptive-field arithmetic of a chain-like backbone (size, jump, start; Araujo et al. 2019) and a
+gradient probe that measures the same on a real forward/backward pass (docs/training.md)."""
 
 from __future__ import annotations
 

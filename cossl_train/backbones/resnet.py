@@ -1,23 +1,5 @@
-"""ResNet-18 / ResNet-50 trunks (torchvision's blocks, no classifier), trained from scratch.
-
-torchvision's ``ResNet`` class hard-codes 64 base channels (``width_per_group`` only widens the
-bottleneck's inner conv), so the trunk is assembled here from torchvision's own ``BasicBlock`` and
-``Bottleneck`` with the same module names, creation order and initialisation as
-``torchvision.models.resnet18/50(weights=None)``. At ``width=64`` the state dict has exactly
-torchvision's keys and shapes, minus ``fc.*`` (checked in the tests). ResNet-50 is torchvision's
-v1.5 layout: the stride of a bottleneck sits on its 3x3 conv.
-
-Geometry (side lengths, square inputs):
-
-=====================  ======  ======  ==================  =====================
-backbone               RF      jump    224 px in -> out    32 px in -> out
-=====================  ======  ======  ==================  =====================
-resnet18               435     32      7 x 7               1 x 1
-resnet50               427     32      7 x 7               1 x 1
-resnet18, small_image  109     8       28 x 28             4 x 4
-resnet50, small_image  107     8       28 x 28             4 x 4
-=====================  ======  ======  ==================  =====================
-"""
+"""ResNet-18 / ResNet-50 trunks (torchvision's blocks and module names, no classifier) with a
+``width`` knob; at width 64 the state dicts are torchvision's (docs/training.md, "Backbones")."""
 
 from __future__ import annotations
 

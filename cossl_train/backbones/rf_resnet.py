@@ -1,38 +1,6 @@
-"""RF-ResNet (CO-SSL paper, Figure 2): a ResNet whose receptive field is a parameter, in two families.
-
-Layout (all convolutions 'same'-padded, ``padding = k // 2``)::
-
-    stem    7x7/2 conv (padding 3) - BN - ReLU - [3x3/2 max-pool]      <- m
-    layer1  n1 blocks, stride 1
-    layer2  n2 blocks, first block stride s'                           <- s'
-    layer3  n3 blocks, first block stride s''                          <- s''
-    layer4  n4 blocks, first block stride s'''                         <- s'''
-
-``small_image`` swaps the stem for a 3x3 stride-1 conv without max-pool (whatever m says).
-
-Two families, each with a "3x3" block and a "1x1" block of the same channels, module names and
-projection shortcut (``downsample``, when the shape changes):
-
-* RF-ResNet-50 (``RFResNet``): torchvision's ``Bottleneck`` (1x1 -> 3x3 -> 1x1, expansion 4, v1.5:
-  the stride on the middle conv) and ``PointwiseBottleneck`` (1x1 -> 1x1 -> 1x1);
-* RF-ResNet-18 (``RFResNet18``): torchvision's ``BasicBlock`` (3x3 -> 3x3, the stride on the first
-  conv) and ``PointwiseBasicBlock`` (1x1 -> 1x1).
-
-In every layer the first ``kernel3[i]`` blocks are of the 3x3 type and the rest of the 1x1 type.
-A 1x1 block adds nothing to the RF (its stride, if any, only scales the jump), so the RF is set by
-(m, s', s'', s''', kernel3) and does not depend on the depth n beyond the leading 3x3 blocks:
-depth can be held at the full network's while the RF shrinks.
-
-RF recurrence: the stem gives RF 7 (11 with max-pool) at jump 2 (4), or RF 3 at jump 1 with
-``small_image``. Each 3x3 conv adds ``2 * jump``, where ``jump`` is the total stride at its input,
-and a strided conv then multiplies the jump by its stride. So a bottleneck 3x3 block adds
-``2 * jump`` (one 3x3 conv, before its stride) and a basic 3x3 block ``2 * jump * (1 + stride)``.
-
-With the full spec (every block 3x3: ``RESNET50_SPEC`` / ``RESNET18_SPEC``, the defaults) the
-networks are torchvision's ResNet-50 / ResNet-18, module names included, so the state dicts match
-``resnet50``'s / ``resnet18``'s (checked in the tests). Named settings: ``rf_presets``; others:
-``RFResNet(as_spec(...))`` or ``RFResNet18(as_spec(blocks=(2, 2, 2, 2), ...))``.
-"""
+"""RF-ResNet (the paper's Figure 2): a ResNet whose receptive field is a parameter, in an
+RF-ResNet-50 and an RF-ResNet-18 family; the first ``kernel3[i]`` blocks of each layer are 3x3, the
+rest 1x1, so depth stays the full network's while the RF shrinks (docs/training.md, "Backbones")."""
 
 from __future__ import annotations
 

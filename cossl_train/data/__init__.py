@@ -1,34 +1,7 @@
-"""Datasets and deterministic loaders.
-
-Every base dataset returns ``(image, label)`` with ``label = -1`` for unlabelled images, and
-``None`` for an image file that cannot be decoded (corrupt or truncated): such samples are dropped
-by :func:`collate_skip_none` and counted in the batch (``batch.skipped``), so one bad file never
-stops a long run and the trainer can log how many were lost.
-
-Datasets (``data.dataset``), one module each:
-  * ``scenes`` (:mod:`.scenes`, the default) -- digit scenes: white digit silhouettes at random
-    positions, scales and tilts over dark grey clutter cut from bundled photographs; 6000 train /
-    2000 val images generated in memory at ``data.scenes_size``.
-  * ``digits`` (:mod:`.digits`) -- scikit-learn's bundled handwritten digits (1797 8x8 grayscale
-    images, no download), upscaled bilinearly to ``data.digits_size`` and held in memory as uint8
-    RGB; a fixed stratified 80/20 train/val split.
-  * ``imagefolder`` (:mod:`.folders`) -- a folder tree: labelled when ``root`` has class
-    subfolders, unlabelled when the images sit directly in ``root``; an optional class list
-    selects a subset of the folders (``"imagenet100"`` is the CMC ImageNet-100 list shipped in
-    ``resources/imagenet100.txt``); ``data.val_root`` is an optional labelled validation folder.
-  * ``tinyimagenet`` (:mod:`.folders`) -- the Tiny-ImageNet-200 folder (``train/`` and the
-    annotated ``val/``).
-  * ``cifar10``, ``cifar100``, ``stl10`` (:mod:`.torchvision_sets`) -- torchvision, fetched only
-    when ``data.download``. STL-10 pre-trains on ``train+unlabeled`` and probes on ``train`` /
-    ``test``.
-
-Builders:
-  * :func:`build_pretrain_dataset` -> samples ``(view1 uint8 (3,R,R), view2 uint8 (3,R,R), label)``,
-    plus a tuple of ``augment.local_crops`` uint8 (3,r,r) local crops when multi-crop is on
-  * :func:`build_eval_datasets` -> ``(train, val or None)`` with samples ``(uint8 (3,R,R), label)``
-  * :func:`build_loader` (:mod:`.loader`) -> a DataLoader that is a pure function of
-    (seed, epoch): batches of :class:`PretrainBatch` or :class:`EvalBatch`.
-"""
+"""Datasets (``data.dataset``: scenes, digits, imagefolder, tinyimagenet, cifar10/100, stl10) and
+their builders: ``build_pretrain_dataset`` (two uint8 views, label, local crops), ``build_eval_datasets``
+(train, val or None) and the deterministic ``build_loader``. Undecodable images are ``None`` and
+dropped by ``collate_skip_none``, counted in ``batch.skipped``."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""Deterministic loading: dataset wrappers (crops, eval transform, subsets), batches, collate,
-the seeded sampler and :func:`build_loader`.
-
-Determinism: :func:`build_loader` seeds a generator from (seed, epoch) that draws the shuffling
-permutation and one crop seed per sample; the sampler hands ``(index, crop_seed)`` to the
-dataset, which crops under that seed (``augment.TwoViewCrop``, or ``augment.MultiCrop`` for the
-global and local crops of multi-crop). The crops therefore do not depend
-on the number of workers, on which worker loads a sample, or on anything the process drew before,
-and ``skip_batches`` resumes mid-epoch exactly without loading the skipped images. Build a new
-loader every epoch (workers are not persistent, so nothing carries over between epochs).
-"""
+"""Deterministic loading: dataset wrappers (crops, eval transform, subsets), batches, collate and
+``build_loader``, a pure function of (seed, epoch) whatever the number of workers
+(docs/training.md, "Augmentations: randomness and resume")."""
 
 from __future__ import annotations
 

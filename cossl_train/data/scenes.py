@@ -1,23 +1,6 @@
-"""Digit scenes: the embedded default dataset (no download, generated in memory).
-
-Each image is one handwritten digit from scikit-learn's bundled set, drawn as a white silhouette
-at a random position, scale (60-90 % of the side) and tilt (up to 10 degrees) over a dark,
-low-contrast grey crop of a bundled photograph (scikit-image's and scikit-learn's sample images):
-clutter. The label is the digit. Grey, because every coloured variant measured (coloured glyphs,
-coloured or solid backgrounds, coloured distractors) left both a random encoder and a 1-minute
-BYOL at chance; docs/data.md lists the variants and their numbers.
-
-Why not the plain digits: they are centred, upright and of one size, so a random encoder's
-features keep them linearly separable (93 % linear top-1) and self-supervision has nothing to
-add; here position, scale, tilt and clutter are nuisance, and the random encoder of the demo's
-backbone falls to about 30 %.
-
-Splits: the train split draws its glyphs from the digits' train instances and the val split
-from the val instances (:func:`.digits.digits_split`), with different random draws, so no val
-image shares a glyph, let alone an image, with training. Sizes: :data:`SCENES_SIZES` images,
-10 balanced classes, ``side`` x ``side`` RGB (``data.scenes_size``), the same images for a seed
-(CPU float32 generation from one seeded ``torch.Generator``).
-"""
+"""Digit scenes, the embedded default dataset: a bundled handwritten digit as a white silhouette at a
+random position, scale and tilt over a dark grey crop of a bundled photograph, generated in memory
+(no download); val glyphs are never seen in training. Why this design: docs/data.md."""
 
 from __future__ import annotations
 

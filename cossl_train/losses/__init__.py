@@ -1,12 +1,5 @@
-"""Losses of the base methods and of the CO term, as small functions (shapes in each docstring).
-
-* ``byol``: the negative-cosine loss of BYOL (also CO-BYOL's local terms).
-* ``infonce``: SimCLR's NT-Xent, MoCo-v3's InfoNCE, and the local/global InfoNCE of the CO term.
-* ``dino``: DINO's teacher sharpening/centring and its cross-entropy.
-
-Every contrastive loss takes *keys* that may have been gathered from all processes and the
-``offset`` of this process's rows among them, so the same code serves one process and DDP.
-"""
+"""Losses of the base methods and of the CO term, as small functions (shapes in each docstring); the
+contrastive ones take keys gathered from all processes and this process's ``offset`` among them."""
 
 from .byol import byol_loss
 from .dino import dino_cross_entropy, teacher_probabilities
