@@ -242,10 +242,13 @@ def test_dino_teacher_temperature_warms_up_per_epoch_and_centre_is_an_ema() -> N
     model = _make("dino", "method.dino.teacher_temp_warmup=0.02", "method.dino.teacher_temp=0.06",
                   "method.dino.teacher_temp_warmup_epochs=4", "method.dino.center_momentum=0.8")
     loss = model.loss
-    assert [loss.teacher_temp(e) for e in (0, 1.9, 2, 4, 9)] == pytest.approx([0.02, 0.03, 0.04, 0.06, 0.06])
+    # DINO: np.linspace(warmup, final, warmup_epochs) per whole epoch, then the final value
+    expected = [*np.linspace(0.02, 0.06, 4), 0.06, 0.06]
+    assert [loss.teacher_temp(e) for e in (0, 1, 2, 3, 4, 9)] == pytest.approx(expected)
+    assert loss.teacher_temp(1.9) == pytest.approx(expected[1])
     raw = [torch.randn(5, 12), torch.randn(5, 12)]
     probs = loss.targets(raw, 1.0)
-    torch.testing.assert_close(probs[0], torch.softmax(raw[0] / 0.03, dim=1))  # centre 0 before the update
+    torch.testing.assert_close(probs[0], torch.softmax(raw[0] / expected[1], dim=1))  # centre 0 before the update
     torch.testing.assert_close(loss.center, 0.2 * torch.cat(raw).mean(0))
 
 
