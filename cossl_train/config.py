@@ -119,6 +119,10 @@ class CoConfig:
     grid: int = 0
     #: the local heads are the global ones (pool MLP, projector, predictor at every position)
     shared_heads: bool = False
+    #: targets of the global-to-local direction: local_heads (the momentum local projector, for
+    #: SimCLR the online one; Figure 1's second local projector) | global_heads (the momentum
+    #: global path at every position, a space tied to the global target's)
+    local_targets: str = "local_heads"
 
 
 @dataclass
@@ -256,6 +260,7 @@ class Config:
 
 _CHOICES = {
     ("co", "direction"): ("local_to_global", "global_to_local", "both"),
+    ("co", "local_targets"): ("local_heads", "global_heads"),
     ("eval", "linear_protocol"): ("fast", "standard"),
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
