@@ -176,7 +176,8 @@ class SSLMethod(nn.Module):
         loss, loss_l, metrics = loss_g, torch.zeros((), device=loss_g.device), {}
         # w_s = 0 skips the term entirely: loss and gradients stay the base method's bit for bit
         if self.co is not None and self.local_weight > 0:
-            co = self.co(self, online, target_fmaps, raw, targets, epoch)
+            with torch.profiler.record_function("co_term"):
+                co = self.co(self, online, target_fmaps, raw, targets, epoch)
             loss_l, metrics = co.loss, co.metrics
             loss = (1 - self.local_weight) * loss_g + self.local_weight * loss_l
         drop = tuple(self._frozen(self)) if self._frozen is not None and epoch < self.frozen_epochs else ()
