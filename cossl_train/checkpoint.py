@@ -291,3 +291,15 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pre
     if probe is not None:
         probe = probe.to(device).eval()
     return Pretrained(encoder.to(device).eval(), probe, cfg, epoch, path, source, data)
+
+
+def load_method(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The whole trained method of a cossl checkpoint (encoder, heads, momentum branch, CO term), in
+    eval mode: for diagnostics that read the heads (``cossl_analysis.co_objective``)."""
+    from .methods import build_method
+
+    path = Path(path)
+    state = load_checkpoint(path)
+    method = build_method(from_dict(state["config"]))
+    load_state(method, state["model"], path, state["config"])
+    return method.to(device).eval()

@@ -1,7 +1,8 @@
 """Typed configuration: every default lives here, YAML files and dotted overrides merge on top.
 
 A config file only names what differs from these defaults. Unknown keys and values of the wrong
-type are refused with a one-line error that names the key (OmegaConf structured configs); keys of
+type are refused with a one-line error that names the key (OmegaConf structured configs), and so
+are values outside their range (:data:`RANGES`), before anything is built; keys of
 earlier versions (``co.lambda``, ``co.lam``, ``method.temperature``) are refused with the name of
 the key that replaced them.
 """
@@ -119,6 +120,10 @@ class CoConfig:
     grid: int = 0
     #: the local heads are the global ones (pool MLP, projector, predictor at every position)
     shared_heads: bool = False
+    #: targets of the global-to-local direction: local_heads (the momentum local projector, for
+    #: SimCLR the online one; Figure 1's second local projector) | global_heads (the momentum
+    #: global path at every position, a space tied to the global target's)
+    local_targets: str = "local_heads"
 
 
 @dataclass
@@ -256,6 +261,7 @@ class Config:
 
 _CHOICES = {
     ("co", "direction"): ("local_to_global", "global_to_local", "both"),
+    ("co", "local_targets"): ("local_heads", "global_heads"),
     ("eval", "linear_protocol"): ("fast", "standard"),
     ("optim", "name"): ("lars", "sgd", "adamw"),
     ("optim", "lr_scaling"): ("linear", "none"),
@@ -289,6 +295,88 @@ def _dotted_keys(d: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def _check(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> Any:
+    """A range test and its wording, e.g. ``_check(0, None, low_open=True)`` -> (x > 0, "> 0")."""
+    def ok(x: float) -> bool:
+        above = low is None or (x > low if low_open else x >= low)
+        below = high is None or (x < high if high_open else x <= high)
+        return above and below and x == x  # NaN fails every range
+
+    parts = ([f"{'>' if low_open else '>='} {low:g}"] if low is not None else []) + \
+            ([f"{'<' if high_open else '<='} {high:g}"] if high is not None else [])
+    return ok, " and ".join(parts)
+
+
+_POSITIVE = _check(0, None, low_open=True)
+_NON_NEGATIVE = _check(0, None)
+_AT_LEAST_ONE = _check(1, None)
+_UNIT = _check(0, 1)
+_UNIT_OPEN = _check(0, 1, high_open=True)
+
+#: every numeric key and the range it must lie in (tuples: each element); checked before anything
+#: is built, so a bad value is one line naming the key instead of a traceback from deep inside torch
+RANGES: dict[str, tuple[Any, str]] = {
+    **{f"data.{k}": _AT_LEAST_ONE for k in ("digits_size", "scenes_size")},
+    **{f"data.{k}": _NON_NEGATIVE for k in ("num_workers", "limit")},
+    "augment.resolution": _check(8, None),
+    **{f"augment.{k}": _NON_NEGATIVE for k in ("brightness", "contrast", "saturation", "local_crops",
+                                               "local_resolution")},
+    "augment.hue": _check(0, 0.5),
+    **{f"augment.{k}": _UNIT for k in ("jitter_p", "grayscale_p", "blur_p", "solarize_p", "local_blur_p",
+                                       "mean")},
+    "augment.local_crop_scale": _check(0, 1, low_open=True),
+    "augment.std": _POSITIVE,
+    **{f"backbone.{k}": _AT_LEAST_ONE for k in ("width",)},
+    "backbone.pool_mlp_hidden": _NON_NEGATIVE,
+    **{f"head.{k}": _AT_LEAST_ONE for k in ("proj_hidden", "proj_dim", "pred_hidden")},
+    **{f"co.{k}": _AT_LEAST_ONE for k in ("proj_hidden", "pred_hidden")},
+    "method.ema_base": _UNIT,
+    "method.simclr.temperature": _POSITIVE,
+    "method.mocov3.temperature": _POSITIVE,
+    **{f"method.dino.{k}": _AT_LEAST_ONE for k in ("out_dim", "head_layers")},
+    **{f"method.dino.{k}": _POSITIVE for k in ("student_temp", "teacher_temp", "teacher_temp_warmup")},
+    "method.dino.teacher_temp_warmup_epochs": _NON_NEGATIVE,
+    "method.dino.center_momentum": _UNIT,
+    "method.dino.freeze_last_layer_epochs": _NON_NEGATIVE,
+    "optim.lr": _POSITIVE,
+    "optim.weight_decay": _NON_NEGATIVE,
+    "optim.momentum": _UNIT_OPEN,
+    "optim.lars_eta": _POSITIVE,
+    "optim.warmup_epochs": _NON_NEGATIVE,
+    "optim.min_lr_ratio": _UNIT,
+    "optim.betas": _UNIT_OPEN,
+    "optim.clip_grad": _NON_NEGATIVE,
+    "train.probe_lr": _POSITIVE,
+    **{f"train.{k}": _NON_NEGATIVE for k in ("probe_eval_every", "max_steps_per_epoch", "knn_every")},
+    "train.log_every": _AT_LEAST_ONE,
+    **{f"eval.{k}": _AT_LEAST_ONE for k in ("knn_k", "linear_epochs", "linear_batch_size")},
+    **{f"eval.{k}": _POSITIVE for k in ("knn_temperature", "linear_lr")},
+    "eval.linear_weight_decay": _NON_NEGATIVE,
+    "eval.linear_momentum": _UNIT_OPEN,
+    "eval.linear_crop_scale": _check(0, 1, low_open=True),
+}
+
+
+def _get_dotted(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, (ok, wording) in RANGES.items():
+        value = _get_dotted(cfg, key)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if not all(ok(v) for v in values):
+            shown = list(value) if isinstance(value, (tuple, list)) else value
+            raise ConfigError(f"{key}={shown} must be {wording}")
+    for key in ("augment.local_crop_scale", "eval.linear_crop_scale"):
+        low, high = _get_dotted(cfg, key)
+        if low > high:
+            raise ConfigError(f"{key}={[low, high]} must be (min, max) with min <= max")
+
+
 def validate(cfg: Config) -> Config:
     from .methods import method_names
 
@@ -300,7 +388,9 @@ def validate(cfg: Config) -> Config:
         if value not in allowed:
             raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(allowed)}")
     if not 0 < cfg.augment.c_min <= cfg.augment.c_max <= 1:
-        raise ConfigError(f"augment.c_min={cfg.augment.c_min} must satisfy 0 < c_min <= c_max <= 1")
+        bad = "c_max" if not 0 < cfg.augment.c_max <= 1 else "c_min"
+        raise ConfigError(f"augment.{bad}={getattr(cfg.augment, bad)} must satisfy 0 < c_min <= c_max <= 1 "
+                          f"(c_min={cfg.augment.c_min}, c_max={cfg.augment.c_max})")
     for name in ("batch_size", "epochs", "accum_steps"):
         if getattr(cfg.train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg.train, name)} must be >= 1")
@@ -317,6 +407,7 @@ def validate(cfg: Config) -> Config:
                           "L = (1 - w_s) L_g + w_s L_l)")
     if cfg.co.grid < 0:
         raise ConfigError(f"co.grid={cfg.co.grid} must be >= 0 (0 = the feature map as it is)")
+    _check_ranges(cfg)
     if cfg.augment.local_crops and cfg.method.name.endswith("simclr"):
         raise ConfigError(f"augment.local_crops={cfg.augment.local_crops}: multi-crop is supported by byol, dino, "
                           f"mocov3 and their CO forms, not by {cfg.method.name}")

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .runtime import at_least_fp32
+
 
 class MLP(nn.Module):
     """Linear-BN-ReLU-...-Linear with ``layers`` linear layers (BYOL's projector/predictor: 2).
@@ -63,8 +65,8 @@ class NormalizedLinear(nn.Module):
 
 class DINOHead(nn.Module):
     """DINO's projection head: an MLP (GELU; BatchNorm only with ``batch_norm``) to a
-    ``bottleneck`` vector, L2-normalised, then a weight-normalised layer to ``out_dim`` logits.
-    (N, in_dim) -> (N, out_dim)."""
+    ``bottleneck`` vector, L2-normalised, then a weight-normalised layer to ``out_dim`` logits,
+    computed in at least fp32 under autocast. (N, in_dim) -> (N, out_dim)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, bottleneck: int, out_dim: int, layers: int = 3,
                  norm_last_layer: bool = True, batch_norm: bool = False) -> None:
@@ -84,7 +86,11 @@ class DINOHead(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        # The last layer in fp32 even under autocast: its cosine logits are divided by temperatures
+        # as low as 0.04, and bf16's spacing near 1 (~0.004) would become ~0.1 logit units.
+        z = F.normalize(at_least_fp32(self.mlp(x)), dim=-1)
+        with torch.autocast(z.device.type, enabled=False):
+            return self.last_layer(z)
 
 
 def per_position(head: Callable[[Tensor], Tensor], fmap: Tensor) -> Tensor:

@@ -16,14 +16,15 @@ def effective_lr(cfg: OptimConfig, global_batch: int) -> float:
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Biases and normalisation parameters get no weight decay (and so no LARS adaptation,
-    as in BYOL: timm's Lars adapts only groups with weight decay)."""
+    """Two groups: weights (decayed, LARS-adapted) and biases/normalisation parameters (neither,
+    as in BYOL and MoCo-v3). ``lars_adapt`` says which group LARS adapts, whatever the decay."""
     decay, no_decay = [], []
     for _, p in module.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lars_adapt": True},
+            {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False}]
 
 
 def build_optimizer(module: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
@@ -31,7 +32,13 @@ def build_optimizer(module: nn.Module, cfg: OptimConfig, lr: float) -> torch.opt
     if cfg.name == "lars":
         from timm.optim import Lars
 
+        # timm adapts a group only when its decay is non-zero unless always_adapt is set: with
+        # optim.weight_decay=0 the weights would silently get plain SGD at the LARS rate
+        for g in groups:
+            g["always_adapt"] = g.pop("lars_adapt")
         return Lars(groups, lr=lr, momentum=cfg.momentum, trust_coeff=cfg.lars_eta, trust_clip=cfg.lars_clip)
+    for g in groups:
+        del g["lars_adapt"]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
     if cfg.name == "adamw":

@@ -37,6 +37,11 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is a 16-bit float (autocast output), else unchanged (float64 stays)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:

@@ -153,6 +153,11 @@ def clip_per_parameter_(params: Sequence[nn.Parameter], max_norm: float) -> None
     torch._foreach_mul_(grads, scale)
 
 
+#: a named phase of the step, seen by ``torch.profiler`` (the step profile in ``benchmarks/``);
+#: next to free when no profiler runs
+phase = torch.profiler.record_function
+
+
 def train_step(parts: TrainParts, views: Sequence[Tensor], labels: Tensor | None, epoch: int, micro: int,
                global_step: int, rank: int = 0, clean: Tensor | None = None) -> StepResult:
     """One micro-step on a batch of uint8 crops already on the device (``views[:2]`` global).
@@ -164,39 +169,43 @@ def train_step(parts: TrainParts, views: Sequence[Tensor], labels: Tensor | None
     optimizer steps (schedules). Raises :class:`NonFiniteLossError` on a NaN/inf loss.
     """
     cfg, sched = parts.cfg, parts.schedule
-    x = augment(parts, views, epoch, micro, rank)
+    with phase("augment"):
+        x = augment(parts, views, epoch, micro, rank)
     sync = (micro + 1) % cfg.train.accum_steps == 0
     no_sync = parts.model.no_sync() if (isinstance(parts.model, nn.parallel.DistributedDataParallel)
                                         and not sync) else nullcontext()
     with no_sync:
-        with parts.rt.autocast():
+        with parts.rt.autocast(), phase("forward"):
             out = parts.forward(x, sched.epoch(global_step))
         loss = out.loss.float()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step}")
-        (loss / cfg.train.accum_steps).backward()
+        with phase("backward"):
+            (loss / cfg.train.accum_steps).backward()
     for p in out.drop_grads:
         p.grad = None
 
     result = StepResult()
     if parts.probe is not None and labels is not None:
-        result.probe_correct, result.probe_total = probe_step(parts, out.features, labels, clean)
+        with phase("online probe"):
+            result.probe_correct, result.probe_total = probe_step(parts, out.features, labels, clean)
     if not sync:
         return result
 
-    if cfg.optim.clip_grad > 0:
-        clip_per_parameter_([p for g in parts.optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad)
-    lr = sched.lr(global_step)
-    set_lr(parts.optimizer, lr)
-    parts.optimizer.step()
-    parts.optimizer.zero_grad(set_to_none=True)
-    tau = sched.ema(global_step)
+    lr, tau = sched.lr(global_step), sched.ema(global_step)
+    with phase("optimizer"):
+        if cfg.optim.clip_grad > 0:
+            clip_per_parameter_([p for g in parts.optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad)
+        set_lr(parts.optimizer, lr)
+        parts.optimizer.step()
+        parts.optimizer.zero_grad(set_to_none=True)
     pairs = parts.method.momentum_pairs()
     if pairs:
-        ema_update_(pairs, tau)
+        with phase("ema"):
+            ema_update_(pairs, tau)
     z = F.normalize(out.embeddings.float(), dim=1)
     result.values = {"loss": loss.item(), "loss_global": out.loss_global.item(), "loss_local": out.loss_local.item(),
-                     "lr": lr, "tau": tau,
+                     "lr": lr, "tau": tau, **{k: v.item() for k, v in out.metrics.items()},
                      # collapse monitor: std of normalised embeddings x sqrt(D); ~1 healthy, 0 collapsed
                      "embedding_std": (z.std(0).mean() * math.sqrt(z.shape[1])).item()}
     return result

@@ -40,6 +40,8 @@ class MethodOutput:
     embeddings: Tensor  #: (B, D) detached online projections of view 1, for the collapse monitor
     #: parameters whose gradient must be dropped after this step's backward (DINO's frozen last layer)
     drop_grads: tuple[nn.Parameter, ...] = field(default=())
+    #: further detached scalars to log (the CO term's ``co_target_cos``)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def view_pairs(num_views: int, num_targets: int) -> list[tuple[int, int]]:
@@ -102,12 +104,17 @@ class SSLMethod(nn.Module):
             the online projections of the global views are the targets (SimCLR).
         make_local_heads: builds the CO term's own local projector and predictor.
         frozen: parameters whose gradient is dropped while ``epoch < frozen_epochs`` (DINO).
+        joint_views: encode the views of one resolution in one forward, and project all views in
+            one forward (DINO's multi-crop wrapper: BatchNorm sees the 2B global crops together,
+            the M*B small crops together, the teacher's 2B together); else every view alone
+            (BYOL, MoCo-v3 and SimCLR, as their references).
     """
 
     def __init__(self, encoder: Encoder, projector: nn.Module, predictor: nn.Module | None, loss: PairLoss,
                  momentum: bool, make_local_heads: LocalHeadFactory, frozen_epochs: float = 0.0,
-                 frozen: Callable[[nn.Module], list[nn.Parameter]] | None = None) -> None:
+                 frozen: Callable[[nn.Module], list[nn.Parameter]] | None = None, joint_views: bool = False) -> None:
         super().__init__()
+        self.joint_views = joint_views
         self.encoder = encoder
         self.projector = projector
         self.predictor = predictor
@@ -128,17 +135,33 @@ class SSLMethod(nn.Module):
         return pairs + (self.co.momentum_pairs() if self.co is not None else [])
 
     def online(self, views: Sequence[Tensor]) -> OnlineBranch:
-        fmaps = [self.encoder(v) for v in views]
-        reps = [self.encoder.pool(f) for f in fmaps]
-        projections = [self.projector(h) for h in reps]
+        fmaps, reps = self._encode(self.encoder, views)
+        projections = self._project(self.projector, reps)
         queries = [self.predictor(z) for z in projections] if self.predictor is not None else projections
         return OnlineBranch(fmaps, reps, projections, queries)
 
     @torch.no_grad()
     def target_branch(self, views: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """(feature maps, raw targets) of the momentum branch for the global views."""
-        fmaps = [self.target_encoder(v) for v in views]
-        return fmaps, [self.target_projector(self.target_encoder.pool(f)) for f in fmaps]
+        fmaps, reps = self._encode(self.target_encoder, views)
+        return fmaps, self._project(self.target_projector, reps)
+
+    def _encode(self, encoder: Encoder, views: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per view: (feature map, global representation); see ``joint_views``."""
+        if not self.joint_views:
+            fmaps = [encoder(v) for v in views]
+            return fmaps, [encoder.pool(f) for f in fmaps]
+        fmaps, reps = [], []
+        for group in _same_resolution_runs(views):
+            f = encoder(torch.cat(group))
+            fmaps += list(f.chunk(len(group)))
+            reps += list(encoder.pool(f).chunk(len(group)))
+        return fmaps, reps
+
+    def _project(self, projector: nn.Module, reps: Sequence[Tensor]) -> list[Tensor]:
+        if not self.joint_views:
+            return [projector(h) for h in reps]
+        return list(projector(torch.cat(list(reps))).split([h.shape[0] for h in reps]))
 
     def forward(self, views: Sequence[Tensor], epoch: float = 0.0) -> MethodOutput:
         if len(views) < 2:
@@ -150,11 +173,24 @@ class SSLMethod(nn.Module):
             target_fmaps, raw = None, online.projections[:2]
         targets = self.loss.targets(raw, epoch)
         loss_g = self.loss.global_loss(online.queries, targets)
-        loss, loss_l = loss_g, torch.zeros((), device=loss_g.device)
+        loss, loss_l, metrics = loss_g, torch.zeros((), device=loss_g.device), {}
         # w_s = 0 skips the term entirely: loss and gradients stay the base method's bit for bit
         if self.co is not None and self.local_weight > 0:
-            loss_l = self.co(self, online, target_fmaps, targets, epoch)
+            with torch.profiler.record_function("co_term"):
+                co = self.co(self, online, target_fmaps, raw, targets, epoch)
+            loss_l, metrics = co.loss, co.metrics
             loss = (1 - self.local_weight) * loss_g + self.local_weight * loss_l
         drop = tuple(self._frozen(self)) if self._frozen is not None and epoch < self.frozen_epochs else ()
         return MethodOutput(loss, loss_g.detach(), loss_l.detach(), torch.cat(online.reps[:2]).detach(),
-                            online.projections[0].detach(), drop)
+                            online.projections[0].detach(), drop, metrics)
+
+
+def _same_resolution_runs(views: Sequence[Tensor]) -> list[list[Tensor]]:
+    """Consecutive views of one shape, grouped (DINO's ``unique_consecutive`` on the crop sizes)."""
+    runs: list[list[Tensor]] = []
+    for v in views:
+        if runs and runs[-1][0].shape == v.shape:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return runs

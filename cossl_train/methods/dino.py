@@ -2,10 +2,12 @@
 bottleneck, L2 normalisation, weight-normalised layer to K prototypes); teacher = their EMA.
 Per pair: cross-entropy between the student's softmax (temperature ``student_temp``) and the
 teacher's centred, sharpened softmax (``teacher_temp``, warmed up linearly from
-``teacher_temp_warmup`` over ``teacher_temp_warmup_epochs`` whole epochs); the centre is an EMA
+``teacher_temp_warmup`` over ``teacher_temp_warmup_epochs`` whole epochs, as DINO's linspace); the centre is an EMA
 (``center_momentum``) of the teacher outputs' batch mean over all processes. The loss averages over
 pairs (``pair_scale`` 1), every crop against the teacher output of every other global crop. The
-last layer's gradient is dropped during the first ``freeze_last_layer_epochs`` epochs.
+last layer's gradient is dropped during the first ``freeze_last_layer_epochs`` epochs. As DINO's
+multi-crop wrapper, the crops of one resolution go through the encoder together and all crops
+through the head together (``joint_views``), so BatchNorm sees the 2B global crops at once.
 
 The CO term's local heads are DINO heads of width ``co.proj_hidden`` at every position; the local
 teacher outputs (global-to-local direction) are centred with a centre of their own."""
@@ -35,11 +37,15 @@ class DINOLoss(PairLoss):
         self.register_buffer("center", torch.zeros(out_dim))
 
     def teacher_temp(self, epoch: float) -> float:
+        """DINO's ``np.linspace(warmup, final, warmup_epochs)`` per whole epoch, then ``final``: the
+        final value is reached at epoch ``warmup_epochs - 1``."""
         c = self.cfg
-        e = math.floor(epoch)  # DINO's schedule is per whole epoch
-        if e >= c.teacher_temp_warmup_epochs:
+        e, n = math.floor(epoch), c.teacher_temp_warmup_epochs
+        if e >= n:
             return c.teacher_temp
-        return c.teacher_temp_warmup + (c.teacher_temp - c.teacher_temp_warmup) * e / c.teacher_temp_warmup_epochs
+        if n == 1:
+            return c.teacher_temp_warmup
+        return c.teacher_temp_warmup + (c.teacher_temp - c.teacher_temp_warmup) * e / (n - 1)
 
     def targets(self, raw: Sequence[Tensor], epoch: float) -> list[Tensor]:
         temp = self.teacher_temp(epoch)
@@ -71,4 +77,4 @@ def build(cfg: Config, encoder: Encoder) -> SSLMethod:
 
     head = DINOHead(c, h.proj_hidden, h.proj_dim, d.out_dim, d.head_layers, d.norm_last_layer, d.head_bn)
     return SSLMethod(encoder, head, None, DINOLoss(d.out_dim, d), momentum=True, make_local_heads=local_heads,
-                     frozen_epochs=d.freeze_last_layer_epochs, frozen=_last_layers)
+                     frozen_epochs=d.freeze_last_layer_epochs, frozen=_last_layers, joint_views=True)

@@ -71,8 +71,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "imagenet1k_byol_rf99.yaml": {"method.name": "byol", "backbone.name": "rf_resnet50_rf99", "train.epochs": 100},
     "imagenet1k_byol_multicrop_rf99.yaml": {
-        "method.name": "byol", "backbone.name": "rf_resnet50_rf99", "augment.local_crops": 6,
-        "augment.local_crop_scale": (0.05, 0.14), "augment.local_resolution": 96, "augment.c_min": 0.14,
+        "method.name": "byol", "backbone.name": "rf_resnet50_rf99", "augment.local_crops": 8,
+        "augment.local_crop_scale": (0.05, 0.14), "augment.local_resolution": 0, "augment.c_min": 0.08,
     },
     "imagenet1k_co_dino_rf99.yaml": {
         "method.name": "co_dino", "backbone.name": "rf_resnet50_rf99", "optim.name": "sgd", "optim.lr": 0.03,
@@ -83,9 +83,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "imagenet1k_dino_rf99.yaml": {"method.name": "dino", "backbone.name": "rf_resnet50_rf99", "optim.name": "sgd"},
     "imagenet1k_co_mocov3_rf99.yaml": {
         "method.name": "co_mocov3", "backbone.name": "rf_resnet50_rf99", "optim.name": "lars", "optim.lr": 0.6,
-        "optim.weight_decay": 1e-6, "method.mocov3.temperature": 1.0, "method.ema_base": 0.99, "augment.c_min": 0.08,
+        "optim.weight_decay": 1e-6, "method.mocov3.temperature": 1.0, "method.ema_base": 0.99, "augment.c_min": 0.2,
     },
-    "imagenet1k_mocov3_rf99.yaml": {"method.name": "mocov3", "backbone.name": "rf_resnet50_rf99", "optim.lr": 0.6},
+    # MoCo-v3's published ResNet-50 commands all pass --crop-min=.2
+    "imagenet1k_mocov3_rf99.yaml": {"method.name": "mocov3", "backbone.name": "rf_resnet50_rf99", "optim.lr": 0.6,
+                                    "augment.c_min": 0.2},
     "tinyimagenet_co_byol_rf29.yaml": {
         "method.name": "co_byol", "backbone.name": "rf_resnet18_rf29", "data.dataset": "tinyimagenet",
         "augment.resolution": 64, "co.local_weight": 0.3, "train.epochs": 200,
@@ -168,6 +170,15 @@ def test_baseline_and_co_configs_differ_only_by_the_method(base: str, co: str) -
     diff = {k for k in a if a[k] != b[k]}
     assert diff == {"method.name", "train.out_dir"}, diff
     assert b["method.name"] == f"co_{a['method.name']}"
+
+
+def test_multicrop_baseline_changes_only_the_small_crops() -> None:
+    a = _flat(load_config(CONFIG_DIR / "imagenet1k_byol_rf99.yaml"))
+    b = _flat(load_config(CONFIG_DIR / "imagenet1k_byol_multicrop_rf99.yaml"))
+    diff = {k for k in a if a[k] != b[k]}
+    assert diff == {"augment.local_crops", "train.out_dir"}, diff
+    dino = load_config(CONFIG_DIR / "imagenet1k_dino_rf99.yaml").augment
+    assert b["augment.local_crops"] == dino.local_crops  # the same source's count
 
 
 def test_output_folders_are_distinct() -> None:

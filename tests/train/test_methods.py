@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_OVERRIDES, TinyConvNet
 
 from cossl_train.config import load_config
-from cossl_train.encoder import Encoder, global_pool
+from cossl_train.encoder import Encoder, PoolMLP, global_pool
 from cossl_train.methods import BASE_METHODS, build_method, method_names
 from cossl_train.methods.base import view_pairs
 
@@ -125,9 +125,13 @@ def _perturb_targets(model: torch.nn.Module) -> None:
 def _local_outputs(ref: torch.nn.Module, views: list[torch.Tensor]) -> dict[str, list[np.ndarray]]:
     """Everything the CO references need, computed from a copy of the model's own heads."""
     co, b = ref.co, views[0].shape[0]
+
+    def encode(enc: torch.nn.Module) -> list[torch.Tensor]:  # DINO encodes same-sized views together
+        return list(enc(torch.cat(views)).chunk(len(views))) if ref.joint_views else [enc(v) for v in views]
+
     with torch.no_grad():
-        f = [ref.encoder(v) for v in views]
-        ft = [ref.target_encoder(v) for v in views] if ref.momentum else f
+        f = encode(ref.encoder)
+        ft = encode(ref.target_encoder) if ref.momentum else f
         z = [ref.projector(global_pool(x)) for x in f]
         q = [ref.predictor(x) for x in z] if ref.predictor is not None else z
         t = [ref.target_projector(global_pool(x)) for x in ft] if ref.momentum else z
@@ -242,10 +246,13 @@ def test_dino_teacher_temperature_warms_up_per_epoch_and_centre_is_an_ema() -> N
     model = _make("dino", "method.dino.teacher_temp_warmup=0.02", "method.dino.teacher_temp=0.06",
                   "method.dino.teacher_temp_warmup_epochs=4", "method.dino.center_momentum=0.8")
     loss = model.loss
-    assert [loss.teacher_temp(e) for e in (0, 1.9, 2, 4, 9)] == pytest.approx([0.02, 0.03, 0.04, 0.06, 0.06])
+    # DINO: np.linspace(warmup, final, warmup_epochs) per whole epoch, then the final value
+    expected = [*np.linspace(0.02, 0.06, 4), 0.06, 0.06]
+    assert [loss.teacher_temp(e) for e in (0, 1, 2, 3, 4, 9)] == pytest.approx(expected)
+    assert loss.teacher_temp(1.9) == pytest.approx(expected[1])
     raw = [torch.randn(5, 12), torch.randn(5, 12)]
     probs = loss.targets(raw, 1.0)
-    torch.testing.assert_close(probs[0], torch.softmax(raw[0] / 0.03, dim=1))  # centre 0 before the update
+    torch.testing.assert_close(probs[0], torch.softmax(raw[0] / expected[1], dim=1))  # centre 0 before the update
     torch.testing.assert_close(loss.center, 0.2 * torch.cat(raw).mean(0))
 
 
@@ -277,3 +284,103 @@ def test_co_grid_pools_the_local_map() -> None:
     expected = 2 * np.mean([np.mean([2 - 2 * _cos(lq[a][i].numpy(), t[b][i].numpy()) for i in range(6)])
                             for a, b in ((0, 1), (1, 0))])
     assert out.loss_local.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _make_with_pool_mlp(name: str, *extra: str) -> torch.nn.Module:
+    cfg = load_config(None, [*SMALL, f"method.name={name}", *extra])
+    torch.manual_seed(0)
+    return build_method(cfg, Encoder(TinyConvNet(), MEAN, STD, head=PoolMLP(16, 24)))
+
+
+def _bn_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: b.clone() for n, b in model.named_buffers()
+            if not n.startswith("co.") and any(k in n for k in ("running_", "num_batches"))}
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_shared_heads_leave_the_global_running_statistics_alone(base: str) -> None:
+    """With shared heads the pool MLP (and projector, predictor) also run on the B*h*w local rows;
+    their running statistics, which every eval-mode use of the encoder normalises with, must stay
+    those of the global rows: the same as the base method's on the same inputs."""
+    plain = _make_with_pool_mlp(base)
+    shared = _make_with_pool_mlp(f"co_{base}", "co.shared_heads=true", "co.local_weight=0.5")
+    for step in range(3):
+        views = _views(10 + step)
+        with torch.no_grad():
+            plain(views), shared(views)
+    a, b = _bn_buffers(plain), _bn_buffers(shared)
+    assert a.keys() == b.keys() and any("encoder.head" in n for n in a)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+    # and the local rows were still normalised with their own batch statistics (train mode)
+    assert all(m.track_running_stats for m in shared.modules() if isinstance(m, torch.nn.BatchNorm1d))
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_global_head_targets_put_the_global_path_at_every_position(base: str) -> None:
+    """co.local_targets=global_heads: the global-to-local targets are the target side's global path
+    (momentum pool MLP and projector; SimCLR's online ones) at every position; no momentum local
+    projector is built, and the logged cosine between local and global targets is that of a
+    direct computation."""
+    views = _views(5)
+    model = _make_with_pool_mlp(f"co_{base}", "co.local_targets=global_heads", "co.local_weight=0.5")
+    assert model.co.target_local_projector is None and model.co.local_projector is not None
+    _perturb_targets(model)
+    ref = copy.deepcopy(model)
+    out = model(views)
+    enc = ref.target_encoder if ref.momentum else ref.encoder
+    proj = ref.target_projector if ref.momentum else ref.projector
+    with torch.no_grad():
+        maps = list(enc(torch.cat(views)).chunk(2)) if ref.joint_views else [enc(v) for v in views]
+        glob = [proj(x) for x in torch.cat([enc.pool(m) for m in maps]).chunk(2)] if ref.joint_views \
+            else [proj(enc.pool(m)) for m in maps]
+        local = [proj(enc.head(_rows(m))).reshape(6, -1, glob[0].shape[-1]) for m in maps]
+    cos = np.mean([_cos(local[v][i, j].numpy(), glob[v][i].numpy())
+                   for v in range(2) for i in range(6) for j in range(local[v].shape[1])])
+    assert out.metrics["co_target_cos"].item() == pytest.approx(cos, rel=1e-4, abs=1e-6)
+    # the separate heads' targets live in a space of their own: near-orthogonal at initialisation
+    separate = _make_with_pool_mlp(f"co_{base}", "co.local_weight=0.5")(views).metrics["co_target_cos"].item()
+    assert abs(separate) < cos
+
+
+@pytest.mark.parametrize("crops", [0, 2])
+@pytest.mark.parametrize("name", ["dino", "co_dino", "byol", "co_mocov3"])
+def test_dino_normalises_each_resolution_over_its_concatenated_crops(name: str, crops: int) -> None:
+    """DINO (as its multi-crop wrapper) puts the 2B global crops through the student together, the
+    small crops together, and the teacher over the 2B global crops; BYOL and MoCo-v3 encode each
+    view alone, as their references."""
+    model = _make(name, "co.local_weight=0.5")
+    seen: list[tuple[str, int]] = []
+    for side, enc in (("student", model.encoder), ("teacher", model.target_encoder)):
+        enc.backbone.net[1].register_forward_hook(lambda m, i, o, side=side: seen.append((side, i[0].shape[0])))
+    views = _views(2, b=6) + [torch.rand(6, 3, 8, 8) for _ in range(crops)]
+    out = model(views)
+    if model.joint_views:
+        expected = [("student", 12)] + [("student", 6 * crops)] * bool(crops) + [("teacher", 12)]
+        # and the feature maps are those of the concatenation, split back per view
+        with torch.no_grad():
+            ref = copy.deepcopy(model)
+            fmaps = ref.encoder(torch.cat(views[:2]))
+        torch.testing.assert_close(model.online(views).fmaps[1], fmaps[6:])
+    else:
+        expected = [("student", 6)] * (2 + crops) + [("teacher", 6)] * 2
+    assert seen[:len(expected)] == expected
+    assert torch.isfinite(out.loss)
+
+
+def test_dino_head_and_softmaxes_stay_fp32_under_bf16_autocast() -> None:
+    """The cosine logits are divided by 0.04-0.1: bf16's spacing there would be ~0.1 logit units."""
+    from cossl_train.heads import DINOHead
+    from cossl_train.losses import dino_cross_entropy, teacher_probabilities
+
+    torch.manual_seed(0)
+    head = DINOHead(16, 32, 8, 64)
+    x = torch.randn(5, 16)
+    ref = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(x)
+        probs = teacher_probabilities(out, torch.zeros(64), 0.04)
+        ce = dino_cross_entropy(out.to(torch.bfloat16), probs, 0.1)
+    assert out.dtype == probs.dtype == ce.dtype == torch.float32
+    # only the MLP ran in bf16: the logits agree with fp32 far better than bf16's own spacing
+    assert (out - ref).abs().max() < 0.02 and out.sub(ref).abs().max() > 0

@@ -53,17 +53,19 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
 
 
-def test_lars_groups_exclude_biases_and_norms_from_decay_and_adaptation() -> None:
+@pytest.mark.parametrize("decay", [1e-3, 0.0])
+def test_lars_groups_exclude_biases_and_norms_from_decay_and_adaptation(decay: float) -> None:
     model = _model()
-    groups = param_groups(model, 1e-3)
+    groups = param_groups(model, decay)
     decayed = {id(p) for p in groups[0]["params"]}
     assert decayed == {id(model[0].weight), id(model[3].weight)}
-    assert groups[0]["weight_decay"] == 1e-3 and groups[1]["weight_decay"] == 0.0
+    assert groups[0]["weight_decay"] == decay and groups[1]["weight_decay"] == 0.0
     assert {id(p) for p in groups[1]["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias),
                                                     id(model[3].bias)}
 
-    # one LARS step against the closed form: adapted weights, plain SGD for the rest
-    cfg = OptimConfig(name="lars", weight_decay=1e-3, lars_eta=0.02, momentum=0.9)
+    # one LARS step against the closed form: adapted weights (with or without decay: timm's own
+    # default would give plain SGD to the weights at decay 0), plain SGD for the rest
+    cfg = OptimConfig(name="lars", weight_decay=decay, lars_eta=0.02, momentum=0.9)
     opt = build_optimizer(model, cfg, lr=0.5)
     model(torch.randn(8, 5)).pow(2).sum().backward()
     before = {id(p): (p.detach().clone(), p.grad.detach().clone()) for p in model.parameters()}
@@ -71,8 +73,8 @@ def test_lars_groups_exclude_biases_and_norms_from_decay_and_adaptation() -> Non
     for p in model.parameters():
         w, g = before[id(p)]
         if id(p) in decayed:
-            trust = 0.02 * w.norm() / (g.norm() + 1e-3 * w.norm() + 1e-8)
-            expected = w - 0.5 * trust * (g + 1e-3 * w)
+            trust = 0.02 * w.norm() / (g.norm() + decay * w.norm() + 1e-8)
+            expected = w - 0.5 * trust * (g + decay * w)
         else:
             expected = w - 0.5 * g
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7)

@@ -196,6 +196,44 @@ def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no_such_dir" in (cli_main(cases[2]) == 2 and capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=-1", "optim.lr=-1.0 must be > 0"),
+    ("backbone.width=0", "backbone.width=0 must be >= 1"),
+    ("augment.blur_p=[0.5,2]", "augment.blur_p=[0.5, 2.0] must be >= 0 and <= 1"),
+    ("method.dino.student_temp=0", "method.dino.student_temp=0.0 must be > 0"),
+    ("optim.momentum=nan", "optim.momentum=nan must be >= 0 and < 1"),
+    ("eval.linear_crop_scale=[0.9,0.1]", "eval.linear_crop_scale=[0.9, 0.1] must be (min, max)"),
+])
+def test_bad_numbers_are_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture, override: str,
+                                                 message: str) -> None:
+    assert cli_main(["pretrain", override, f"train.out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cossl-train: error:") and "\n" not in err and message in err, err
+    assert not (tmp_path / "run").exists()  # refused before anything was built or written
+
+
+def test_every_numeric_key_has_a_range() -> None:
+    """A numeric key added later must get its range (or an explicit check in ``validate``)."""
+    import dataclasses
+
+    from cossl_train.config import RANGES, Config
+
+    def leaves(obj: object, prefix: str = "") -> list[tuple[str, object]]:
+        out = []
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            out += leaves(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else [(prefix + f.name, v)]
+        return out
+
+    checked_in_validate = {"augment.c_min", "augment.c_max", "co.local_weight", "co.grid", "train.epochs",
+                           "train.batch_size", "train.accum_steps", "train.seed"}
+    numeric = {k for k, v in leaves(Config()) if isinstance(v, (int, float, tuple)) and not isinstance(v, bool)}
+    assert numeric - set(RANGES) == checked_in_validate
+    for key in checked_in_validate:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(None, [f"{key}=-1"])
+
+
 def test_cli_pretrain_then_offline_evaluation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
     assert cli_main(["pretrain", "--no-progress", *TINY, "method.name=co_byol", "train.epochs=1",
