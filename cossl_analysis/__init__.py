@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time they load on first use
     from cossl_analysis.analyses.accuracy import classifier_accuracy, probe_accuracy
     from cossl_analysis.analyses.adversarial import attack_accuracy
+    from cossl_analysis.analyses.co_objective import ObjectiveResult, co_objective
     from cossl_analysis.analyses.corruption import CorruptionResult, corrupt_batch, corruption_summary
     from cossl_analysis.analyses.erf import DEFAULT_POSITIONS, erf_map, erf_stats, position_indices, rf_centres
     from cossl_analysis.analyses.features import representations
@@ -45,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "classifier_accuracy": "analyses.accuracy",
     "probe_accuracy": "analyses.accuracy",
     "attack_accuracy": "analyses.adversarial",
+    "ObjectiveResult": "analyses.co_objective",
+    "co_objective": "analyses.co_objective",
     "CorruptionResult": "analyses.corruption",
     "corrupt_batch": "analyses.corruption",
     "corruption_summary": "analyses.corruption",
@@ -94,10 +97,12 @@ __all__ = [
     "AnalysisError",
     "CorruptionResult",
     "InternalCorruptionResult",
+    "ObjectiveResult",
     "PatchDropResult",
     "SimilarityResult",
     "attack_accuracy",
     "classifier_accuracy",
+    "co_objective",
     "corrupt_batch",
     "corrupt_features",
     "corrupted",

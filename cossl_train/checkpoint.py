@@ -295,7 +295,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pre
 
 def load_method(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The whole trained method of a cossl checkpoint (encoder, heads, momentum branch, CO term), in
-    eval mode: for diagnostics that read the heads (``cossl_analysis.co_objective``)."""
+    eval mode: for diagnostics that read the heads (``cossl_analysis.analyses.co_objective``)."""
     from .methods import build_method
 
     path = Path(path)

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) over seeds: the one formula behind
+    every ``mean ± std`` of the package. Values that are None are left out; (NaN, NaN) when none
+    is left, and a NaN std when one is not finite."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return math.nan, math.nan
+    if len(vals) == 1:
+        return vals[0], 0.0
+    # statistics.stdev is exact (fractions) but cannot take NaN or infinities
+    std = statistics.stdev(vals) if all(map(math.isfinite, vals)) else math.nan
+    return statistics.fmean(vals), std
 
 
 def binomial_error(accuracy: float, n: int, percent: bool = False) -> float:

@@ -50,6 +50,20 @@ TINY_OVERRIDES = [
 ]
 
 
+#: TINY_OVERRIDES with heads small enough to check every method against loops
+METHOD_OVERRIDES = [*TINY_OVERRIDES, "head.proj_hidden=24", "head.proj_dim=16", "head.pred_hidden=24",
+                    "co.proj_hidden=20", "co.pred_hidden=20", "method.dino.out_dim=12"]
+
+
+def perturb_targets(model: torch.nn.Module) -> None:
+    """Make momentum copies differ from their online networks, so using the wrong one shows."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_package_logging() -> Iterator[None]:
     """Runs set up the package logger (stderr and train.log handlers); every test starts and ends

@@ -18,7 +18,7 @@ from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report.loading import EvalSet, Model, check_resolutions, load_eval_set, load_models
 from cossl_analysis.report.store import CellStore
-from cossl_train.stats import mean_std
+from cossl_train.paired import mean_std
 
 __all__ = ["PCT", "FigureRef", "Section", "Session", "Table", "open_session", "pm", "pm_rows", "seed_curves"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..config import Config, apply_overrides, load_config
 from ..errors import USER_ERRORS, CosslError, report
-from ..stats import mean_std
+from ..paired import mean_std
 from ..trainer import CHECKPOINT_NAME
 from .runs import ensure_evaluated, ensure_trained
 

@@ -9,7 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, TinyConvNet
+from conftest import METHOD_OVERRIDES as SMALL
+from conftest import TinyConvNet
+from conftest import perturb_targets as _perturb_targets
 
 from cossl_train.config import load_config
 from cossl_train.encoder import Encoder, PoolMLP, global_pool
@@ -19,8 +21,6 @@ from cossl_train.methods.base import view_pairs
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 BASES = list(BASE_METHODS)
 DIRECTIONS = ["local_to_global", "global_to_local", "both"]
-SMALL = [*TINY_OVERRIDES, "head.proj_hidden=24", "head.proj_dim=16", "head.pred_hidden=24", "co.proj_hidden=20",
-         "co.pred_hidden=20", "method.dino.out_dim=12"]
 
 
 def _views(seed: int = 0, b: int = 6, size: int = 16, n: int = 2) -> list[torch.Tensor]:
@@ -111,15 +111,6 @@ def test_byol_loss_sums_the_two_view_orders() -> None:
         z = [ref.target_projector(global_pool(ref.target_encoder(v))).numpy() for v in views]
     expected = sum(np.mean([2 - 2 * _cos(p[a][i], z[b][i]) for i in range(6)]) for a, b in ((0, 1), (1, 0)))
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-
-
-def _perturb_targets(model: torch.nn.Module) -> None:
-    """Make momentum copies differ from their online networks, so using the wrong one shows."""
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
 def _local_outputs(ref: torch.nn.Module, views: list[torch.Tensor]) -> dict[str, list[np.ndarray]]:

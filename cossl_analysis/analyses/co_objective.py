@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cossl_train.evaluate import eval_mode
 from cossl_train.heads import per_position
 from cossl_train.methods import SSLMethod
 
@@ -70,9 +71,7 @@ def global_targets(method: SSLMethod, images: Tensor) -> Tensor:
 def co_objective(method: SSLMethod, view_a: Tensor, view_b: Tensor, batch_size: int = 256) -> ObjectiveResult:
     """Local queries of ``view_a`` (N, 3, H, W) in [0, 1] against the global targets of ``view_b``
     (the same N images, another view), in eval mode; see :class:`ObjectiveResult`."""
-    was = method.training
-    method.eval()
-    try:
+    with eval_mode(method):
         path, local_q = local_query_path(method)
         queries, glob, targets, hw = [], [], [], None
         for s in range(0, len(view_a), batch_size):
@@ -82,8 +81,6 @@ def co_objective(method: SSLMethod, view_a: Tensor, view_b: Tensor, batch_size: 
             hw = (grid, grid) if grid else tuple(f.shape[-2:])
             glob.append(global_queries(method, f).float())
             targets.append(global_targets(method, view_b[s:s + batch_size].float()).float())
-    finally:
-        method.train(was)
     q = F.normalize(torch.cat(queries), dim=-1)  # (N, P, D)
     g = F.normalize(torch.cat(glob), dim=-1)  # (N, D)
     t = F.normalize(torch.cat(targets), dim=-1)  # (N, D)
@@ -104,17 +101,13 @@ def co_objective(method: SSLMethod, view_a: Tensor, view_b: Tensor, batch_size: 
 def head_space_features(method: SSLMethod, images: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """(global queries (N, D), local queries (N, P, D)): the representations the CO objective
     compares, for Pearson C in the heads' space (``similarity_from_features``)."""
-    was = method.training
-    method.eval()
-    try:
+    with eval_mode(method):
         _, local_q = local_query_path(method)
         glob, loc = [], []
         for s in range(0, len(images), batch_size):
             f = method.encoder(images[s:s + batch_size].float())
             glob.append(global_queries(method, f).float())
             loc.append(local_q(f).float())
-    finally:
-        method.train(was)
     return torch.cat(glob), torch.cat(loc)
 
 

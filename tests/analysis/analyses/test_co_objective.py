@@ -7,10 +7,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import TinyConvNet
-from test_methods import SMALL, _perturb_targets
+from conftest import METHOD_OVERRIDES, TinyConvNet, perturb_targets
 
-from cossl_analysis.co_objective import co_objective, head_space_features
+from cossl_analysis.analyses.co_objective import co_objective, head_space_features
 from cossl_train.config import load_config
 from cossl_train.encoder import Encoder, PoolMLP
 from cossl_train.methods import build_method
@@ -19,10 +18,10 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
 def _model(name: str, *extra: str) -> torch.nn.Module:
-    cfg = load_config(None, [*SMALL, f"method.name={name}", *extra])
+    cfg = load_config(None, [*METHOD_OVERRIDES, f"method.name={name}", *extra])
     torch.manual_seed(0)
     model = build_method(cfg, Encoder(TinyConvNet(), MEAN, STD, head=PoolMLP(16, 24)))
-    _perturb_targets(model)
+    perturb_targets(model)
     with torch.no_grad():  # running statistics that differ from the initial ones
         for _ in range(2):
             model([torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)])
