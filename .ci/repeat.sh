@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the same tests N times and count the runs that fail: the check for tests that fail by chance.
-#   bash .ci/repeat.sh 50 tests/test_distributed.py
+#   bash .ci/repeat.sh 50 tests/train/test_distributed.py
 # Logs of failing runs are kept in ${REPEAT_LOGS:-/tmp/cossl-repeat}.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -6,9 +6,9 @@ import numpy as np
 
 from cossl_analysis.config import RobustnessConfig
 from cossl_analysis.registry import analysis
-from cossl_analysis.report.cells import accuracy_of, check_dependencies, session_cells
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table, pm
+from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 
 
@@ -18,7 +18,7 @@ from cossl_analysis.viz.panels import Panel, Series, plot_panels
           writes="`robustness/adversarial.png`, `robustness/adversarial.json`, `robustness/robustness.csv`")
 def adversarial_section(session: Session) -> Section:
     cfg = session.config.robustness
-    get = accuracy_of(session_cells(session, ("adversarial",)))
+    get = accuracy_of(session_sweeps(session, ("adversarial",)))
     panels, rows, raw, headline = [], [], {}, {g: {} for g in session.groups()}
     for attack in cfg.attacks:
         acc = session.per_group(lambda m, a=attack: [get(m.label, "clean", "clean"),

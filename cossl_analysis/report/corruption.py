@@ -7,9 +7,9 @@ import numpy as np
 from cossl_analysis.analyses.corruption import COMMON_CORRUPTIONS, corruption_summary
 from cossl_analysis.config import RobustnessConfig
 from cossl_analysis.registry import analysis
-from cossl_analysis.report.cells import accuracy_of, check_dependencies, session_cells
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table, pm
+from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 from cossl_analysis.viz.robustness import plot_corruption_bars
 
@@ -21,7 +21,7 @@ from cossl_analysis.viz.robustness import plot_corruption_bars
                  "`robustness/robustness.csv`")
 def corruption_section(session: Session) -> Section:
     cfg = session.config.robustness
-    get = accuracy_of(session_cells(session, ("corruption",)))
+    get = accuracy_of(session_sweeps(session, ("corruption",)))
     summary = {m.label: corruption_summary(get(m.label, "clean", "clean"), {
         name: {s: get(m.label, "corruption", name, severity=s) for s in cfg.severities}
         for name in cfg.corruptions}).to_dict() for m in session.models}

@@ -8,9 +8,9 @@ from cossl_analysis.analyses.internal_corruption import STRENGTH_NAMES
 from cossl_analysis.config import InternalCorruptionConfig
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import analysis
-from cossl_analysis.report.cells import accuracy_of, resolve_layer, session_cells
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table, pm_rows
+from cossl_analysis.report.sweeps import accuracy_of, resolve_layer, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 
 
@@ -29,7 +29,7 @@ def _check(session: Session) -> None:
                  "`robustness/robustness.csv`")
 def internal_corruption_section(session: Session) -> Section:
     cfg = session.config.internal_corruption
-    get = accuracy_of(session_cells(session, ("internal_corruption",)))
+    get = accuracy_of(session_sweeps(session, ("internal_corruption",)))
     layers = {resolve_layer(m.encoder, cfg.layer) or "the final feature map" for m in session.models}
     panels, tables, headline, raw = [], [], {g: {} for g in session.groups()}, {}
     for kind in cfg.kinds:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from cossl_analysis.registry import analysis
-from cossl_analysis.report.cells import clean_accuracy
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table
+from cossl_analysis.report.sweeps import clean_accuracy
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 
 

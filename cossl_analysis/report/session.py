@@ -17,7 +17,7 @@ from torch import Tensor
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report.loading import EvalSet, Model, check_resolutions, load_eval_set, load_models
-from cossl_analysis.report.store import CellStore
+from cossl_analysis.report.store import ResultStore
 from cossl_train.paired import mean_std
 
 __all__ = ["PCT", "FigureRef", "Section", "Session", "Table", "open_session", "pm", "pm_rows", "seed_curves"]
@@ -80,13 +80,13 @@ class Session:
     data: EvalSet
     config: AnalysisConfig
     out: Path
-    store: CellStore
+    store: ResultStore
     device: torch.device
     overrides: list[str]
     progress: bool = True
     _features: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
-    #: every accuracy cell read or computed in this run: (label, sweep, setting, level) -> record
-    cell_records: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: every sweep point read or computed in this run: (label, sweep, setting, level) -> record
+    accuracy_records: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def groups(self) -> dict[str, list[Model]]:
         """Group -> its checkpoints (the seeds), in the order given."""
@@ -165,7 +165,7 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
     if config.robustness.cache_dir is None:  # a copy: the caller's config stays as given
         robustness = dataclasses.replace(config.robustness, cache_dir=str(out / "corruption_cache"))
         config = dataclasses.replace(config, robustness=robustness)
-    return Session(models, data, config, out, CellStore(out / "cells.json"), device, list(overrides), progress)
+    return Session(models, data, config, out, ResultStore(out / "cells.json"), device, list(overrides), progress)
 
 
 def _require_probe_files(models: Sequence[Model]) -> None:

@@ -1,6 +1,6 @@
-"""Finished results, kept so that a rerun recomputes nothing it has: one *cell* per result of one
+"""Finished results, kept so that a rerun recomputes nothing it has: one record per result of one
 checkpoint, keyed by everything its value depends on (weights hash, images hash, analysis, settings),
-in ``cells.json`` (arrays in ``cells/*.npz``), both written atomically after every cell."""
+in ``cells.json`` (arrays in ``cells/*.npz``), both written atomically after every record."""
 
 from __future__ import annotations
 
@@ -17,22 +17,22 @@ from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report.files import to_jsonable
 from cossl_train.atomic import atomic_write
 
-__all__ = ["CellStore"]
+__all__ = ["ResultStore"]
 
-# Bump when anything changes what a cell key maps to (so old stores are never misread).
+# Bump when anything changes what a key maps to (so old stores are never misread).
 _FORMAT = "cossl-analysis-cells"
 _VERSION = 2
 _ARRAYS = "__arrays__"
 
 
-class CellStore:
-    """Cells in a JSON file (and their arrays in ``.npz`` files beside it)."""
+class ResultStore:
+    """Records in a JSON file (and their arrays in ``.npz`` files beside it)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.array_dir = self.path.with_suffix("")
-        self.cells: dict[str, dict[str, Any]] = {}
-        #: cells written and cells found by this process (for the report's "computed / reused")
+        self.records: dict[str, dict[str, Any]] = {}
+        #: records written and records found by this process (for the report's "computed / reused")
         self.puts = 0
         self.hits = 0
         if self.path.is_file():
@@ -41,19 +41,19 @@ class CellStore:
             except (OSError, ValueError) as err:
                 raise AnalysisError(f"{self.path} is not readable ({err}); delete it to start afresh") from None
             if not isinstance(data, dict) or data.get("format") != _FORMAT:
-                raise AnalysisError(f"{self.path} is not a cossl-analysis cell store; use another --out")
+                raise AnalysisError(f"{self.path} is not a cossl-analysis result store; use another --out")
             if data.get("version") == _VERSION:  # an older version is recomputed, not misread
-                self.cells = dict(data.get("cells", {}))
+                self.records = dict(data.get("cells", {}))
 
     def __contains__(self, key: str) -> bool:
-        return key in self.cells
+        return key in self.records
 
     def __len__(self) -> int:
-        return len(self.cells)
+        return len(self.records)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored record (arrays loaded back), or None; a cell whose arrays are lost is None."""
-        record = self.cells.get(key)
+        """The stored record (arrays loaded back), or None; a record whose arrays are lost is None."""
+        record = self.records.get(key)
         if record is None or _ARRAYS not in record:
             return record
         try:
@@ -71,9 +71,9 @@ class CellStore:
             name = hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + ".npz"
             atomic_write(self.array_dir / name, lambda handle: np.savez(handle, **arrays))
             plain[_ARRAYS] = name
-        self.cells[key] = plain
+        self.records[key] = plain
         self.puts += 1
-        payload = {"format": _FORMAT, "version": _VERSION, "cells": self.cells}
+        payload = {"format": _FORMAT, "version": _VERSION, "cells": self.records}  # the on-disk key of version 2
         text = json.dumps(payload, indent=1, sort_keys=True).encode()
         atomic_write(self.path, lambda handle: handle.write(text))
 

@@ -95,13 +95,13 @@ def test_report_has_every_section_with_finite_numbers(report_run: Path) -> None:
 
 def test_rerun_recomputes_nothing(report_run: Path, tiny_checkpoints: dict, capsys: pytest.CaptureFixture[str],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import cossl_analysis.report.cells as R
     import cossl_analysis.report.erf as E
+    import cossl_analysis.report.sweeps as R
 
     def must_not_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("recomputed a finished result")
 
-    monkeypatch.setattr(R, "compute_cell", must_not_run)
+    monkeypatch.setattr(R, "compute_point", must_not_run)
     monkeypatch.setattr(E, "erf_map", must_not_run)
     before = (report_run / "cells.json").read_text()
     code, out, err = _run(capsys, "report", *_checkpoints(tiny_checkpoints), "--out", report_run, *SMALL_ARGV)

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: 2 gloo processes holding 3 and 5 rows.
+"""Run by tests/train/test_distributed.py under torchrun: 2 gloo processes holding 3 and 5 rows.
 
 Each process gathers its rows with ``gather_rows``, scores SimCLR's NT-Xent for its own queries
 against all keys, back-propagates, and writes what it saw (the gathered keys, its offset, its loss,

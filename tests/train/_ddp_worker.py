@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun (2 gloo processes on CPU).
+"""Run by tests/train/test_distributed.py under torchrun (2 gloo processes on CPU).
 
 Each process takes its half of a fixed batch, runs one forward/backward of the method wrapped in
 DistributedDataParallel, and rank 0 saves the mean loss and the (DDP-averaged) gradients. Every

@@ -24,7 +24,7 @@ from cossl_analysis.analyses.internal_corruption import DEFAULT_STRENGTHS
 from cossl_analysis.cli import robustness_main as main
 from cossl_analysis.config import load_analysis_config
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.report import cells as R
+from cossl_analysis.report import sweeps as R
 from cossl_train.checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from cossl_train.data import DigitsDataset
 
@@ -189,7 +189,7 @@ def _accuracy(classifier: torch.nn.Module, pixels: torch.Tensor, labels: torch.T
 
 
 def test_rerun_recomputes_nothing(report_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    cells = counting(monkeypatch, R, "compute_cell")
+    cells = counting(monkeypatch, R, "compute_point")
     corrupted = counting(monkeypatch, R, "corrupt_batch")
     assert main([*report_run["argv"], "--no-progress"]) == 0
     assert cells["n"] == 0 and corrupted["n"] == 0
@@ -210,14 +210,14 @@ def test_interrupted_run_resumes_without_recomputing(tiny_checkpoints: dict, tmp
     total = 2 * (1 + len(C.CORRUPTIONS))  # clean + 19 corruptions, two checkpoints
 
     with monkeypatch.context() as patch:
-        counting(patch, R, "compute_cell", stop_after=9)  # Ctrl-C while computing the 10th cell
+        counting(patch, R, "compute_point", stop_after=9)  # Ctrl-C while computing the 10th cell
         assert main(argv) == 130
     assert "rerun the same command to resume" in capsys.readouterr().err
     first = json.loads((out / "cells.json").read_text())["cells"]
     assert len(first) == 9
     assert not (out / "robustness.html").exists()
 
-    cells = counting(monkeypatch, R, "compute_cell")
+    cells = counting(monkeypatch, R, "compute_point")
     work = counting(monkeypatch, C, "_run_corruptions")  # actual corrupting, after the disk cache
     assert main(argv) == 0
     assert cells["n"] == total - 9
@@ -281,7 +281,7 @@ def test_large_crop_study_reads_c_min_from_configs(tiny_checkpoints: dict, tmp_p
         save_checkpoint(tmp_path / f"c{c_min}" / "checkpoint.pt", state)
         paths.append(str(tmp_path / f"c{c_min}" / "checkpoint.pt"))
     paths.append(str(tiny_checkpoints["co_byol"]))
-    cells = counting(monkeypatch, R, "compute_cell")
+    cells = counting(monkeypatch, R, "compute_point")
     out = tmp_path / "report"
     assert main([*paths, "--out", str(out), "images=32", "robustness.sweeps=[]", *FAST]) == 0
     assert cells["n"] == 2  # identical weights share their cells: BYOL once, CO-BYOL once

@@ -1,7 +1,7 @@
-"""Accuracy cells: one top-1 of one checkpoint (encoder + pooling + probe, eval mode, [0, 1] pixels)
-for one setting of one sweep: ``clean``, ``corruption`` (name, severity), ``adversarial`` (attack,
-budget /255) or ``internal_corruption`` (kind, strength). Computed one by one, cheap sweeps first,
-each stored at once, so a rerun or a resumed run skips the finished ones."""
+"""The robustness sweeps, point by point: one top-1 of one checkpoint (encoder + pooling + probe,
+eval mode, [0, 1] pixels) at one setting of one sweep: ``clean``, ``corruption`` (name, severity),
+``adversarial`` (attack, budget /255) or ``internal_corruption`` (kind, strength). Computed one by
+one, cheap sweeps first, each stored at once, so a rerun or a resumed run skips the finished ones."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from cossl_analysis.analyses.internal_corruption import corrupted
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report.loading import EvalSet, Model
-from cossl_analysis.report.store import CellStore
+from cossl_analysis.report.store import ResultStore
 from cossl_train.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from cossl_analysis.report.session import Session
 
-__all__ = ["Cell", "SweepResult", "accuracy_of", "check_dependencies", "clean_accuracy", "compute_cell", "plan_cells",
-           "resolve_layer", "run_cells", "session_cells"]
+__all__ = ["SweepPoint", "SweepResult", "accuracy_of", "check_dependencies", "clean_accuracy", "compute_point",
+           "plan_points", "resolve_layer", "run_sweeps", "session_sweeps"]
 
 #: the intermediate map of ``layer="auto"``: the last-but-one stage of the ResNet-style backbones
 AUTO_LAYER = "backbone.layer3"
@@ -49,7 +49,7 @@ def resolve_layer(encoder: nn.Module, layer: str) -> str:
 
 
 @dataclass(frozen=True)
-class Cell:
+class SweepPoint:
     """One setting of one sweep. ``level``: severity, eps (/255) or strength; None for ``clean``."""
 
     sweep: str
@@ -58,9 +58,9 @@ class Cell:
 
     def key(self, model: Model, data: EvalSet, cfg: AnalysisConfig) -> str:
         """Everything the accuracy depends on; readable after the two hashes. Internal strength 0 and
-        budget 0 change nothing: they are the clean cell (computed once)."""
+        budget 0 change nothing: they are the clean point (computed once)."""
         if self.sweep in ("internal_corruption", "adversarial") and self.level == 0:
-            return Cell("clean", "clean").key(model, data, cfg)
+            return SweepPoint("clean", "clean").key(model, data, cfg)
         if self.sweep == "corruption":
             extra = f"seed={cfg.seed},min_size={cfg.robustness.min_size}"
         elif self.sweep == "adversarial":
@@ -75,7 +75,7 @@ class Cell:
         return f"{model.fingerprint}/{data.fingerprint}/accuracy/{self.sweep}/{self.setting}/{level}/{extra}"
 
     def columns(self) -> dict[str, Any]:
-        """The long-format columns that place this cell (severity / eps_255 / strength)."""
+        """The long-format columns that place this point (severity / eps_255 / strength)."""
         return {
             "severity": int(self.level) if self.sweep == "corruption" and self.level is not None else None,
             "eps_255": float(self.level) if self.sweep == "adversarial" and self.level is not None else None,
@@ -83,50 +83,50 @@ class Cell:
         }
 
 
-def plan_cells(cfg: AnalysisConfig, sweeps: Sequence[str]) -> list[Cell]:
-    """Every cell of a model for ``sweeps``, in the order they are computed: cheap sweeps first, so
+def plan_points(cfg: AnalysisConfig, sweeps: Sequence[str]) -> list[SweepPoint]:
+    """Every point of a model for ``sweeps``, in the order they are computed: cheap sweeps first, so
     that a failing sweep shows up before hours of corruptions, and an interrupted run has them."""
     internal, rob = cfg.internal_corruption, cfg.robustness
-    cells = [Cell("clean", "clean")]
+    points = [SweepPoint("clean", "clean")]
     if "internal_corruption" in sweeps:
-        cells += [Cell("internal_corruption", kind, float(s)) for kind in internal.kinds
+        points += [SweepPoint("internal_corruption", kind, float(s)) for kind in internal.kinds
                   for s in internal.strengths_of(kind)]
     if "adversarial" in sweeps:
-        cells += [Cell("adversarial", attack, float(eps)) for attack in rob.attacks for eps in rob.eps]
+        points += [SweepPoint("adversarial", attack, float(eps)) for attack in rob.attacks for eps in rob.eps]
     if "corruption" in sweeps:
-        cells += [Cell("corruption", name, int(s)) for name in rob.corruptions for s in rob.severities]
-    return cells
+        points += [SweepPoint("corruption", name, int(s)) for name in rob.corruptions for s in rob.severities]
+    return points
 
 
-def compute_cell(model: Model, cell: Cell, data: EvalSet, cfg: AnalysisConfig,
+def compute_point(model: Model, point: SweepPoint, data: EvalSet, cfg: AnalysisConfig,
                  corrupted_images: Tensor | None = None) -> float:
-    """The accuracy of ``model`` for ``cell``.
+    """The accuracy of ``model`` for ``point``.
 
-    ``corrupted_images``: the corrupted uint8 images of a ``corruption`` cell (made by the caller
+    ``corrupted_images``: the corrupted uint8 images of a ``corruption`` point (made by the caller
     once per (corruption, severity) and shared by all models).
     """
     assert data.labels is not None  # require_probes checked it
     bs = cfg.batch_size
-    if cell.sweep == "clean":
+    if point.sweep == "clean":
         return classifier_accuracy(model.classifier, data.images, data.labels, bs)
-    if cell.sweep == "corruption":
+    if point.sweep == "corruption":
         if corrupted_images is None:
-            raise ValueError("a corruption cell needs the corrupted images")
+            raise ValueError("a corruption point needs the corrupted images")
         return classifier_accuracy(model.classifier, corrupted_images, data.labels, bs)
-    assert cell.level is not None
-    if cell.sweep == "adversarial":
-        return attack_accuracy(model.classifier, data.pixels, data.labels, attack=cell.setting,
-                               eps=cell.level / 255, steps=cfg.robustness.pgd_steps, batch_size=bs, seed=cfg.seed)
-    if cell.sweep == "internal_corruption":
+    assert point.level is not None
+    if point.sweep == "adversarial":
+        return attack_accuracy(model.classifier, data.pixels, data.labels, attack=point.setting,
+                               eps=point.level / 255, steps=cfg.robustness.pgd_steps, batch_size=bs, seed=cfg.seed)
+    if point.sweep == "internal_corruption":
         layer = resolve_layer(model.encoder, cfg.internal_corruption.layer)
-        with corrupted(model.encoder, layer, cell.setting, cell.level, cfg.seed):  # type: ignore[arg-type]
+        with corrupted(model.encoder, layer, point.setting, point.level, cfg.seed):  # type: ignore[arg-type]
             return classifier_accuracy(model.classifier, data.images, data.labels, bs)
-    raise ValueError(f"unknown sweep {cell.sweep!r}")
+    raise ValueError(f"unknown sweep {point.sweep!r}")
 
 
 @dataclass
 class SweepResult:
-    """The records of one run (one per model and cell, long format) and how they were obtained."""
+    """The records of one run (one per model and point, long format) and how they were obtained."""
 
     models: list[Model]
     data: EvalSet
@@ -152,75 +152,75 @@ def check_dependencies(sweeps: Sequence[str]) -> None:
                                 "robustness.sweeps") from None
 
 
-def _corrupted_set(cell: Cell, data: EvalSet, cfg: AnalysisConfig, memo: dict[str, Any]) -> Tensor:
-    """The corrupted images of a corruption cell, made once and shared by the models that follow."""
-    wanted = (cell.setting, int(cell.level or 0))
+def _corrupted_set(point: SweepPoint, data: EvalSet, cfg: AnalysisConfig, memo: dict[str, Any]) -> Tensor:
+    """The corrupted images of a corruption point, made once and shared by the models that follow."""
+    wanted = (point.setting, int(point.level or 0))
     rob = cfg.robustness
     if memo.get("for") != wanted:
-        memo["images"] = corrupt_batch(data.images, cell.setting, wanted[1], seed=cfg.seed, workers=rob.workers,
+        memo["images"] = corrupt_batch(data.images, point.setting, wanted[1], seed=cfg.seed, workers=rob.workers,
                                        cache_dir=rob.cache_dir, min_size=rob.min_size)
         memo["for"] = wanted
     return memo["images"]
 
 
-def run_cells(models: Sequence[Model], data: EvalSet, cfg: AnalysisConfig, store: CellStore,
+def run_sweeps(models: Sequence[Model], data: EvalSet, cfg: AnalysisConfig, store: ResultStore,
               sweeps: Sequence[str], progress: bool = True) -> SweepResult:
-    """Compute every cell of every model that ``store`` does not hold yet, storing each at once."""
+    """Compute every point of every model that ``store`` does not hold yet, storing each at once."""
     check_dependencies(sweeps)
-    cells = plan_cells(cfg, sweeps)
-    keys = {(i, cell): cell.key(model, data, cfg) for i, model in enumerate(models) for cell in cells}
+    points = plan_points(cfg, sweeps)
+    keys = {(i, point): point.key(model, data, cfg) for i, model in enumerate(models) for point in points}
     start, computed = time.perf_counter(), 0
-    bar = tqdm(total=len(keys), desc="accuracy cells", unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(keys), desc="accuracies", unit="accuracy", disable=not progress, dynamic_ncols=True)
     memo: dict[str, Any] = {}
     try:
-        for cell in cells:
+        for point in points:
             for i, model in enumerate(models):
-                key = keys[(i, cell)]
+                key = keys[(i, point)]
                 bar.update(1)
                 if key in store:  # finished earlier, or by a model with identical weights
                     store.hits += 1
                     continue
-                bar.set_postfix_str(f"{model.label}: {cell.sweep} {cell.setting} {cell.level or ''}", refresh=True)
-                images = _corrupted_set(cell, data, cfg, memo) if cell.sweep == "corruption" else None
+                bar.set_postfix_str(f"{model.label}: {point.sweep} {point.setting} {point.level or ''}", refresh=True)
+                images = _corrupted_set(point, data, cfg, memo) if point.sweep == "corruption" else None
                 t0 = time.perf_counter()
-                value = compute_cell(model, cell, data, cfg, images)
+                value = compute_point(model, point, data, cfg, images)
                 if not (isinstance(value, float) and 0.0 <= value <= 1.0):  # NaN fails too
-                    raise RuntimeError(f"cell {key} gave accuracy {value!r}")
+                    raise RuntimeError(f"point {key} gave accuracy {value!r}")
                 store.put(key, {"accuracy": value, "n_images": len(data), "seconds": time.perf_counter() - t0,
                                 "first_label": model.label, "first_checkpoint": str(model.path)})
                 computed += 1
     finally:
         bar.close()
     records = [{"checkpoint": str(model.path), "label": model.label, "group": model.group, "method": model.method,
-                "c_min": model.c_min, "sweep": cell.sweep, "setting": cell.setting, **cell.columns(),
-                "accuracy": store.cells[keys[(i, cell)]]["accuracy"], "n_images": len(data)}
-               for cell in cells for i, model in enumerate(models)]
+                "c_min": model.c_min, "sweep": point.sweep, "setting": point.setting, **point.columns(),
+                "accuracy": store.records[keys[(i, point)]]["accuracy"], "n_images": len(data)}
+               for point in points for i, model in enumerate(models)]
     return SweepResult(list(models), data, cfg, records, computed, len(keys) - computed,
                        time.perf_counter() - start)
 
 
-# The robustness.csv columns: every accuracy cell of the run, long format
+# The robustness.csv columns: every accuracy point of the run, long format
 CSV_COLUMNS = ("checkpoint", "label", "group", "method", "c_min", "sweep", "setting", "severity", "eps_255",
                "strength", "accuracy", "n_images")
 
 
-def session_cells(session: Session, sweeps: Sequence[str]) -> SweepResult:
-    """The accuracy cells of ``sweeps`` (from the store, or computed), and ``robustness/robustness.csv``
-    rewritten with every cell this run has seen so far."""
-    result = run_cells(session.models, session.data, session.config, session.store, sweeps, session.progress)
+def session_sweeps(session: Session, sweeps: Sequence[str]) -> SweepResult:
+    """The accuracy points of ``sweeps`` (from the store, or computed), and ``robustness/robustness.csv``
+    rewritten with every point this run has seen so far."""
+    result = run_sweeps(session.models, session.data, session.config, session.store, sweeps, session.progress)
     for r in result.records:
-        session.cell_records[(r["label"], r["sweep"], r["setting"], r["severity"], r["eps_255"], r["strength"])] = r
+        session.accuracy_records[(r["label"], r["sweep"], r["setting"], r["severity"], r["eps_255"], r["strength"])] = r
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for rec in session.cell_records.values():
+    for rec in session.accuracy_records.values():
         writer.writerow({k: ("" if rec.get(k) is None else rec[k]) for k in CSV_COLUMNS})
     atomic_write_text(session.path("robustness", "robustness.csv"), buffer.getvalue())
     return result
 
 
 def accuracy_of(result: SweepResult) -> Callable[..., float]:
-    """``get(label, sweep, setting, severity=, eps=, strength=)``: the accuracy of one cell."""
+    """``get(label, sweep, setting, severity=, eps=, strength=)``: the accuracy of one point."""
     table = {(r["label"], r["sweep"], r["setting"], r["severity"], r["eps_255"], r["strength"]): r["accuracy"]
              for r in result.records}
 
@@ -232,6 +232,6 @@ def accuracy_of(result: SweepResult) -> Callable[..., float]:
 
 
 def clean_accuracy(session: Session) -> dict[str, float]:
-    """Label -> clean top-1 (a cell of the store)."""
-    get = accuracy_of(session_cells(session, ()))
+    """Label -> clean top-1 (a point of the store)."""
+    get = accuracy_of(session_sweeps(session, ()))
     return {m.label: get(m.label, "clean", "clean") for m in session.models}
