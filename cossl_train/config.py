@@ -338,7 +338,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "method.dino.teacher_temp_warmup_epochs": _NON_NEGATIVE,
     "method.dino.center_momentum": _UNIT,
     "method.dino.freeze_last_layer_epochs": _NON_NEGATIVE,
-    "optim.lr": _POSITIVE,
+    "optim.lr": _NON_NEGATIVE,  # 0 freezes the weights (tests of the online probe use it)
     "optim.weight_decay": _NON_NEGATIVE,
     "optim.momentum": _UNIT_OPEN,
     "optim.lars_eta": _POSITIVE,

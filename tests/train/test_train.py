@@ -197,7 +197,7 @@ def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("optim.lr=-1", "optim.lr=-1.0 must be > 0"),
+    ("optim.lr=-1", "optim.lr=-1.0 must be >= 0"),
     ("backbone.width=0", "backbone.width=0 must be >= 1"),
     ("augment.blur_p=[0.5,2]", "augment.blur_p=[0.5, 2.0] must be >= 0 and <= 1"),
     ("method.dino.student_temp=0", "method.dino.student_temp=0.0 must be > 0"),
