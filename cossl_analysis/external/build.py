@@ -1,0 +1,154 @@
+"""``load_external``: a model spec (``torchvision:``, ``timm:``, ``MODULE:FUNCTION``) as a ready encoder.
+
+Architectures come from the library with no weights of theirs (torchvision ``weights=None``, timm
+``pretrained=False``): nothing is ever downloaded. Weights come from the local file after ``@``
+(``cossl_analysis.external.weights``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cossl_analysis.errors import AnalysisError
+from cossl_analysis.external.encoder import ExternalEncoder, GlobalPool, from_module
+from cossl_analysis.external.spec import ModelSpec, cwd_on_path, parse_spec
+from cossl_analysis.external.weights import load_weights
+
+__all__ = ["build_model", "load_external"]
+
+
+def _did_you_mean(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _torchvision(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)  # classification models only
+    if name not in names:
+        raise AnalysisError(f"unknown torchvision model {name!r}{_did_you_mean(name, names)}")
+    try:
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise AnalysisError(f"cannot build torchvision:{name} with {dict(kwargs)}: {_first_line(err)}") from None
+
+
+def _timm(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        raise AnalysisError(f"unknown timm model {name!r}{_did_you_mean(name.split('.')[0], timm.list_models())}")
+    # num_classes=0: the classifier is not part of the encoder (its keys in a file are dropped)
+    options = {"num_classes": 0, **kwargs, "pretrained": False}
+    try:
+        return timm.create_model(name, **options)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AnalysisError(f"cannot build timm:{name} with {dict(kwargs)}: {_first_line(err)}") from None
+
+
+def _import(module: str) -> Any:
+    if module.endswith(".py"):
+        path = Path(module).expanduser().resolve()
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise AnalysisError(f"cannot import {module}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault(path.stem, mod)
+        spec.loader.exec_module(mod)
+        return mod
+    with cwd_on_path():
+        return importlib.import_module(module)
+
+
+def _callable(spec: ModelSpec, kwargs: Mapping[str, Any]) -> nn.Module:
+    try:
+        obj: Any = _import(spec.module)
+    except AnalysisError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's module failed to import: say so in one line
+        raise AnalysisError(f"cannot import {spec.module!r} for model spec {spec.text!r}: {_first_line(err)}") from None
+    for part in spec.function.split("."):
+        if not hasattr(obj, part):
+            raise AnalysisError(f"{spec.module!r} has no {spec.function!r} (model spec {spec.text!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise AnalysisError(f"{spec.module}:{spec.function} is a {type(obj).__name__}, not a function returning "
+                            "an nn.Module")
+    try:
+        model = obj(**kwargs)
+    except Exception as err:  # noqa: BLE001
+        raise AnalysisError(f"calling {spec.module}:{spec.function}() failed: {_first_line(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise AnalysisError(f"{spec.module}:{spec.function}() returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def build_model(spec: str | ModelSpec, model_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """The architecture a (non-cossl) spec names, without loading the spec's weights file."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    kwargs = dict(model_kwargs or {})
+    if spec.kind == "torchvision":
+        return _torchvision(spec.name, kwargs)
+    if spec.kind == "timm":
+        return _timm(spec.name, kwargs)
+    if spec.kind == "callable":
+        return _callable(spec, kwargs)
+    raise AnalysisError(f"{spec.text} is a cossl checkpoint: load it with cossl_analysis.load_checkpoint "
+                        "(load_external takes torchvision:, timm: and MODULE:FUNCTION specs)")
+
+
+def load_external(
+    spec: str | ModelSpec,
+    layer: str | None = None,
+    global_pool: GlobalPool | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    resolution: int | None = None,
+    device: str | torch.device = "cpu",
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> ExternalEncoder:
+    """A model spec's architecture with its weights file loaded, as an :class:`ExternalEncoder`.
+
+    Args:
+        spec: ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@WEIGHTS]`` or ``MODULE:FUNCTION[@WEIGHTS]``.
+        layer, global_pool, mean, std, resolution: as :func:`from_module`.
+        device: where the encoder lives.
+        model_kwargs: keyword arguments for the architecture's builder (``{"img_size": 64}`` for a
+            timm ViT, ``{"dynamic_img_size": True}`` to let it take any input size).
+
+    Returns:
+        The encoder, in eval mode, on ``device``; ``weights`` names the file loaded. Without a
+        weights file the architecture keeps its random initialisation (a warning says so).
+    """
+    import logging
+
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind != "cossl" and spec.weights is not None and not spec.weights.is_file():
+        what = "is a folder, not a file" if spec.weights.is_dir() else "does not exist"
+        raise AnalysisError(f"weights file {spec.weights} {what} (model spec {spec.text!r})")
+    model = build_model(spec, model_kwargs).to(device)
+    encoder = from_module(model, mean=mean, std=std, layer=layer, global_pool=global_pool, resolution=resolution,
+                          source=spec.text)
+    label = spec.text.partition("@")[0]
+    if spec.weights is None:
+        logging.getLogger("cossl_analysis").warning("%s: no weights file given; the architecture keeps its random "
+                                                    "initialisation", label)
+    else:
+        load_weights(encoder.net, spec.weights, label, skip=encoder.weights_skip)
+        encoder.weights = spec.weights
+    return encoder.to(device).eval()
