@@ -7,11 +7,13 @@ Architectures come from the library with no weights of theirs (torchvision ``wei
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
+import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,44 @@ import torch
 from torch import nn
 
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.external.encoder import ExternalEncoder, GlobalPool, from_module
+from cossl_analysis.external.encoder import ExternalEncoder, GlobalPool, encoder_from_plan, prepare
 from cossl_analysis.external.spec import ModelSpec, cwd_on_path, parse_spec
 from cossl_analysis.external.weights import load_weights
 
 __all__ = ["build_model", "load_external"]
+
+log = logging.getLogger("cossl_analysis")
+
+# torch.nn.init functions that layers call while they are built (reset_parameters, torchvision's
+# and timm's init loops): all overwritten when a weights file supplies every tensor.
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """Build without torch's random initialisation (a ResNet-50 spends most of its build time in
+    it), for architectures whose tensors all come from a weights file next. Tensors the file does
+    not supply are initialised afterwards (:func:`_reinit_unloaded`). Not thread-safe: it swaps
+    functions of ``torch.nn.init`` for the duration."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS if hasattr(torch.nn.init, name)}
+    for name in saved:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def _reinit_unloaded(model: nn.Module, loaded: set[str]) -> None:
+    """Initialise (``reset_parameters``) every module of ``model`` holding a parameter that the
+    weights did not supply (a classifier outside the encoder), so nothing is left uninitialised."""
+    for name, module in model.named_modules():
+        own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+        if any(p not in loaded for p in own) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
 
 
 def _did_you_mean(name: str, names: Sequence[str]) -> str:
@@ -135,20 +170,24 @@ def load_external(
         The encoder, in eval mode, on ``device``; ``weights`` names the file loaded. Without a
         weights file the architecture keeps its random initialisation (a warning says so).
     """
-    import logging
-
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.kind != "cossl" and spec.weights is not None and not spec.weights.is_file():
         what = "is a folder, not a file" if spec.weights.is_dir() else "does not exist"
         raise AnalysisError(f"weights file {spec.weights} {what} (model spec {spec.text!r})")
-    model = build_model(spec, model_kwargs).to(device)
-    encoder = from_module(model, mean=mean, std=std, layer=layer, global_pool=global_pool, resolution=resolution,
-                          source=spec.text)
+    # A callable's own code may rely on its initialisation; library architectures do not.
+    skip_init = spec.weights is not None and spec.kind in ("torchvision", "timm")
+    with _no_init() if skip_init else contextlib.nullcontext():
+        model = build_model(spec, model_kwargs)
+    model = model.to(device)
     label = spec.text.partition("@")[0]
+    plan = prepare(model, layer, spec.text)
+    # weights before the encoder is built: it probes the network (and compares its head's outputs)
     if spec.weights is None:
-        logging.getLogger("cossl_analysis").warning("%s: no weights file given; the architecture keeps its random "
-                                                    "initialisation", label)
+        log.warning("%s: no weights file given; the architecture keeps its random initialisation", label)
     else:
-        load_weights(encoder.net, spec.weights, label, skip=encoder.weights_skip)
-        encoder.weights = spec.weights
+        fit = load_weights(plan.net, spec.weights, label, skip=plan.skip)
+        if skip_init:
+            _reinit_unloaded(plan.net, set(fit.state))
+    encoder = encoder_from_plan(model, plan, mean, std, layer, global_pool, resolution, spec.text)
+    encoder.weights = spec.weights
     return encoder.to(device).eval()

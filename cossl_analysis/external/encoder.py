@@ -236,8 +236,6 @@ class ExternalEncoder(nn.Module):
         self._last: tuple[Tensor, Tensor] | None = None
         self.global_pool: GlobalPool = "mean"
         self.head: nn.Module = nn.Identity()
-        if layer is not None:
-            self._check_layer(layer)
         self.resolution = int(resolution) if resolution is not None else _default_resolution(self.net)
         if self.resolution < 1:
             raise AnalysisError(f"resolution must be a positive number of pixels, got {self.resolution}")
@@ -267,12 +265,6 @@ class ExternalEncoder(nn.Module):
         return state
 
     # -- construction helpers ------------------------------------------------------------------
-    def _check_layer(self, layer: str) -> None:
-        if layer and _submodule(self.net, layer) is not None:
-            return
-        top = ", ".join(n for n, _ in self.net.named_children()) or "none"
-        raise AnalysisError(f"layer {layer!r} does not exist in {self.source} (its top-level modules: {top})")
-
     def _zeros(self, resolution: int) -> Tensor:
         return torch.zeros(1, 3, resolution, resolution, device=model_device(self), dtype=model_dtype(self))
 
@@ -484,7 +476,7 @@ def _default_resolution(net: nn.Module) -> int:
     if img_size is not None:
         return int(img_size if isinstance(img_size, int) else img_size[-1])
     cfg = getattr(net, "pretrained_cfg", None) or {}
-    size = cfg.get("test_input_size") or cfg.get("input_size")
+    size = cfg.get("input_size")
     if size:
         return int(size[-1])
     return 224
@@ -500,6 +492,25 @@ def _normalisation(model: nn.Module, mean: Sequence[float] | None,
     if any(float(s) <= 0 for s in std):
         raise AnalysisError(f"std must be positive, got {std}")
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def prepare(model: nn.Module, layer: str | None = None, source: str | None = None) -> _Plan:
+    """How ``model``'s map will be taken (the layer rule), checking ``layer`` before any work."""
+    from cossl_train.encoder import Encoder
+
+    if not isinstance(model, nn.Module):
+        raise AnalysisError(f"from_module needs an nn.Module, got {type(model).__name__}")
+    if isinstance(model, (Encoder, ExternalEncoder)):
+        raise AnalysisError(f"{type(model).__name__} is already an encoder of the analysis layer: use it as it is")
+    source = source or type(model).__name__
+    plan = _plan(model)
+    if layer is not None and not (layer and _submodule(plan.net, layer) is not None):
+        if plan.net is not model and layer and _submodule(model, layer) is not None:
+            raise AnalysisError(f"layer {layer!r} of {source} comes after its global pooling ('avgpool'); name a "
+                                f"layer before it (e.g. {plan.last_child!r})")
+        top = ", ".join(n for n, _ in plan.net.named_children()) or "none"
+        raise AnalysisError(f"layer {layer!r} does not exist in {source} (its top-level modules: {top})")
+    return plan
 
 
 def from_module(
@@ -525,18 +536,15 @@ def from_module(
     Returns:
         An :class:`ExternalEncoder` in eval mode, on the model's device.
     """
-    from cossl_train.encoder import Encoder
-
-    if not isinstance(model, nn.Module):
-        raise AnalysisError(f"from_module needs an nn.Module, got {type(model).__name__}")
-    if isinstance(model, (Encoder, ExternalEncoder)):
-        raise AnalysisError(f"{type(model).__name__} is already an encoder of the analysis layer: use it as it is")
     source = source or type(model).__name__
+    plan = prepare(model, layer, source)
+    return encoder_from_plan(model, plan, mean, std, layer, global_pool, resolution, source)
+
+
+def encoder_from_plan(model: nn.Module, plan: _Plan, mean: Sequence[float] | None, std: Sequence[float] | None,
+                      layer: str | None, global_pool: GlobalPool | None, resolution: int | None,
+                      source: str) -> ExternalEncoder:
+    """The encoder of a :func:`prepare` d model (``load_external`` loads weights in between)."""
     mean_t, std_t = _normalisation(model, mean, std)
-    plan = _plan(model)
-    if layer is not None and plan.net is not model and _submodule(plan.net, layer) is None \
-            and _submodule(model, layer) is not None:
-        raise AnalysisError(f"layer {layer!r} of {source} comes after its global pooling ('avgpool'); name a layer "
-                            f"before it (e.g. {plan.last_child!r})")
     encoder = ExternalEncoder(plan, mean_t, std_t, global_pool, layer, resolution, source)
     return encoder.to(model_device(model)).eval()

@@ -107,7 +107,7 @@ class WeightsFit:
         where: container path of the state_dict used ("" = the top level of the file).
         prefix: prefix stripped from its keys.
         numbered: the keys numbered the architecture's top-level children (``nn.Sequential(*children)``).
-        dropped: {key group ("module.head.*"): number of keys} left out as not part of the encoder.
+        dropped: {key group ("module.head"): number of keys under it} left out as not part of the encoder.
         ignored: the other containers of the file, not used.
         missing: architecture keys not supplied (non-empty means the weights do not fit).
         unexpected: file keys under the prefix that are neither architecture nor head keys.
@@ -129,7 +129,7 @@ class WeightsFit:
         return not self.missing and not self.unexpected
 
     def dropped_text(self) -> str:
-        return ", ".join(f"{group}.* ({n})" for group, n in self.dropped.items())
+        return ", ".join(f"{group} ({n})" for group, n in self.dropped.items())
 
 
 def _optional(key: str) -> bool:
@@ -161,12 +161,13 @@ def _container_rank(where: str) -> tuple[int, int]:
 
 
 def _group(key: str, prefix: str) -> str:
-    """A dropped key's group for the log: the prefix plus the first component under it (head keys),
-    or the first component of the key (``module.`` counts as part of it)."""
-    if prefix and key.startswith(prefix):
-        return prefix + key[len(prefix):].split(".")[0]
-    parts = key.split(".")
-    return ".".join(parts[:2]) if parts[0] == "module" and len(parts) > 2 else parts[0]
+    """A dropped key's group for the log: one component past what it shares with the prefix
+    (``module.head`` beside ``module.backbone.``; ``module.base_encoder.fc`` under ``module.base_encoder.``)."""
+    parts, pre = key.split("."), prefix.split(".")[:-1]
+    shared = 0
+    while shared < min(len(parts) - 1, len(pre)) and parts[shared] == pre[shared]:
+        shared += 1
+    return ".".join(parts[: shared + 1])
 
 
 def _candidates(keys: list[str], required: Mapping[str, torch.Size], children: list[str]) -> set[tuple[str, bool]]:
@@ -194,7 +195,7 @@ def _evaluate(where: str, tensors: dict[str, Tensor], prefix: str, numbered: boo
     dropped: Counter[str] = Counter()
     for key, value in tensors.items():
         if not key.startswith(prefix):
-            dropped[_group(key, "")] += 1
+            dropped[_group(key, prefix)] += 1
             continue
         rest = key[len(prefix):]
         name = _rename(rest, numbered, children)
