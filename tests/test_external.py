@@ -7,6 +7,7 @@ downloaded. Resolutions are kept small (32-64 px) so the file runs in seconds.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -243,6 +244,27 @@ def test_timm_resnet_forward_features_and_pretrained_cfg(tmp_path, caplog):
     assert fmap.shape == (2, 512, 2, 2) and isinstance(enc.head, nn.Identity) and enc.num_features == 512
 
 
+def test_timm_convnext_keeps_its_pre_logits_head_and_copies(tmp_path):
+    torch.manual_seed(4)
+    ref = timm.create_model("convnext_atto", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():
+        ref.head.norm.weight.normal_(1.0, 0.5)  # a head norm that is not the identity
+    torch.save(ref.state_dict(), tmp_path / "c.pth")
+    enc = load_external(f"timm:convnext_atto@{tmp_path / 'c.pth'}", resolution=64)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = ref.forward_features(enc.normalize(x))
+        fmap = enc(x)
+        assert torch.allclose(fmap, feats, atol=1e-5)
+        assert torch.allclose(enc.pool(fmap), ref.forward_head(feats, pre_logits=True), atol=1e-5)
+    assert "pre-logits head" in enc.global_description and enc.poolable_subsets
+    assert enc.state_dict().keys() == {"normalize.mean", "normalize.std", *(f"net.{k}" for k in enc.net.state_dict())}
+    twin = copy.deepcopy(enc)
+    assert twin.head._module is twin.net  # the copy's head follows the copy's network
+    with torch.no_grad():
+        assert torch.equal(twin.pool(twin(x)), enc.pool(fmap))
+
+
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory) -> tuple[nn.Module, Path]:
     """A random tiny timm ViT at 32 px (2x2 patches) and its weights saved as MoCo-v3 writes them."""
@@ -281,6 +303,8 @@ def test_timm_vit_patch_tokens_as_the_map(vit, caplog):
         with pytest.raises(AnalysisError, match="latest forward"):
             enc.pool(fmap.clone())
     assert enc.global_pool == "token" and not enc.poolable_subsets and enc.global_description == "class token"
+    enc.embed(x.clone().requires_grad_()).sum().backward()  # the cached token carries a graph: copies drop it
+    assert copy.deepcopy(enc)._last is None
     assert "class token dropped" in enc.map_description
     with pytest.raises(AnalysisError, match="global_pool='mean'"):
         require_poolable_subsets(enc)
@@ -291,6 +315,11 @@ def test_timm_vit_patch_tokens_as_the_map(vit, caplog):
         assert torch.allclose(mean.pool(mean(x)[:, :, :1, :]), tokens[:, 1:3].mean(dim=1), atol=1e-5)
     assert mean.poolable_subsets and mean.global_description == "mean of the patch tokens"
     require_poolable_subsets(mean)
+    mean.global_pool = "token"  # switchable after loading
+    with torch.no_grad():
+        assert torch.allclose(mean.pool(mean(x)), tokens[:, 0], atol=1e-5)
+    with pytest.raises(AnalysisError, match="'token' or 'mean'"):
+        mean.global_pool = "max"
 
 
 def test_timm_vit_inner_block_as_layer(vit):

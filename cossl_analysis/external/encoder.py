@@ -234,7 +234,8 @@ class ExternalEncoder(nn.Module):
         self._prefix_tokens = plan.prefix_tokens
         self._class_token = plan.class_token
         self._last: tuple[Tensor, Tensor] | None = None
-        self.global_pool: GlobalPool = "mean"
+        self._has_token = False
+        self._global_pool: GlobalPool = "mean"
         self.head: nn.Module = nn.Identity()
         self.resolution = int(resolution) if resolution is not None else _default_resolution(self.net)
         if self.resolution < 1:
@@ -278,8 +279,10 @@ class ExternalEncoder(nn.Module):
                 raise
             except Exception as err:  # noqa: BLE001 - e.g. a ViT built for another input size
                 line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise AnalysisError(f"{self.source} cannot run on {resolution} px images ({line}); give the "
-                                    "resolution it was built for") from None
+                hint = ("; build a timm ViT with model_kwargs={'dynamic_img_size': True} to take other sizes"
+                        if getattr(self.net, "patch_embed", None) is not None else "")
+                raise AnalysisError(f"{self.source} cannot run on {resolution} px images ({line}); it was built "
+                                    f"for {_default_resolution(self.net)} px{hint}") from None
             fmap, token = self._to_map(raw, z)
         return fmap, token, raw
 
@@ -322,18 +325,28 @@ class ExternalEncoder(nn.Module):
         return nn.Identity()
 
     def _set_global_pool(self, global_pool: str | None, plan: _Plan, has_token: bool) -> None:
-        if global_pool is None:
-            global_pool = plan.own_pool if has_token else "mean"
-        if global_pool not in ("token", "mean"):
-            raise AnalysisError(f"global_pool must be 'token' or 'mean', got {global_pool!r}")
-        if global_pool == "token" and not has_token:
-            raise AnalysisError(f"global_pool='token' needs a class token, and the map of {self.source} "
-                                f"({self.map_description}) comes without one; use global_pool='mean'")
-        self.global_pool = global_pool  # type: ignore[assignment]
+        self._has_token = has_token
+        self.global_pool = global_pool if global_pool is not None else (plan.own_pool if has_token else "mean")
 
     # -- the contract --------------------------------------------------------------------------
     @property
+    def global_pool(self) -> GlobalPool:
+        """``"token"`` (the class token) or ``"mean"`` (of the positions); may be switched."""
+        return self._global_pool
+
+    @global_pool.setter
+    def global_pool(self, value: str) -> None:
+        if value not in ("token", "mean"):
+            raise AnalysisError(f"global_pool must be 'token' or 'mean', got {value!r}")
+        if value == "token" and not self._has_token:
+            raise AnalysisError(f"global_pool='token' needs a class token, and the map of {self.source} "
+                                f"({self.map_description}) comes without one; use global_pool='mean'")
+        self._global_pool = value  # type: ignore[assignment]
+        self._last = None
+
+    @property
     def poolable_subsets(self) -> bool:
+        """True when ``pool`` is a function of the mean over positions, so any subset can be re-pooled."""
         return self.global_pool == "mean"
 
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,13 +76,15 @@ def read_weights(path: str | Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        why = f"it pickles {found.group(1)}" if found else _first_line(err)
         raise AnalysisError(
-            f"cannot read weights file {path} as tensors ({_first_line(err)}); save the model's state_dict() with "
+            f"cannot read weights file {path} as tensors alone ({why}); save the model's state_dict() with "
             "torch.save, or build the model yourself and pass it to from_module") from None
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()  # torch colours some messages
     return text[0] if text else type(err).__name__
 
 
@@ -208,8 +211,8 @@ def _evaluate(where: str, tensors: dict[str, Tensor], prefix: str, numbered: boo
             dropped[_group(key, prefix)] += 1
         else:
             fit.unexpected.append(key)
+    # a key of the wrong shape is missing (and its shapes are named in the message), not unexpected
     fit.missing = [k for k in required if k not in fit.state and not _optional(k)]
-    fit.unexpected.extend(f"{prefix}{k}" for k in fit.mismatched if not _optional(k))
     fit.dropped = dict(dropped)
     return fit
 
