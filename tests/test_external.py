@@ -225,6 +225,29 @@ def test_layer_hook_takes_the_map_and_stops_there(resnets, tmp_path):
     assert enc.layer == "layer3" and "layer3" in enc.map_description and isinstance(enc.head, nn.Identity)
 
 
+class _ScaledNet(nn.Module):
+    """A module whose forward does more than run its children in order (a scaling before the pool)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.avgpool(2 * self.conv(x)).flatten(1))
+
+
+def test_the_map_is_what_the_model_feeds_its_pooling():
+    model = _ScaledNet()
+    enc = from_module(model, resolution=16)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(enc(x), 2 * model.conv(enc.normalize(x)))
+        assert torch.allclose(model.fc(enc.pool(enc(x))), model(enc.normalize(x)), atol=1e-6)
+    assert enc.map_size() == (8, 8) and enc.num_features == 4
+
+
 def test_timm_resnet_forward_features_and_pretrained_cfg(tmp_path, caplog):
     torch.manual_seed(1)
     ref = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
@@ -426,7 +449,7 @@ def bad_specs(tmp_path_factory, resnets) -> dict[str, tuple[str, dict, str]]:
         "layer that does not exist": ("torchvision:resnet18", {"layer": "layer9", "resolution": 32},
                                       "layer 'layer9' does not exist"),
         "layer after the pooling": ("torchvision:resnet18", {"layer": "fc", "resolution": 32},
-                                    "comes after its global pooling"),
+                                    "is at or after its global pooling"),
         "layer not 4-D (CNN)": ("timm:resnet18", {"layer": "global_pool", "resolution": 32},
                                 "gives (1, 512), not a (B, C, h, w)"),
         "layer not 4-D (ViT)": ("timm:vit_tiny_patch16_224", {"layer": "fc_norm", "model_kwargs": {"img_size": 32}},

@@ -78,9 +78,17 @@ def _torchvision(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     if name not in names:
         raise AnalysisError(f"unknown torchvision model {name!r}{_did_you_mean(name, names)}")
     try:
-        return torchvision.models.get_model(name, weights=None, **kwargs)
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
     except (TypeError, ValueError) as err:
         raise AnalysisError(f"cannot build torchvision:{name} with {dict(kwargs)}: {_first_line(err)}") from None
+    # Like timm's num_classes=0: the classifier is not part of the encoder, and left in place it
+    # would hold fresh random weights (its keys in a file are dropped).
+    names = [n for n, _ in model.named_children()]
+    after = names[names.index("avgpool") + 1:] if "avgpool" in names else [n for n in ("heads", "classifier")
+                                                                             if n in names]
+    for child in after:
+        setattr(model, child, nn.Identity())
+    return model
 
 
 def _timm(name: str, kwargs: Mapping[str, Any]) -> nn.Module:

@@ -12,9 +12,10 @@ Where the map comes from (the *layer rule*), unless ``layer`` names a submodule:
 * timm ViTs (``forward_features`` returns tokens): the patch tokens after the final norm, laid out
   on the patch grid as (B, C, h, w); class and register tokens are not positions and are dropped;
 * torchvision ``VisionTransformer``: the same, from its encoder;
-* torchvision CNNs and other modules with an ``avgpool`` child: the children before ``avgpool``,
-  run in order (ResNet, RegNet, MobileNet, EfficientNet, ConvNeXt, Swin); auxiliary classifiers
-  (Inception, GoogLeNet) are skipped;
+* torchvision CNNs and other modules with an ``avgpool`` child: what the model's own forward pass
+  feeds to ``avgpool`` (the output of ``layer4`` for a ResNet; RegNet, MobileNet, EfficientNet,
+  ConvNeXt, Swin, Inception alike), taken by a pre-hook that stops the pass there;
+* torchvision models without one (DenseNet): the output of ``features``;
 * any other module: its own output, which must be (B, C, h, w).
 
 ``layer=NAME`` takes the output of that submodule instead, through a forward hook that also stops
@@ -42,7 +43,6 @@ names the choice in words, for figures and reports.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +118,11 @@ class _Plan:
     class_token: bool = False
     own_pool: str = "mean"  # the model's own global pooling, in our terms
     head: nn.Module | None = None
-    last_child: str | None = None  # for a trunk of children: the last one kept
+    last_child: str | None = None  # the last child before the pooling (for messages)
     token_text: str = "patch tokens"  # the map in words when it is made of tokens
+    stop_before: str | None = None  # the map is the input of this child (the global pooling)
+    default_layer: str | None = None  # the map is the output of this child
+    after_pool: tuple[str, ...] = ()  # children from the pooling on: not valid layers
 
 
 def _is_timm(model: nn.Module) -> bool:
@@ -171,19 +174,22 @@ def _plan(model: nn.Module) -> _Plan:
     if _is_tv_vit(model):
         return _Plan(model, "tv_vit", "patch tokens of the encoder", skip=("heads.",), tokens=True,
                      prefix_tokens=1, class_token=True, own_pool="token", token_text="patch tokens of the encoder")
-    children = list(model.named_children())
-    names = [n for n, _ in children]
+    names = [n for n, _ in model.named_children()]
     if "avgpool" in names:
-        kept = [(n, m) for n, m in children[: names.index("avgpool")] if n not in _AUX_CHILDREN]
-        skipped = [n for n, _ in children[: names.index("avgpool")] if n in _AUX_CHILDREN]
-        if skipped:
-            log.info("%s: the auxiliary classifiers %s are left out of the map", type(model).__name__,
-                     ", ".join(skipped))
-        return _Plan(nn.Sequential(OrderedDict(kept)), "call",
-                     f"output of '{kept[-1][0]}' (the last map before 'avgpool')", last_child=kept[-1][0])
+        # The map is what the model's own forward pass feeds to its pooling (for a ResNet, the
+        # output of layer4): a pre-hook takes it and stops the pass, so whatever the forward does
+        # between its children (Inception's input transform, a custom scaling) is kept.
+        at = names.index("avgpool")
+        before = [n for n in names[:at] if n not in _AUX_CHILDREN]
+        after = tuple(names[at + 1:])
+        last = before[-1] if before else None
+        return _Plan(model, "call", f"input of 'avgpool' (the last map before global pooling, after '{last}')",
+                     skip=tuple(f"{n}." for n in after), last_child=last, stop_before="avgpool",
+                     after_pool=("avgpool", *after))
     if type(model).__module__.startswith("torchvision.models") and "features" in names:
         log.info("%s has no 'avgpool' child: its map is the output of 'features'", type(model).__name__)
-        return _Plan(nn.Sequential(OrderedDict([("features", model.features)])), "call", "output of 'features'")
+        return _Plan(model, "call", "output of 'features'", default_layer="features",
+                     after_pool=tuple(names[names.index("features") + 1:]), last_child="features")
     return _Plan(model, "call", "the module's output")
 
 
@@ -199,8 +205,7 @@ class ExternalEncoder(nn.Module):
     Built by :func:`from_module` or ``load_external``; not meant to be constructed directly.
 
     Attributes:
-        net: the network run on the normalised images (for torchvision CNNs, its children before
-            ``avgpool``; otherwise the model itself).
+        net: the network run on the normalised images (the model itself).
         normalize: ``(x - mean) / std``, per channel.
         head: what ``pool`` applies after the spatial mean (``nn.Identity()`` for a plain mean).
         num_features: width C' of the global representation (what a probe reads).
@@ -233,6 +238,8 @@ class ExternalEncoder(nn.Module):
         self._tokens = plan.tokens
         self._prefix_tokens = plan.prefix_tokens
         self._class_token = plan.class_token
+        self._stop_before = plan.stop_before
+        self._default_layer = plan.default_layer
         self._last: tuple[Tensor, Tensor] | None = None
         self._has_token = False
         self._global_pool: GlobalPool = "mean"
@@ -290,9 +297,16 @@ class ExternalEncoder(nn.Module):
         extra = raw.shape[1] - positions
         if extra <= 0:
             return "no class token"
-        if self._class_token:
-            return "class token dropped" if extra == 1 else f"class and {extra - 1} register tokens dropped"
-        return f"{extra} prefix tokens dropped"
+        names = ["class"] if self._class_token else []
+        if getattr(self.net, "dist_token", None) is not None:
+            names.append("distillation")
+        registers = int(getattr(self.net, "num_reg_tokens", 0) or 0)
+        if registers:
+            names.append(f"{registers} register")
+        if len(names) == 0 or extra != len(names) - (1 if registers else 0) + registers:
+            return f"{extra} prefix tokens dropped"  # a layout this text does not know: say only how many
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        return f"{listed} token{'s' if extra > 1 else ''} dropped"
 
     def _set_head(self, plan: _Plan, raw: Tensor, channels: int) -> None:
         if self.layer is not None:
@@ -398,27 +412,37 @@ class ExternalEncoder(nn.Module):
     def _run(self, z: Tensor) -> Any:
         """The network's raw output for normalised images ``z``: a map, tokens, or the hooked output."""
         if self.layer is not None:
-            return self._run_to_layer(z, self.layer)
+            return self._run_to(z, self.layer)
+        if self._stop_before is not None:
+            return self._run_to(z, self._stop_before, before=True)
+        if self._default_layer is not None:
+            return self._run_to(z, self._default_layer)
         if self._mode == "timm":
             return self.net.forward_features(z)
         if self._mode == "tv_vit":
             return self._tv_vit_tokens(z)
         return self.net(z)
 
-    def _run_to_layer(self, z: Tensor, layer: str) -> Any:
-        module = self.net.get_submodule(layer)
+    def _run_to(self, z: Tensor, name: str, before: bool = False) -> Any:
+        """The output (``before``: the first input) of submodule ``name`` in the network's forward
+        pass on ``z``; the pass stops there. Hooks live for one call only, so copies stay clean."""
+        module = self.net.get_submodule(name)
 
-        def stop(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        def stop_at_input(_module: nn.Module, inputs: Any) -> None:
+            raise _Reached(inputs[0] if isinstance(inputs, tuple) and inputs else inputs)
+
+        def stop_at_output(_module: nn.Module, _inputs: Any, output: Any) -> None:
             raise _Reached(output)
 
-        handle = module.register_forward_hook(stop)
+        handle = (module.register_forward_pre_hook(stop_at_input) if before
+                  else module.register_forward_hook(stop_at_output))
         try:
             self.net(z)
         except _Reached as reached:
             return reached.output
         finally:
             handle.remove()
-        raise AnalysisError(f"layer {layer!r} of {self.source} is not run by its forward pass")
+        raise AnalysisError(f"layer {name!r} of {self.source} is not run by its forward pass")
 
     def _tv_vit_tokens(self, z: Tensor) -> Tensor:
         # torchvision's VisionTransformer.forward, up to (and without) taking the class token
@@ -517,12 +541,14 @@ def prepare(model: nn.Module, layer: str | None = None, source: str | None = Non
         raise AnalysisError(f"{type(model).__name__} is already an encoder of the analysis layer: use it as it is")
     source = source or type(model).__name__
     plan = _plan(model)
-    if layer is not None and not (layer and _submodule(plan.net, layer) is not None):
-        if plan.net is not model and layer and _submodule(model, layer) is not None:
-            raise AnalysisError(f"layer {layer!r} of {source} comes after its global pooling ('avgpool'); name a "
-                                f"layer before it (e.g. {plan.last_child!r})")
+    if layer is None:
+        return plan
+    if not layer or _submodule(plan.net, layer) is None:
         top = ", ".join(n for n, _ in plan.net.named_children()) or "none"
         raise AnalysisError(f"layer {layer!r} does not exist in {source} (its top-level modules: {top})")
+    if layer.split(".")[0] in plan.after_pool:
+        raise AnalysisError(f"layer {layer!r} of {source} is at or after its global pooling; name a layer before "
+                            f"it (e.g. {plan.last_child!r})")
     return plan
 
 
