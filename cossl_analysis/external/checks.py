@@ -12,8 +12,9 @@ import math
 import torch
 from torch import nn
 
-from cossl_analysis._utils import check_fmap, eval_mode, model_device, model_dtype
+from cossl_analysis.analyses._common import check_fmap, model_device, model_dtype
 from cossl_analysis.errors import AnalysisError
+from cossl_train.evaluate import eval_mode
 
 __all__ = ["map_side", "min_resolution", "require_map_size", "require_poolable_subsets"]
 

@@ -51,9 +51,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from cossl_analysis._utils import eval_mode, model_device, model_dtype
+from cossl_analysis.analyses._common import model_device, model_dtype
 from cossl_analysis.errors import AnalysisError
 from cossl_train.encoder import Normalize
+from cossl_train.evaluate import eval_mode
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ExternalEncoder", "GlobalPool", "from_module"]
 
