@@ -210,19 +210,19 @@ def knn_classify(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
     return (knn_predict(train_x, train_y, val_x, k, temperature, chunk) == val_y).float().mean().item() * 100
 
 
-def eval_splits(data_cfg: DataConfig, aug_cfg: AugmentConfig, seed: int = 0,
-                holdout: float = 0.1) -> tuple[Dataset, Dataset]:
-    """(train, val) labelled datasets for evaluation; a folder without a validation split gets
-    a deterministic ``holdout`` fraction of its training images held out (and says so)."""
+def eval_splits(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[Dataset, Dataset]:
+    """(train, val) labelled datasets for evaluation. A folder without a validation split holds out
+    about 10 % of its images by a hash of each file's path (``cossl_train.data.holdout``: the same images
+    whatever the seed, and never trained on by any probe), and says so."""
     from .data import build_eval_datasets
+    from .data.holdout import held_out_positions
 
     train, val = build_eval_datasets(data_cfg, aug_cfg)
     if val is None:
-        n = len(train)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        cut = max(1, int(n * holdout))
-        log.info("no validation split: holding out %d of %d training images for evaluation", cut, n)
-        train, val = Subset(train, perm[cut:]), Subset(train, perm[:cut])
+        held = held_out_positions(train.base, train.indices)
+        kept = sorted(set(range(len(train))) - set(held))
+        log.info("no validation split: holding out %d of %d training images for evaluation", len(held), len(train))
+        train, val = Subset(train, kept), Subset(train, held)
     return train, val
 
 
@@ -238,7 +238,7 @@ def evaluate_encoder(encoder: nn.Module, cfg: Config, device: str | torch.device
                      knn: bool = True, progress: bool = True) -> dict:
     """Offline linear probe (``eval.linear_protocol``; top-1/top-5) and weighted kNN (top-1) of a
     frozen encoder, in %. The result names the protocol (``linear_protocol``)."""
-    train, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
+    train, val = eval_splits(cfg.data, cfg.augment)
     bs, workers = cfg.eval.linear_batch_size, cfg.data.num_workers
     tx, ty = extract_features(encoder, train, bs, device, workers, progress, "encode train")
     vx, vy = extract_features(encoder, val, bs, device, workers, progress, "encode val")
@@ -294,7 +294,7 @@ def online_evaluation(encoder: nn.Module, probe: nn.Module | None, cfg: Config, 
                       knn: bool = False) -> dict[str, float]:
     """During pre-training: the online probe's top-1 on the validation split (centre crops, eval
     mode) and, with ``knn``, the weighted kNN top-1 (%)."""
-    train, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
+    train, val = eval_splits(cfg.data, cfg.augment)
     bs, workers = cfg.eval.linear_batch_size, cfg.data.num_workers
     vx, vy = extract_features(encoder, val, bs, device, workers, False)
     out: dict[str, float] = {}

@@ -245,7 +245,7 @@ def load_eval_set(cfg: Config, n_images: int = 0, seed: int = 0, progress: bool 
 
     if n_images < 0:
         raise AnalysisError(f"images={n_images} must be >= 0 (0 = the whole split)")
-    _, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
+    _, val = eval_splits(cfg.data, cfg.augment)
     where = f" at {cfg.data.val_root or cfg.data.root}" if cfg.data.dataset == "imagefolder" else ""
     held_out = isinstance(val, Subset)  # eval_splits holds out training images when there is no split
     description = (f"{cfg.data.dataset}{where}, "

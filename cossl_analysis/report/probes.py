@@ -56,7 +56,7 @@ def _cache_key(model: Model, cfg: Config) -> str:
 def _train_probe(model: Model, cfg: Config, device: torch.device, progress: bool) -> dict:
     from cossl_train.evaluate import eval_splits, extract_features, linear_probe
 
-    train, val = eval_splits(cfg.data, cfg.augment, seed=cfg.train.seed)
+    train, val = eval_splits(cfg.data, cfg.augment)
     bs, workers = cfg.eval.linear_batch_size, cfg.data.num_workers
     tx, ty = extract_features(model.encoder, train, bs, device, workers, progress, f"encode train {model.label}")
     vx, vy = extract_features(model.encoder, val, bs, device, workers, progress, f"encode val {model.label}")

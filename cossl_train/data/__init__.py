@@ -12,6 +12,7 @@ from ..config import AugmentConfig, DataConfig
 from ..errors import DataError
 from .digits import DigitsDataset
 from .folders import IMG_EXTENSIONS, ImageFolderDataset, TinyImageNetDataset, read_class_list
+from .holdout import held_out_positions
 from .loader import (
     EvalBatch,
     EvalDataset,
@@ -110,10 +111,18 @@ def build_pretrain_dataset(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> Pret
 
     scenes, digits: the train split; imagefolder: ``data.root``; tinyimagenet: ``train/``; CIFAR: the
     train set; STL-10: ``train+unlabeled`` (unlabelled images carry label -1). ``data.limit`` keeps a fixed subset.
+    An image folder without ``data.val_root`` carries label -1 on the images the evaluations hold out
+    (``cossl_train.data.holdout``).
     """
     base = _pretrain_base(data_cfg)
     crop = MultiCrop(aug_cfg) if aug_cfg.local_crops else TwoViewCrop(aug_cfg)
-    return PretrainDataset(base, crop, limit_indices(len(base), data_cfg.limit))  # type: ignore[arg-type]
+    indices = limit_indices(len(base), data_cfg.limit)  # type: ignore[arg-type]
+    hidden: list[int] = []
+    if data_cfg.dataset == "imagefolder" and not data_cfg.val_root:
+        # the images the evaluations hold out (eval_splits) are pre-trained on without their labels,
+        # so the online probe never trains on an image it is later scored on
+        hidden = held_out_positions(base, indices)
+    return PretrainDataset(base, crop, indices, hidden_labels=hidden)
 
 
 def build_eval_datasets(data_cfg: DataConfig, aug_cfg: AugmentConfig) -> tuple[EvalDataset, EvalDataset | None]:

@@ -63,7 +63,8 @@ class PretrainDataset(Dataset):
     or -1; ``local_views`` (only when the crop is a MultiCrop with M > 0 local crops) is a tuple of
     M uint8 (3, r, r) tensors. A key ``(index, crop_seed)`` (what :func:`build_loader` passes) makes
     all crops a function of the seed; a plain int index draws from the global CPU generator.
-    ``indices`` selects a subset of ``base`` (``data.limit``). Returns ``None`` for an unreadable
+    ``indices`` selects a subset of ``base`` (``data.limit``); ``hidden_labels`` are positions whose
+    label reads -1 (the held-out images of ``cossl_train.data.holdout``). Returns ``None`` for an unreadable
     image.
     """
 
@@ -72,11 +73,13 @@ class PretrainDataset(Dataset):
 
     def __init__(
         self, base: Dataset, crop: TwoViewCrop | MultiCrop, indices: Sequence[int] | None = None,
-        clean: EvalTransform | None = None,
+        clean: EvalTransform | None = None, hidden_labels: Sequence[int] = (),
     ) -> None:
         self.base = base
         self.crop = crop
         self.indices = None if indices is None else list(indices)
+        #: positions whose label reads -1 (held out for evaluation: no probe may train on them)
+        self.hidden_labels = frozenset(int(i) for i in hidden_labels)
         #: number of local crops per sample (0 without multi-crop)
         self.n_local = crop.n_local if isinstance(crop, MultiCrop) else 0
         #: with a transform, samples end with the clean (evaluation-resized) image for the online probe
@@ -90,7 +93,7 @@ class PretrainDataset(Dataset):
     def with_clean(self, transform: EvalTransform) -> PretrainDataset:
         """The same samples (same crops for a seed) ending with ``transform(image)``, the clean
         image the online probe trains on: ``(view1, view2, label, local_views or (), clean)``."""
-        return PretrainDataset(self.base, self.crop, self.indices, transform)
+        return PretrainDataset(self.base, self.crop, self.indices, transform, self.hidden_labels)
 
     @property
     def num_classes(self) -> int | None:
@@ -103,7 +106,7 @@ class PretrainDataset(Dataset):
         if sample is None:
             return None
         img, label = sample
-        label = int(label) if label is not None else -1
+        label = int(label) if label is not None and i not in self.hidden_labels else -1
         crops = self.crop(img, seed=seed)
         v1, v2 = crops[:2]
         if self.clean is not None:
