@@ -108,7 +108,9 @@ def linear_probe(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
     num_classes = int(max(train_y.max(), val_y.max())) + 1
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs, xv = (train_x - mean) / std, (val_x - mean) / std
-    head = nn.Linear(train_x.shape[1], num_classes)
+    with torch.random.fork_rng(devices=[]):  # the head's initial weights are the seed's too, not the caller's RNG's
+        torch.manual_seed(seed)
+        head = nn.Linear(train_x.shape[1], num_classes)
     opt, sched = _sgd(head, lr, momentum, weight_decay, epochs)
     n = len(xs)
     for _ in tqdm(range(epochs), desc="linear probe (fast)", disable=not progress, leave=False):
@@ -174,7 +176,9 @@ def linear_probe_standard(encoder: nn.Module, train: Dataset, val: Dataset, cfg:
                     f = pool_features(encoder, encoder(pixels(x, device))).float()
                 if head is None:  # sized on the first batch: the class count of both splits
                     num_classes = max(num_classes, int(y.max()) + 1)
-                    head = nn.Linear(f.shape[1], num_classes).to(device)
+                    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, as the fast protocol
+                        torch.manual_seed(cfg.train.seed)
+                        head = nn.Linear(f.shape[1], num_classes).to(device)
                     opt, sched = _sgd(head, e.linear_lr, e.linear_momentum, e.linear_weight_decay, e.linear_epochs)
                 loss = F.cross_entropy(head(f), y.to(device))
                 opt.zero_grad(set_to_none=True)

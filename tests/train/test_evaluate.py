@@ -54,6 +54,20 @@ def test_fast_linear_probe_agrees_with_scikit_learn_logistic_regression() -> Non
     assert res.protocol == "fast"
 
 
+def test_fast_linear_probe_is_a_function_of_its_seed() -> None:
+    """The head's initial weights come from the probe's seed, not from whatever the caller's RNG holds,
+    so the analyses' train_probe and `cossl-train linear-probe` train the same probe."""
+    tx, ty = _blobs(200)
+    vx, vy = _blobs(80, seed=1)
+    probes = []
+    for state in (0, 123):
+        torch.manual_seed(state)  # a different global RNG state each time
+        probes.append(linear_probe(tx, ty, vx, vy, epochs=3, seed=5, progress=False).probe)
+    assert torch.equal(probes[0].weight, probes[1].weight) and torch.equal(probes[0].bias, probes[1].bias)
+    other = linear_probe(tx, ty, vx, vy, epochs=3, seed=6, progress=False).probe
+    assert not torch.equal(other.weight, probes[0].weight)
+
+
 def _tiny_checkpoint(tmp_path: Path) -> Path:
     cfg = load_config(None, [*TINY_OVERRIDES, "method.name=byol", "train.epochs=1", "train.max_steps_per_epoch=2",
                              "data.limit=256", "train.batch_size=32", f"train.out_dir={tmp_path}"])
