@@ -1,6 +1,7 @@
 """Analyses of trained encoders: any module mapping (B, 3, H, W) images in [0, 1] to (B, C, h, w)
-feature maps. One function per analysis and its result type, the settings (``AnalysisConfig``),
-and the report over checkpoints (``write_report``); docs/analysis.md has the rest.
+feature maps (a cossl checkpoint's encoder, or any network through ``from_module`` / ``load_external``).
+One function per analysis and its result type, the settings (``AnalysisConfig``), and the report
+over models (``write_report``); docs/analysis.md has the rest.
 
 Names load on first use (PEP 562), so that a corruption worker importing one submodule does not
 pay for captum, matplotlib and the rest of the stack.
@@ -12,10 +13,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time they load on first use
-    from cossl_analysis.analyses.accuracy import classifier_accuracy, probe_accuracy
-    from cossl_analysis.analyses.adversarial import attack_accuracy
-    from cossl_analysis.analyses.co_objective import ObjectiveResult, co_objective
-    from cossl_analysis.analyses.corruption import CorruptionResult, corrupt_batch, corruption_summary
+    from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy, probe_accuracy
+    from cossl_analysis.analyses.adversarial import AdversarialResult, adversarial_sweep, attack_accuracy
+    from cossl_analysis.analyses.co_objective import (
+        ObjectiveResult,
+        co_objective,
+        head_space_features,
+        head_space_pool_head,
+    )
+    from cossl_analysis.analyses.corruption import CorruptionResult, corrupt_batch, corruption_summary, corruption_sweep
     from cossl_analysis.analyses.erf import DEFAULT_POSITIONS, erf_map, erf_stats, position_indices, rf_centres
     from cossl_analysis.analyses.features import representations
     from cossl_analysis.analyses.internal_corruption import (
@@ -28,6 +34,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time th
         PatchDropResult,
         num_dropped,
         patch_drop_analysis,
+        patch_drop_from_features,
         pool_kept,
         position_drop_order,
     )
@@ -39,18 +46,25 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time th
     )
     from cossl_analysis.config import AnalysisConfig, load_analysis_config
     from cossl_analysis.errors import AnalysisError
+    from cossl_analysis.external import ExternalEncoder, from_module, load_external, parse_spec
     from cossl_analysis.report import load_checkpoint, load_eval_set, load_images, load_models, write_report
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
+    "ProbeClassifier": "analyses.accuracy",
     "classifier_accuracy": "analyses.accuracy",
     "probe_accuracy": "analyses.accuracy",
+    "AdversarialResult": "analyses.adversarial",
+    "adversarial_sweep": "analyses.adversarial",
     "attack_accuracy": "analyses.adversarial",
     "ObjectiveResult": "analyses.co_objective",
     "co_objective": "analyses.co_objective",
+    "head_space_features": "analyses.co_objective",
+    "head_space_pool_head": "analyses.co_objective",
     "CorruptionResult": "analyses.corruption",
     "corrupt_batch": "analyses.corruption",
     "corruption_summary": "analyses.corruption",
+    "corruption_sweep": "analyses.corruption",
     "DEFAULT_POSITIONS": "analyses.erf",
     "erf_map": "analyses.erf",
     "erf_stats": "analyses.erf",
@@ -64,6 +78,7 @@ _EXPORTS: dict[str, str] = {
     "PatchDropResult": "analyses.patch_drop",
     "num_dropped": "analyses.patch_drop",
     "patch_drop_analysis": "analyses.patch_drop",
+    "patch_drop_from_features": "analyses.patch_drop",
     "pool_kept": "analyses.patch_drop",
     "position_drop_order": "analyses.patch_drop",
     "SimilarityResult": "analyses.similarity",
@@ -73,6 +88,10 @@ _EXPORTS: dict[str, str] = {
     "AnalysisConfig": "config",
     "load_analysis_config": "config",
     "AnalysisError": "errors",
+    "ExternalEncoder": "external",
+    "from_module": "external",
+    "load_external": "external",
+    "parse_spec": "external",
     "load_checkpoint": "report",
     "load_eval_set": "report",
     "load_images": "report",
@@ -93,13 +112,17 @@ _RENAMED: dict[str, str] = {
 # Spelled out (not derived from _EXPORTS) so that linters see the re-exports; a test checks the two agree.
 __all__ = [
     "DEFAULT_POSITIONS",
+    "AdversarialResult",
     "AnalysisConfig",
     "AnalysisError",
     "CorruptionResult",
+    "ExternalEncoder",
     "InternalCorruptionResult",
     "ObjectiveResult",
     "PatchDropResult",
+    "ProbeClassifier",
     "SimilarityResult",
+    "adversarial_sweep",
     "attack_accuracy",
     "classifier_accuracy",
     "co_objective",
@@ -107,16 +130,23 @@ __all__ = [
     "corrupt_features",
     "corrupted",
     "corruption_summary",
+    "corruption_sweep",
     "erf_map",
     "erf_stats",
+    "from_module",
+    "head_space_features",
+    "head_space_pool_head",
     "internal_corruption_sweep",
     "load_analysis_config",
     "load_checkpoint",
     "load_eval_set",
+    "load_external",
     "load_images",
     "load_models",
     "num_dropped",
+    "parse_spec",
     "patch_drop_analysis",
+    "patch_drop_from_features",
     "pearson",
     "pool_kept",
     "position_drop_order",

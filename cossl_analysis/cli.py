@@ -28,12 +28,13 @@ _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 MODEL_SECTIONS = ("data", "augment", "eval")
 
 DATA_RULE = (
-    "Every checkpoint is evaluated on the same images: images=N of them (a random subset drawn with seed=S; "
-    "0 = all) from the validation split of the FIRST checkpoint's data config (without one, the 10% of its "
-    "training images that cossl-train linear-probe holds out), with the data.*, augment.* and eval.* overrides "
-    "applied. Checkpoints sharing a label (--labels; default: the method's display name, e.g. BYOL, CO-BYOL) are "
-    "seeds of one group: figures show one panel or curve per group, tables mean ± std over its seeds. Results are "
-    "kept in OUT/cells.json: rerunning with the same --out recomputes nothing already there."
+    "Every model is evaluated on the same images: images=N of them (a random subset drawn with seed=S; "
+    "0 = all) from the validation split of the FIRST checkpoint's data config (without one, the images that "
+    "cossl-train linear-probe holds out by a hash of each file path; external models only: the embedded digit "
+    "scenes unless data.* says otherwise), with the data.*, augment.* and eval.* overrides applied. Models sharing "
+    "a label (--labels; default: the method's display name, e.g. BYOL, CO-BYOL) are seeds of one group: figures "
+    "show one panel or curve per group, tables mean ± std over its seeds and paired differences by seed where groups "
+    "meet. Results are kept in OUT/cells.json: rerunning with the same --out recomputes nothing already there."
 )
 
 
@@ -87,10 +88,12 @@ def _as_override(value: object) -> str:
 
 def _settings_text(command: str) -> str:
     """The settings ``command`` reads, ``key=default: help``, one per (wrapped) line."""
-    from cossl_analysis.config import AnalysisConfig, section_name, setting_help
-    from cossl_analysis.registry import settings_of
+    from cossl_analysis.config import PROBE_SETTINGS, AnalysisConfig, ExternalConfig, section_name, setting_help
+    from cossl_analysis.registry import commands, settings_of
 
-    rows = setting_help(AnalysisConfig)
+    uses_probe = any(a.needs_probe is not False for a in commands()[command])
+    rows = [r for r in setting_help(AnalysisConfig) if uses_probe or r[0] not in PROBE_SETTINGS]
+    rows += setting_help(ExternalConfig, "external.")
     for config in settings_of(command):
         rows += setting_help(config, section_name(config) + ".")
     lines = [textwrap.fill(f"{key}={_as_override(default)}: {text}", 100, initial_indent="  ",
@@ -106,14 +109,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                 "HTML page in --out. " + DATA_RULE, epilog=f"Run `{prog} COMMAND --help` for a command's settings.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name in commands():
+        # cossl-robustness is the robustness command itself: its usage line names no subcommand
+        own = {"prog": prog} if prog != PROG and name == "robustness" else {}
         s = sub.add_parser(name, help=describe(name), description=textwrap.fill(f"{describe(name)}. {DATA_RULE}", 100),
-                           epilog=_settings_text(name), formatter_class=argparse.RawDescriptionHelpFormatter)
-        s.add_argument("inputs", nargs="+", metavar="CKPT|key=value",
-                       help="checkpoints (files or run folders), settings (images=256, erf.images=8) and data.*/"
-                       "augment.*/eval.* overrides of the evaluation images (data.root=/data)")
+                           epilog=_settings_text(name), formatter_class=argparse.RawDescriptionHelpFormatter, **own)
+        s.add_argument("inputs", nargs="+", metavar="MODEL|key=value",
+                       help="models: cossl checkpoints (files or run folders) or model specs "
+                       "(torchvision:NAME[@WEIGHTS], timm:NAME[@WEIGHTS], MODULE:FUNCTION[@WEIGHTS]); settings "
+                       "(images=256, erf.images=8) and "
+                       "data.*/augment.*/eval.* overrides of the evaluation images (data.root=/data)")
         s.add_argument("--out", type=Path, required=True, help="output folder (rerun with the same folder to resume)")
-        s.add_argument("--labels", help="comma-separated labels, one per checkpoint; repeated labels make groups of "
-                       "seeds (default: method display names)")
+        s.add_argument("--labels", help="comma-separated labels, one per model; repeated labels make groups of "
+                       "seeds (default: method display names, or the spec of an external model)")
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.commands = sub.choices  # type: ignore[attr-defined]
     return p

@@ -31,6 +31,8 @@ __all__ = [
     "RENAMED",
     "AnalysisConfig",
     "ErfConfig",
+    "ExternalConfig",
+    "PROBE_SETTINGS",
     "InternalCorruptionConfig",
     "PatchDropConfig",
     "RobustnessConfig",
@@ -39,6 +41,18 @@ __all__ = [
     "section_name",
     "setting_help",
 ]
+
+
+#: similarity.global: the global representation after (head) or before (pooled) the pool MLP
+GLOBAL_REPS = ("head", "pooled")
+#: spellings of train_probe -> the value they mean
+TRAIN_PROBE_ALIASES = {"true": "missing", "false": "false", "no": "false", "none": "false"}
+#: the run's settings about probes (shown only by the commands whose analyses may score one)
+PROBE_SETTINGS = ("train_probe", "mixed_probes")
+#: what a refused value of these keys should have looked like
+VALUE_HINTS = {"erf.positions": " (a list of [row, col] pairs: erf.positions=[[0.5,0.5]] for one position)"}
+#: settings written otherwise on the command line -> their field (``global`` is a Python keyword)
+ALIASES = {"similarity.global": "similarity.global_rep"}
 
 
 def _help(default: Any, text: str) -> Any:
@@ -108,9 +122,14 @@ class SimilarityConfig:
     mode: str = _help("random", "local similarity of a pair: random (one random position in each image), same "
                       "(mean over same positions) or all (mean over all position pairs)")
     max_pairs: int | None = _help(None, "subsample the image pairs (null: every pair)")
+    # written similarity.global=... on the command line (global is a Python keyword: ALIASES)
+    global_rep: str = _help("head", "the global representation: head (after the pool MLP, what the probe reads) or "
+                            "pooled (the spatial mean of the map, before the pool MLP: the local representations' "
+                            "space); also written similarity.global")
 
     def __post_init__(self) -> None:
         _one_of("similarity.mode", self.mode, ("random", "same", "all"))
+        _one_of("similarity.global", self.global_rep, GLOBAL_REPS)
         _at_least("similarity.", self, 1, "max_pairs")
 
 
@@ -203,6 +222,34 @@ class RobustnessConfig:
 
 
 @dataclass
+class ExternalConfig:
+    """How models given by a spec (torchvision:, timm:, MODULE:FUNCTION) are read; the same for each."""
+
+    layer: str | None = _help(None, "module whose output is the map of local representations (null: the last map "
+                              "before global pooling; a ViT's patch tokens)")
+    global_pool: str | None = _help(None, "global representation: mean (of the positions) or token (a ViT's class "
+                                    "token); null: the model's own pooling")
+    mean: tuple[float, ...] | None = _help(None, "normalisation mean, 3 values (null: timm's pretrained_cfg, else "
+                                           "ImageNet's)")
+    std: tuple[float, ...] | None = _help(None, "normalisation std, 3 values (null: as mean)")
+    resolution: int | None = _help(None, "evaluation side in pixels (null: a cossl checkpoint's resolution, else the "
+                                   "model's own input size)")
+
+    def __post_init__(self) -> None:
+        if self.global_pool is not None:
+            _one_of("external.global_pool", self.global_pool, ("mean", "token"))
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) != 3:
+                    raise AnalysisError(f"external.{name} needs 3 values (one per RGB channel), got {list(value)}")
+                setattr(self, name, tuple(float(v) for v in value))
+        if self.std is not None and min(self.std) <= 0:
+            raise AnalysisError(f"external.std must be positive, got {list(self.std)}")
+        _at_least("external.", self, 1, "resolution")
+
+
+@dataclass
 class AnalysisConfig:
     """Every setting of every analysis: the run's own, then one section per analysis."""
 
@@ -212,7 +259,12 @@ class AnalysisConfig:
     batch_size: int = _help(128, "images per forward pass")
     device: str = _help("auto", "auto, cpu, cuda, cuda:N (auto: cuda when available)")
     threads: int | None = _help(None, "torch threads of this process (null: torch's)")
-    train_probe: bool = _help(False, "train a linear probe (eval.* settings) for checkpoints that have none")
+    train_probe: str = _help("false", "train linear probes by cossl-train linear-probe's recipe (eval.* settings): "
+                             "false, missing (true: for models without one) or all (the same protocol for every "
+                             "model)")
+    mixed_probes: bool = _help(False, "compare models whose probes are of different kinds (online, fast, standard) "
+                               "instead of refusing")
+    external: ExternalConfig = field(default_factory=ExternalConfig)
     erf: ErfConfig = field(default_factory=ErfConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     patch_drop: PatchDropConfig = field(default_factory=PatchDropConfig)
@@ -223,6 +275,9 @@ class AnalysisConfig:
         if self.images < 0:
             raise AnalysisError(f"images={self.images} must be >= 0 (0 = the whole split)")
         _at_least("", self, 1, "batch_size", "threads")
+        # OmegaConf hands a bool given to this str field over as "True" / "False"
+        self.train_probe = TRAIN_PROBE_ALIASES.get(str(self.train_probe).lower(), str(self.train_probe))
+        _one_of("train_probe", self.train_probe, ("false", "missing", "all"))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain nested values (for manifests and reports)."""
@@ -253,7 +308,7 @@ def setting_help(config: type, prefix: str = "") -> list[tuple[str, str, Any]]:
 #: option names of earlier versions -> the key that replaced them
 RENAMED: dict[str, str] = {
     "--images": "images", "--seed": "seed", "--device": "device", "--batch-size": "batch_size",
-    "--threads": "threads", "--train-probe": "train_probe=true",
+    "--threads": "threads", "--train-probe": "train_probe=missing",
     "--position": "erf.positions", "--erf-images": "erf.images", "--show": "erf.show",
     "--chunk-size": "erf.chunk_size",
     "--sim-mode": "similarity.mode", "--max-pairs": "similarity.max_pairs",
@@ -298,6 +353,7 @@ def load_analysis_config(overrides: Sequence[str] = (), base: AnalysisConfig | N
         if hint is not None:
             raise AnalysisError(f"command line: {hint}")
     merged = OmegaConf.structured(base or AnalysisConfig)
+    overrides = [ALIASES.get(o.split("=", 1)[0], o.split("=", 1)[0]) + "=" + o.split("=", 1)[1] for o in overrides]
     for o in overrides:  # one at a time: the error names the override at fault
         try:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([o]))
@@ -305,7 +361,8 @@ def load_analysis_config(overrides: Sequence[str] = (), base: AnalysisConfig | N
             key = getattr(e, "full_key", None) or o.split("=", 1)[0]
             # omegaconf leaves its placeholders in for the items of a typed tuple
             msg = str(e).splitlines()[0].replace("'$VALUE' of type '$VALUE_TYPE'", o.split("=", 1)[1])
-            raise AnalysisError(f"command line: bad config key or value {key!r}: {msg}") from None
+            hint = VALUE_HINTS.get(str(key), "")
+            raise AnalysisError(f"command line: bad config key or value {key!r}: {msg}{hint}") from None
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, AnalysisConfig)
     return cfg

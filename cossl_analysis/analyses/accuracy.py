@@ -12,7 +12,19 @@ from cossl_analysis.analyses._common import Data, check_fmap, iter_batches, mode
 from cossl_train.encoder import pool_features
 from cossl_train.evaluate import eval_mode, pixels
 
-__all__ = ["classifier_accuracy", "probe_accuracy", "top1"]
+__all__ = ["ProbeClassifier", "classifier_accuracy", "probe_accuracy", "top1"]
+
+
+class ProbeClassifier(nn.Module):
+    """encoder + pooling (``pool_features``: its head included) + probe: [0, 1] images -> logits,
+    the classifier every accuracy of the package scores."""
+
+    def __init__(self, model: nn.Module, probe: nn.Module) -> None:
+        super().__init__()
+        self.model, self.probe = model, probe
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.probe(pool_features(self.model, check_fmap(self.model(x))))
 
 
 def top1(logits_of: Callable[[Tensor, Tensor], Tensor], inputs: Data, labels: Tensor | None = None,

@@ -8,7 +8,8 @@ its accuracy is the clean accuracy exactly (docs/analysis.md says why).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -18,7 +19,8 @@ from cossl_analysis.analyses._common import model_device
 from cossl_analysis.analyses.accuracy import top1
 from cossl_train.evaluate import eval_mode
 
-__all__ = ["ATTACKS", "adversarial_examples", "attack_accuracy", "default_alpha"]
+__all__ = ["ATTACKS", "AdversarialResult", "adversarial_examples", "adversarial_sweep", "attack_accuracy",
+           "default_alpha"]
 
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
 
@@ -160,3 +162,45 @@ def attack_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                 return model(x)
 
         return top1(logits, images, labels, batch_size)
+
+
+@dataclass
+class AdversarialResult:
+    """Top-1 of one model (encoder + pooling + probe) under each attack at each L-inf budget
+    (``eps_255``, in /255 of pixel values; 0 is the clean accuracy), and per attack its mean over
+    the budgets above 0 (``average``)."""
+
+    eps_255: list[float]
+    accuracy: dict[str, list[float]]
+    average: dict[str, float | None]
+    clean: float
+    steps: int
+    seed: int | None
+    num_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AdversarialResult:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+def adversarial_sweep(model: nn.Module, probe: nn.Module | None, images: torch.Tensor, labels: torch.Tensor,
+                      attacks: Sequence[str] = ATTACKS, eps_255: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+                      steps: int = 10, batch_size: int = 256, seed: int | None = 0) -> AdversarialResult:
+    """FGSM / PGD accuracy of ``probe(pool(model(x)))`` (or of ``model`` itself, a classifier, when
+    ``probe`` is None) at every budget; images uint8 or float in [0, 1] (N, 3, H, W), as
+    ``cossl-analysis adversarial`` computes them."""
+    from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy
+    from cossl_train.evaluate import pixels
+
+    classifier = model if probe is None else ProbeClassifier(model, probe)
+    x = pixels(images)
+    clean = classifier_accuracy(classifier, x, labels, batch_size)
+    acc = {a: [clean if e == 0 else attack_accuracy(classifier, x, labels, attack=a, eps=e / 255, steps=steps,
+                                                    batch_size=batch_size, seed=seed) for e in eps_255]
+           for a in attacks}
+    attacked = [k for k, e in enumerate(eps_255) if e > 0]
+    average = {a: sum(acc[a][k] for k in attacked) / len(attacked) if attacked else None for a in attacks}
+    return AdversarialResult([float(e) for e in eps_255], acc, average, clean, steps, seed, len(labels))

@@ -9,7 +9,8 @@ local heads must clear. The global query against the same targets is the base ob
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from cossl_train.heads import per_position
 from cossl_train.methods import SSLMethod
 
 _UNTRAINED = "global heads at every position (never trained for it)"
+QueryPath = Literal["auto", "global"]
 
 
 @dataclass
@@ -38,17 +40,27 @@ class ObjectiveResult:
     global_retrieval: float
     num_images: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ObjectiveResult:
+        return cls(**{k: (np.asarray(d[k]) if k.endswith("_map") else d[k]) for k in cls.__dataclass_fields__})
+
 
 def _chain(*heads: nn.Module | None) -> Callable[[Tensor], Tensor]:
     mods = [h for h in heads if h is not None]
     return nn.Sequential(*mods) if mods else nn.Identity()
 
 
-def local_query_path(method: SSLMethod) -> tuple[str, Callable[[Tensor], Tensor]]:
+def local_query_path(method: SSLMethod, path: QueryPath = "auto") -> tuple[str, Callable[[Tensor], Tensor]]:
     """(name, map (B, C, h, w) -> (B, P, D)): the CO term's local queries (its local heads, or the
-    shared global heads it trains at every position), else the global path at every position."""
+    shared global heads it trains at every position), else (or with ``path="global"``) the global
+    path at every position."""
     co = method.co
-    if co is not None and co.l2g and method.local_weight > 0:
+    if path not in ("auto", "global"):
+        raise ValueError(f"unknown path {path!r}; valid: auto, global")
+    if co is not None and co.l2g and method.local_weight > 0 and path == "auto":
         name = "shared heads (global heads at every position)" if co.shared else "local heads"
         return name, lambda f: co.local_queries(method, co._grid(f))
     head = _chain(method.encoder.head, method.projector, method.predictor)
@@ -68,16 +80,18 @@ def global_targets(method: SSLMethod, images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def co_objective(method: SSLMethod, view_a: Tensor, view_b: Tensor, batch_size: int = 256) -> ObjectiveResult:
+def co_objective(method: SSLMethod, view_a: Tensor, view_b: Tensor, batch_size: int = 256,
+                 path: QueryPath = "auto") -> ObjectiveResult:
     """Local queries of ``view_a`` (N, 3, H, W) in [0, 1] against the global targets of ``view_b``
-    (the same N images, another view), in eval mode; see :class:`ObjectiveResult`."""
+    (the same N images, another view), in eval mode; see :class:`ObjectiveResult`. ``path="global"``
+    reads even a CO model through its global heads at every position (the floor of its local heads)."""
     with eval_mode(method):
-        path, local_q = local_query_path(method)
+        name, local_q = local_query_path(method, path)
         queries, glob, targets, hw = [], [], [], None
         for s in range(0, len(view_a), batch_size):
             f = method.encoder(view_a[s:s + batch_size].float())
             queries.append(local_q(f).float())
-            grid = method.co.grid if path != _UNTRAINED and method.co is not None else 0
+            grid = method.co.grid if name != _UNTRAINED and method.co is not None else 0
             hw = (grid, grid) if grid else tuple(f.shape[-2:])
             glob.append(global_queries(method, f).float())
             targets.append(global_targets(method, view_b[s:s + batch_size].float()).float())
@@ -91,7 +105,7 @@ def co_objective(method: SSLMethod, view_a: Tensor, view_b: Tensor, batch_size: 
     hit = (sims.argmax(-1) == torch.arange(n).unsqueeze(1)).double()
     gsims = g @ t.T
     return ObjectiveResult(
-        path=path, own_cosine=float(own.mean()), other_cosine=float(other.mean()), retrieval=float(hit.mean()),
+        path=name, own_cosine=float(own.mean()), other_cosine=float(other.mean()), retrieval=float(hit.mean()),
         chance=1.0 / n, own_cosine_map=own.mean(0).reshape(*hw).double().numpy(),
         retrieval_map=hit.mean(0).reshape(*hw).numpy(), global_own_cosine=float(gsims.diagonal().mean()),
         global_retrieval=float((gsims.argmax(-1) == torch.arange(n)).double().mean()), num_images=n)

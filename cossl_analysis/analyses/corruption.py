@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import threading
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -40,7 +40,9 @@ __all__ = [
     "CorruptionResult",
     "corrupt",
     "corrupt_batch",
+    "corruption_set_text",
     "corruption_summary",
+    "corruption_sweep",
     "dataset_fingerprint",
     "import_imagecorruptions",
     "shutdown_workers",
@@ -466,9 +468,11 @@ def _run_corruptions(
 
 @dataclass
 class CorruptionResult:
-    """Clean and corrupted top-1 of one model: per (corruption, severity), per corruption and per
-    severity (means), the mean over the ImageNet-C corruptions swept (``mean_corruption_accuracy``),
-    the mean over the extra ones beside it, and ``relative_drop`` = (clean - that mean) / clean."""
+    """Clean and corrupted top-1 of one model: per (corruption, severity), per corruption, per
+    severity over the same ImageNet-C corruptions as the mean (``by_severity``; over the extra ones
+    when no ImageNet-C corruption was swept), the mean over the ImageNet-C corruptions swept
+    (``mean_corruption_accuracy``), the mean over the extra ones beside it (and per severity,
+    ``extra_by_severity``), and ``relative_drop`` = (clean - that mean) / clean."""
 
     clean: float
     corruption: dict[str, dict[int, float]]
@@ -477,9 +481,23 @@ class CorruptionResult:
     mean_corruption_accuracy: float | None
     extra_corruption_accuracy: float | None
     relative_drop: float | None
+    extra_by_severity: dict[int, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CorruptionResult:
+        """Rebuild from ``to_dict()`` or its JSON (severity keys as strings)."""
+        def sev(m: Mapping[Any, float] | None) -> dict[int, float] | None:
+            return None if m is None else {int(k): float(v) for k, v in m.items()}
+
+        return cls(clean=float(d["clean"]),
+                   corruption={n: sev(p) or {} for n, p in d["corruption"].items()},
+                   by_name={n: float(v) for n, v in d["by_name"].items()}, by_severity=sev(d["by_severity"]) or {},
+                   mean_corruption_accuracy=d["mean_corruption_accuracy"],
+                   extra_corruption_accuracy=d["extra_corruption_accuracy"], relative_drop=d["relative_drop"],
+                   extra_by_severity=sev(d.get("extra_by_severity")))
 
 
 def corruption_summary(clean: float, accuracy: Mapping[str, Mapping[int, float]]) -> CorruptionResult:
@@ -489,10 +507,68 @@ def corruption_summary(clean: float, accuracy: Mapping[str, Mapping[int, float]]
     common = [a for name, per in acc.items() if name in COMMON_CORRUPTIONS for a in per.values()]
     extra = [a for name, per in acc.items() if name not in COMMON_CORRUPTIONS for a in per.values()]
     mca = float(np.mean(common)) if common else None
+    common_names = [n for n in acc if n in COMMON_CORRUPTIONS]
+    extra_names = [n for n in acc if n not in COMMON_CORRUPTIONS]
+
+    def per_severity(names: list[str]) -> dict[int, float]:
+        return {s: float(np.mean([acc[n][s] for n in names])) for s in severities}
+
     return CorruptionResult(
         clean=clean, corruption=acc,
         by_name={n: float(np.mean(list(p.values()))) for n, p in acc.items()},
-        by_severity={s: float(np.mean([p[s] for p in acc.values()])) for s in severities},
+        # over the same corruptions as the mean, so the curve and the mean agree
+        by_severity=per_severity(common_names or extra_names),
         mean_corruption_accuracy=mca,
         extra_corruption_accuracy=float(np.mean(extra)) if extra else None,
-        relative_drop=(clean - mca) / clean if mca is not None and clean > 0 else None)
+        relative_drop=(clean - mca) / clean if mca is not None and clean > 0 else None,
+        extra_by_severity=per_severity(extra_names) if extra_names else None)
+
+
+def corruption_set_text(names: Sequence[str], severities: Sequence[int]) -> str:
+    """The ImageNet-C corruptions among ``names`` and the severities, in words: "the 15 ImageNet-C
+    corruptions, severities 1-5", "3 of the 15 (noise), severity 3"."""
+    common = [n for n in COMMON_CORRUPTIONS if n in names]
+    if not common:
+        which = "none of the 15 ImageNet-C corruptions"
+    elif len(common) == len(COMMON_CORRUPTIONS):
+        which = "the 15 ImageNet-C corruptions"
+    else:
+        parts, left = [], list(common)
+        for group, members in CORRUPTION_GROUPS.items():
+            if group != "extra" and all(m in left for m in members):
+                parts.append(group)
+                left = [n for n in left if n not in members]
+        which = f"{len(common)} of the 15 ImageNet-C corruptions ({', '.join(parts + left)})"
+    sev = sorted(int(s) for s in severities)
+    if len(sev) == 1:
+        levels = f"severity {sev[0]}"
+    elif sev == list(range(sev[0], sev[-1] + 1)):
+        levels = f"severities {sev[0]}-{sev[-1]}"
+    else:
+        levels = "severities " + ", ".join(map(str, sev))
+    return f"{which}, {levels}"
+
+
+def corruption_sweep(model: Any, probe: Any, images: Any, labels: Any, corruptions: Sequence[str] = CORRUPTIONS,
+                     severities: Sequence[int] = SEVERITIES, seed: int = 0, workers: int | None = None,
+                     cache_dir: str | os.PathLike[str] | None = None, min_size: int = MIN_LIBRARY_SIZE,
+                     batch_size: int = 256, progress: bool = False) -> CorruptionResult:
+    """Clean and corrupted top-1 of ``probe(pool(model(x)))`` (or of ``model``, a classifier, when
+    ``probe`` is None) as ``cossl-analysis corruption`` computes them: the same images corrupted by
+    :func:`corrupt_batch` (seeded per image) for every (corruption, severity), summarised by
+    :func:`corruption_summary`. ``images``: uint8 (N, 3, H, W), or float in [0, 1] (rounded to uint8,
+    what corruptions work on)."""
+    import torch
+
+    from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy
+
+    if images.dtype != torch.uint8:
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    classifier = model if probe is None else ProbeClassifier(model, probe)
+    for name in corruptions:
+        _check_name_severity(name, int(severities[0]) if severities else 0)
+    clean = classifier_accuracy(classifier, images, labels, batch_size)
+    accuracy = {name: {int(s): classifier_accuracy(classifier, corrupt_batch(
+        images, name, int(s), seed=seed, workers=workers, cache_dir=cache_dir, min_size=min_size, progress=progress),
+        labels, batch_size) for s in severities} for name in corruptions}
+    return corruption_summary(clean, accuracy)

@@ -18,13 +18,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cossl_analysis.analyses._common import check_fmap, model_device, model_dtype
-from cossl_train.evaluate import eval_mode
+from cossl_train.evaluate import eval_mode, pixels
 
 if TYPE_CHECKING:
     from cossl_train.config import Config
 
-__all__ = ["DEFAULT_POSITIONS", "NotVectorisable", "erf_map", "erf_stats", "position_index", "position_indices",
-           "rf_centres"]
+__all__ = ["DEFAULT_POSITIONS", "NotVectorisable", "check_positions", "erf_map", "erf_stats", "position_index",
+           "position_indices", "rf_centres"]
 
 Position = tuple[float, float]
 ErfMethod = Literal["auto", "batched", "per-position"]
@@ -39,9 +39,24 @@ def position_index(p: float, size: int) -> int:
     return int(math.floor(p * (size - 1) + 0.5))
 
 
+def check_positions(positions: Sequence[Position]) -> list[Position]:
+    """``positions`` as a list of (row, col) pairs; ValueError (one line) otherwise, and for a bare
+    pair ``(0.5, 0.5)``, which means ``[(0.5, 0.5)]``."""
+    items = list(positions)
+    if len(items) == 2 and all(isinstance(v, (int, float)) for v in items):
+        raise ValueError(f"positions is a list of (row, col) pairs, got the bare pair {tuple(items)}; for one "
+                         f"position pass [{tuple(items)}]")
+    out = []
+    for p in items:
+        if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != 2:
+            raise ValueError(f"a position is a (row, col) pair of normalised coordinates, got {p!r}")
+        out.append((float(p[0]), float(p[1])))
+    return out
+
+
 def position_indices(positions: Sequence[Position], h: int, w: int) -> list[tuple[int, int]]:
     """Normalised (row, col) positions -> integer (i, j) indices on an h x w feature map."""
-    return [(position_index(r, h), position_index(c, w)) for r, c in positions]
+    return [(position_index(r, h), position_index(c, w)) for r, c in check_positions(positions)]
 
 
 class _ChannelSumMap(nn.Module):
@@ -116,7 +131,8 @@ def erf_map(
 
     Args:
         model: any module mapping (N, 3, H, W) images to an (N, C, h, w) feature map.
-        images: (B, 3, H, W) input images (pixel space, [0, 1] for an ``Encoder``).
+        images: (B, 3, H, W) input images: float in pixel space ([0, 1] for an ``Encoder``), or
+            uint8, divided by 255 as everywhere in the package.
         positions: P normalised (row, col) feature-map coordinates in [0, 1] (docs/analysis.md).
         average: average the maps over the B images.
         method: ``"batched"``: one forward pass per chunk of images, every position's gradient from
@@ -135,12 +151,13 @@ def erf_map(
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
+    positions = check_positions(positions)
     if len(positions) == 0 or len(images) == 0:
         raise ValueError("erf_map needs at least one image and one position")
     if method not in ("auto", "batched", "per-position"):
         raise ValueError(f"unknown method {method!r}; valid: auto, batched, per-position")
     device = model_device(model)
-    x = images.detach().to(device=device, dtype=model_dtype(model))
+    x = pixels(images.detach(), device, model_dtype(model))  # uint8 -> [0, 1], as every analysis reads them
     with eval_mode(model):
         with torch.no_grad():
             _, _, h, w = check_fmap(model(x[:1])).shape

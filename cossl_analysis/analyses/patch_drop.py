@@ -125,7 +125,7 @@ def patch_drop_from_features(local: Tensor, fractions: Sequence[float] = DEFAULT
     ks = [num_dropped(f, n_pos) for f in fractions]
     local = local.float()
     with eval_mode(head, probe), torch.no_grad():
-        device = model_device(probe) if probe is not None else torch.device("cpu")
+        device = model_device(probe) if probe is not None else model_device(head)  # CPU for a parameter-free head
         intact = head(local.mean(dim=1).to(device))
 
         def pooled(idx: Tensor, k: int) -> Tensor:

@@ -5,6 +5,7 @@ their global representations against that of their local ones, and the Pearson C
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -117,6 +118,11 @@ def similarity_from_features(
     if mode not in ("random", "same", "all"):
         raise ValueError(f"unknown mode {mode!r}")
     n_img, n_pos, _ = local_reps.shape
+    if n_pos < 2:
+        # the one position is the whole map: C compares a representation with (a head of) itself
+        warnings.warn(f"the feature map has {n_pos} position(s): its local representation is the global one, so C "
+                      "is not a measure of local against global similarity and the intra-image similarity is NaN; "
+                      "use larger images (at least 2x2 positions)", RuntimeWarning, stacklevel=2)
     gen = torch.Generator().manual_seed(seed)
 
     g = F.normalize(global_reps.detach().cpu().double(), dim=-1, eps=1e-12)

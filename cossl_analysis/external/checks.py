@@ -73,7 +73,8 @@ def require_map_size(model: nn.Module, resolution: int, analysis: str, min_side:
     if min(side) >= min_side:
         return side
     need = min_resolution(model, min_side, start=resolution + 1)
-    fix = (f"use --resolution {need} or more" if need is not None
+    fix = (f"evaluate at {need} px or more (external.resolution={need}, or resolution={need} in Python)"
+           if need is not None
            else "no probed resolution gives a larger map (the model takes one input size)")
     raise AnalysisError(f"at {resolution} px {_name(model)} gives a {side[0]}x{side[1]} map; {analysis} needs at least "
                         f"{min_side}x{min_side} positions: {fix}")

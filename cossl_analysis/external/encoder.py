@@ -401,6 +401,15 @@ class ExternalEncoder(nn.Module):
         """(B, 3, H, W) pixels in [0, 1] -> (B, C') global representations: ``pool(self(x))``."""
         return self.pool(self(x))
 
+    def set_resolution(self, resolution: int) -> None:
+        """Evaluate at ``resolution`` px from now on (``resolution``, ``stride`` and the description follow);
+        one-line ``AnalysisError`` when the model does not run at that size."""
+        fmap, _, _ = self._probe(int(resolution))
+        h, w = int(fmap.shape[2]), int(fmap.shape[3])
+        self.resolution = int(resolution)
+        self.stride = self.resolution / max(1, min(h, w))
+        self._grid_text = f"{h}x{w} at {self.resolution} px"
+
     def map_size(self, resolution: int | None = None) -> tuple[int, int]:
         """(h, w) of the map of a ``resolution`` px image (default: ``self.resolution``), by probing."""
         fmap, _, _ = self._probe(int(resolution or self.resolution))

@@ -7,6 +7,7 @@ the session they share, and the runner (``run_analyses``, ``write_report``)."""
 from cossl_analysis.report import similarity  # noqa: F401
 from cossl_analysis.report import erf  # noqa: F401
 from cossl_analysis.report import patch_drop  # noqa: F401
+from cossl_analysis.report import co_objective  # noqa: F401
 from cossl_analysis.report import internal_corruption  # noqa: F401
 from cossl_analysis.report import corruption  # noqa: F401
 from cossl_analysis.report import adversarial  # noqa: F401

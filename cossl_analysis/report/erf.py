@@ -11,7 +11,7 @@ from cossl_analysis.config import ErfConfig
 from cossl_analysis.registry import analysis
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
-from cossl_analysis.report.session import FigureRef, Section, Session, Table, pm, pm_rows
+from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm_rows
 from cossl_analysis.viz.erf import plot_erf_comparison, plot_erf_means
 
 
@@ -46,7 +46,9 @@ def erf_section(session: Session) -> Section:
     show = min(cfg.show, cfg.images, len(session.data))
     images = session.data.pixels[:show]
     fig4, fig_mean = session.path("erf", "figure4.png"), session.path("erf", "erf_mean.png")
-    centres = {g: rf_centres(m.config, cfg.positions, images.shape[-1]) for g, m in first.items()}
+    # the theoretical receptive fields of the backbones the RF calculator knows (not external models)
+    centres = {g: rf_centres(m.config, cfg.positions, images.shape[-1]) for g, m in first.items()
+               if m.config is not None}
     save_figure(plot_erf_comparison(images, {g: np.asarray(records[m.label]["maps"])[:show] for g, m in first.items()},
                                     cfg.positions, centres=centres), fig4, dpi=100)
     save_figure(plot_erf_means({g: np.asarray(records[m.label]["maps"]).mean(axis=0) for g, m in first.items()},
@@ -66,6 +68,12 @@ def erf_section(session: Session) -> Section:
         tables=[Table("ERF RMS radius (px) per position", header, pm_rows(radius, digits=2))],
         files=["erf/erf.json", *[f"erf/{m.slug}_maps.npy" for m in session.models]],
         summary=per_model,
-        headline={g: {"ERF RMS radius (px)": pm([float(np.mean(seed)) for seed in r], digits=2)}
-                  for g, r in radius.items()},
+        metrics=[Metric("ERF RMS radius (px)", {m.label: _mean_radius(per_model[m.label]) for m in session.models},
+                        digits=2)],
     )
+
+
+def _mean_radius(record: dict[str, Any]) -> float | None:
+    """Mean RMS radius over the positions (None when every map is zero)."""
+    radii = [p["rms_radius"] for p in record["positions"] if p["rms_radius"] is not None]
+    return float(np.mean(radii)) if radii else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cossl_analysis.analyses.internal_corruption import STRENGTH_NAMES
@@ -9,7 +11,8 @@ from cossl_analysis.config import InternalCorruptionConfig
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import analysis
 from cossl_analysis.report.files import save_figure, write_json
-from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table, pm_rows
+from cossl_analysis.report.loading import Model
+from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, resolve_layer, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 
@@ -31,12 +34,17 @@ def internal_corruption_section(session: Session) -> Section:
     cfg = session.config.internal_corruption
     get = accuracy_of(session_sweeps(session, ("internal_corruption",)))
     layers = {resolve_layer(m.encoder, cfg.layer) or "the final feature map" for m in session.models}
-    panels, tables, headline, raw = [], [], {g: {} for g in session.groups()}, {}
+    n = len(session.data)
+    panels, tables, metrics, raw = [], [], [], {}
     for kind in cfg.kinds:
         s = list(cfg.strengths_of(kind))
 
-        def curve(m: object, kind: str = kind, s: list[float] = s) -> list[float]:
-            return [get(m.label, "internal_corruption", kind, strength=v) for v in s]  # type: ignore[attr-defined]
+        def curve(m: Model, kind: str = kind, s: list[float] = s) -> list[float]:
+            return [get(m.label, "internal_corruption", kind, strength=v) for v in s]
+
+        def average(m: Model, s: list[float] = s, curve: Callable[[Model], list[float]] = curve) -> float | None:
+            above = [a for a, v in zip(curve(m), s, strict=True) if v > 0]
+            return float(np.mean(above)) if above else None
 
         acc = session.per_group(curve)
         raw[kind] = {"strengths": s, "per_checkpoint": {m.label: curve(m) for m in session.models}}
@@ -46,13 +54,14 @@ def internal_corruption_section(session: Session) -> Section:
             mean, std = np.mean(seeds, axis=0), (np.std(seeds, axis=0, ddof=1) if len(seeds) > 1 else None)
             panel.series.append(Series(g, s, PCT * mean, None if std is None else PCT * std))
         panels.append(panel)
-        with_avg = {g: [[*seed, np.mean([a for a, v in zip(seed, s, strict=True) if v > 0] or [np.nan])]
-                        for seed in seeds] for g, seeds in acc.items()}
-        rows = pm_rows(with_avg, PCT, 1)
+        rows = [[g, *[pm([seed[t] for seed in seeds], PCT, 1, n) for t in range(len(s))],
+                 pm([average(m) for m in models], PCT, 1), session.probe_text(models)]
+                for (g, seeds), models in zip(acc.items(), session.groups().values(), strict=True)]
         tables.append(Table(f"internal {kind}: top-1 (%) per strength",
-                            ["group", *[f"{v:g}" for v in s], "average (s > 0)"], rows))
-        for row in rows:
-            headline[row[0]][f"internal {kind} avg (%)"] = row[-1]
+                            ["group", *[f"{v:g}" for v in s], "average (s > 0)", "probe"], rows, BINOMIAL_NOTE))
+        metrics.append(Metric(f"internal {kind} avg (%)",
+                              {m.label: None if average(m) is None else PCT * average(m)  # type: ignore[operator]
+                               for m in session.models}, digits=1))
     png = session.path("internal_corruption", "internal.png")
     save_figure(plot_panels(panels), png)
     write_json({"layer": sorted(layers), **raw}, session.path("internal_corruption", "internal.json"))
@@ -65,5 +74,5 @@ def internal_corruption_section(session: Session) -> Section:
               "internal-masking accuracy. Mean ± std over seeds."],
         figures=[FigureRef(session.rel(png), "accuracy against internal corruption strength")],
         tables=tables, files=["internal_corruption/internal.json", "robustness/robustness.csv"], summary=raw,
-        headline=headline,
+        metrics=metrics,
     )

@@ -1,14 +1,61 @@
-"""Report section: the large-crop study (clean accuracy against the pre-training c_min)."""
+"""Report section: the large-crop study (clean accuracy against the pre-training c_min; Figure 5's
+view): one curve per group and backbone (RF size), mean ± std over the seeds at each c_min."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from cossl_analysis.registry import analysis
 from cossl_analysis.report.files import save_figure, write_json
-from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table
+from cossl_analysis.report.loading import Model
+from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import clean_accuracy
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
+from cossl_train.paired import mean_std
+
+
+@dataclass
+class CropPoint:
+    """The seeds of one curve at one c_min."""
+
+    c_min: float
+    labels: list[str]
+    accuracy: list[float]
+
+    @property
+    def mean_std(self) -> tuple[float, float]:
+        return mean_std(self.accuracy)
+
+
+def rf_text(model: Model) -> str:
+    """The backbone and its receptive field, in words (one curve per RF size)."""
+    from cossl_train.backbones import backbone_info
+
+    cfg = model.config
+    assert cfg is not None
+    try:
+        rf = backbone_info(cfg.backbone.name, small_image=cfg.backbone.small_image, width=cfg.backbone.width,
+                           input_size=cfg.augment.resolution)["rf"]
+    except (KeyError, ValueError):  # a backbone the RF calculator does not know
+        return cfg.backbone.name
+    return f"RF {rf} px ({cfg.backbone.name})"
+
+
+def crop_curves(models: Sequence[Model], clean: Mapping[str, float]) -> dict[str, list[CropPoint]]:
+    """Curve name -> its points by increasing c_min: one curve per (group, backbone), named by the
+    group, and by the backbone's RF where the comparison has several backbones; external models
+    (no pre-training crop) are left out."""
+    trained = [m for m in models if not m.is_external]
+    several = len({m.backbone for m in trained}) > 1
+    curves: dict[str, dict[float, CropPoint]] = {}
+    for m in trained:
+        assert m.c_min is not None
+        name = f"{m.group}, {rf_text(m)}" if several else m.group
+        point = curves.setdefault(name, {}).setdefault(m.c_min, CropPoint(m.c_min, [], []))
+        point.labels.append(m.label)
+        point.accuracy.append(clean[m.label])
+    return {name: [points[c] for c in sorted(points)] for name, points in curves.items()}
 
 
 @analysis("large_crop", title="Large-crop study", needs_probe=True, groups=("robustness",),
@@ -16,30 +63,42 @@ from cossl_analysis.viz.panels import Panel, Series, plot_panels
           writes="`robustness/large_crop.png`, `robustness/large_crop.json`, `robustness/robustness.csv`")
 def large_crop_section(session: Session) -> Section:
     clean = clean_accuracy(session)
-    by_method: dict[str, list[tuple[float, float, str]]] = {}
-    for m in session.models:
-        by_method.setdefault(m.method, []).append((m.c_min, clean[m.label], m.label))
-    panel = Panel("clean top-1 against pre-training c_min", "pre-training minimum crop scale c_min",
-                  "top-1 accuracy (%)", hline=session.chance)
-    for method, rows in by_method.items():
-        c_values = sorted({c for c, _, _ in rows})
-        panel.series.append(Series(method, c_values, [PCT * np.mean([a for c, a, _ in rows if c == cv])
-                                                      for cv in c_values]))
+    curves = crop_curves(session.models, clean)
+    n = len(session.data)
+    panel = Panel("clean top-1 against pre-training c_min (band: std over seeds)",
+                  "pre-training minimum crop scale c_min", "top-1 accuracy (%)", hline=session.chance)
+    for name, points in curves.items():
+        stats = [p.mean_std for p in points]
+        spread = [PCT * s for _, s in stats] if any(len(p.accuracy) > 1 for p in points) else None
+        panel.series.append(Series(name, [p.c_min for p in points], [PCT * m for m, _ in stats], spread))
     png = session.path("robustness", "large_crop.png")
     save_figure(plot_panels([panel]), png)
-    single = {method: rows[0][0] for method, rows in by_method.items() if len({c for c, _, _ in rows}) == 1}
-    note = ("Each method has checkpoints at a single c_min, so there is no trend to read here; pass checkpoints "
-            "pre-trained with several augment.c_min values to see one." if len(single) == len(by_method) else
-            "Methods with a single c_min: " + ", ".join(f"{m} ({c:g})" for m, c in single.items()) + "."
-            if single else "")
-    table = Table("clean top-1 (%) per checkpoint", ["method", "c_min", "checkpoint", "clean top-1"],
-                  [[method, f"{c:g}", label, f"{PCT * a:.1f}"] for method, rows in by_method.items()
-                   for c, a, label in sorted(rows)], note)
-    write_json({method: [{"c_min": c, "clean": a, "label": label} for c, a, label in sorted(rows)]
-                for method, rows in by_method.items()}, session.path("robustness", "large_crop.json"))
+    single = {name: points[0].c_min for name, points in curves.items() if len(points) == 1}
+    note = BINOMIAL_NOTE
+    if curves and len(single) == len(curves):
+        note = ("Each curve has checkpoints at a single c_min, so there is no trend to read here; pass checkpoints "
+                "pre-trained with several augment.c_min values to see one. " + note)
+    elif single:
+        note = "Curves with a single c_min: " + ", ".join(f"{g} ({c:g})" for g, c in single.items()) + ". " + note
+    skipped = [m.label for m in session.models if m.is_external]
+    backbones = {m.backbone for m in session.models if not m.is_external}
+    by_label = {m.label: m for m in session.models}
+    table = Table("clean top-1 (%) per curve and c_min", ["curve", "c_min", "seeds", "checkpoints", "clean top-1",
+                                                           "probe"],
+                  [[name, f"{p.c_min:g}", str(len(p.labels)), ", ".join(p.labels), pm(p.accuracy, PCT, 1, n),
+                    session.probe_text([by_label[lab] for lab in p.labels])]
+                   for name, points in curves.items() for p in points], note)
+    write_json({name: [{"c_min": p.c_min, "labels": p.labels, "clean": p.accuracy, "mean": p.mean_std[0],
+                        "std": p.mean_std[1]} for p in points] for name, points in curves.items()},
+               session.path("robustness", "large_crop.json"))
     return Section(
         text=["Clean accuracy against the minimum crop scale augment.c_min each checkpoint was pre-trained with (read "
-              "from its config); checkpoints of one method at the same c_min are averaged."],
+              "from its config): one curve per group" + (" and backbone (RF size)" if len(backbones) > 1 else "")
+              + ", mean ± std over the seeds at each c_min."
+              + (f" External models have no pre-training crop and are left out: {', '.join(skipped)}." if skipped
+                 else "")],
         figures=[FigureRef(session.rel(png), "accuracy against pre-training c_min")], tables=[table],
         files=["robustness/large_crop.json", "robustness/robustness.csv"],
+        metrics=[Metric("probe top-1 (%)", {m.label: PCT * clean[m.label] for m in session.models}, digits=1,
+                        n_images=n)],
     )

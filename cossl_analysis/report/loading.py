@@ -9,8 +9,8 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,14 @@ from tqdm.auto import tqdm
 from cossl_analysis.errors import AnalysisError
 from cossl_train.checkpoint import CheckpointError, Pretrained, digest_weights, load_pretrained, probe_path
 from cossl_train.config import Config
+from cossl_train.encoder import pool_head
 from cossl_train.evaluate import pixels
 from cossl_train.methods import display_name
 from cossl_train.trainer import CHECKPOINT_NAME
 
 __all__ = [
     "CheckpointError",
+    "PROBE_KINDS",
     "EvalSet",
     "Model",
     "Pretrained",
@@ -63,49 +65,105 @@ def weights_fingerprint(*modules: nn.Module | None) -> str:
     return digest.hexdigest()
 
 
+#: what a probe is, whatever file it came from: probes of one kind are comparable
+PROBE_KINDS = {"online": "online probe", "fast": "linear probe (fast protocol)",
+               "standard": "linear probe (standard protocol)", "none": "none"}
+
+
 @dataclass
 class Model:
-    """One checkpoint ready for the analyses.
+    """One model ready for the analyses: a cossl checkpoint or an external model (a spec).
 
     Attributes:
         label: unique display name (``group``, told apart from the other seeds of the group).
         group: the configuration it is a seed of (user label or method display name).
-        pretrained: encoder, probe (may be None until ``ensure_probes``), config, epoch, path.
+        spec: the model as given (a checkpoint path or a ``torchvision:``/``timm:``/``MODULE:`` spec).
+        encoder: [0, 1] images -> feature map (an ``Encoder`` or an ``ExternalEncoder``).
+        probe: the linear probe on the global representation, or None.
         probe_source: where the probe comes from, in words (for the report).
+        probe_kind: a key of :data:`PROBE_KINDS` (online, fast, standard, none).
+        pretrained: the loaded checkpoint (cossl checkpoints only; None for external models).
+        probe_scores: what training a probe here measured (``probes.ensure_probes``), else None.
     """
 
     label: str
     group: str
-    pretrained: Pretrained
+    spec: str
+    encoder: nn.Module
+    probe: nn.Linear | None
     probe_source: str
+    probe_kind: str
+    pretrained: Pretrained | None = None
+    #: scores of a probe trained by this package (probe_top1, knn_top1 on the full evaluation split, n_val)
+    probe_scores: dict[str, float] | None = None
 
     @property
-    def path(self) -> Path:
-        return self.pretrained.path
+    def is_external(self) -> bool:
+        return self.pretrained is None
 
     @property
-    def config(self) -> Config:
-        return self.pretrained.config
+    def source(self) -> str:
+        """The checkpoint file, or the spec of an external model (for messages and tables)."""
+        return self.spec if self.pretrained is None else str(self.pretrained.path)
 
     @property
-    def encoder(self) -> nn.Module:
-        return self.pretrained.encoder
+    def path(self) -> Path | None:
+        """The checkpoint file (None for an external model)."""
+        return None if self.pretrained is None else self.pretrained.path
 
     @property
-    def probe(self) -> nn.Linear | None:
-        return self.pretrained.probe
+    def config(self) -> Config | None:
+        """The checkpoint's config (None for an external model)."""
+        return None if self.pretrained is None else self.pretrained.config
 
     @property
     def method(self) -> str:
-        return display_name(self.config.method.name)
+        return "external model" if self.pretrained is None else display_name(self.pretrained.config.method.name)
 
     @property
-    def c_min(self) -> float:
-        return float(self.config.augment.c_min)
+    def method_name(self) -> str | None:
+        """The config's method name (``co_byol``), None for an external model."""
+        return None if self.pretrained is None else self.pretrained.config.method.name
+
+    @property
+    def backbone(self) -> str:
+        return self.spec.partition("@")[0] if self.pretrained is None else self.pretrained.config.backbone.name
+
+    @property
+    def c_min(self) -> float | None:
+        return None if self.pretrained is None else float(self.pretrained.config.augment.c_min)
+
+    @property
+    def seed(self) -> int | None:
+        """The pre-training seed (``train.seed``): what pairs the seeds of two groups."""
+        return None if self.pretrained is None else int(self.pretrained.config.train.seed)
+
+    @property
+    def epoch(self) -> int | None:
+        return None if self.pretrained is None else int(self.pretrained.epoch)
 
     @property
     def resolution(self) -> int:
-        return int(self.config.augment.resolution)
+        if self.pretrained is None:
+            return int(self.encoder.resolution)
+        return int(self.pretrained.config.augment.resolution)
+
+    @property
+    def global_description(self) -> str:
+        """The global representation in words (figures name it)."""
+        text = getattr(self.encoder, "global_description", None)
+        if text is not None:
+            return str(text)
+        return "spatial mean of the map" + ("" if isinstance(pool_head(self.encoder), nn.Identity)
+                                            else ", then the pool MLP")
+
+    @property
+    def description(self) -> str:
+        """Where the local and global representations come from, in words."""
+        text = getattr(self.encoder, "description", None)
+        if text is not None:
+            return str(text)
+        return f"local = the {self.backbone} feature map; global = {self.global_description}"
 
     @property
     def slug(self) -> str:
@@ -115,66 +173,127 @@ class Model:
     @functools.cached_property
     def classifier(self) -> nn.Module:
         """encoder + pooling (its head included) + probe: [0, 1] images -> logits."""
-        return self.pretrained.classifier()
+        if self.probe is None:
+            raise AnalysisError(f"{self.source} has no linear probe")
+        from cossl_analysis.analyses.accuracy import ProbeClassifier
+
+        return ProbeClassifier(self.encoder, self.probe)
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Hash of the encoder and probe weights: what a cached result of this model depends on."""
-        return weights_fingerprint(self.encoder, self.probe)
+        """Hash of the encoder and probe weights (and, for an external model, of where its map and
+        global representation come from): what a cached result of this model depends on."""
+        digest = weights_fingerprint(self.encoder, self.probe)
+        if self.pretrained is not None:
+            return digest
+        choice = f"{getattr(self.encoder, 'map_description', '')}|{getattr(self.encoder, 'global_description', '')}"
+        return hashlib.blake2b(f"{digest}|{choice}".encode(), digest_size=16).hexdigest()
+
+    def with_probe(self, probe: nn.Linear, source: str, kind: str) -> Model:
+        """The same model scored with another probe."""
+        pretrained = None if self.pretrained is None else replace(self.pretrained, probe=probe)
+        return replace(self, probe=probe, probe_source=source, probe_kind=kind, pretrained=pretrained)
 
 
-def unique_labels(groups: Sequence[str], pretrained: Sequence[Pretrained]) -> list[str]:
-    """Labels telling apart checkpoints of the same group: by pre-training ``c_min`` where that
-    differs within the group, then by ``train.seed``, then by run folder, then by position (``#k``)."""
+def unique_labels(groups: Sequence[str], models: Sequence[Any]) -> list[str]:
+    """Labels telling apart models of the same group: by pre-training ``c_min`` where that differs
+    within the group, then by ``train.seed``, then by run folder (or spec), then by position (``#k``).
+    ``models`` are :class:`Pretrained` checkpoints or spec strings of external models."""
     labels = list(groups)
-    tellers = (
-        lambda p: f"c_min={p.config.augment.c_min:g}",
-        lambda p: f"seed={p.config.train.seed}",
-        lambda p: f"({p.path.parent.name})",
-    )
-    for teller in tellers:
-        told = [teller(p) for p in pretrained]
+
+    def teller(how: int) -> Callable[[Any], str]:
+        def tell(p: Any) -> str:
+            if isinstance(p, str):  # an external model: only its spec tells it apart
+                return "" if how < 2 else f"({p})"
+            return (f"c_min={p.config.augment.c_min:g}", f"seed={p.config.train.seed}", f"({p.path.parent.name})")[how]
+        return tell
+
+    for how in range(3):
+        told = [teller(how)(p) for p in models]
         values: dict[str, set[str]] = {}
         for lab, t in zip(labels, told, strict=True):
             values.setdefault(lab, set()).add(t)
-        labels = [f"{lab} {t}" if labels.count(lab) > 1 and len(values[lab]) > 1 else lab
+        labels = [f"{lab} {t}" if labels.count(lab) > 1 and len(values[lab]) > 1 and t else lab
                   for lab, t in zip(labels, told, strict=True)]
     repeated = {lab for lab in labels if labels.count(lab) > 1}
     return [f"{lab} #{k + 1}" if lab in repeated else lab for k, lab in enumerate(labels)]
 
 
-def _probe_source(pre: Pretrained) -> str:
-    """Which probe ``load_pretrained`` chose, in the report's words."""
+def probe_kind(pre: Pretrained) -> str:
+    """The kind (a key of :data:`PROBE_KINDS`) of the probe ``load_pretrained`` chose."""
     if pre.probe is None:
         return "none"
     if pre.probe_source.startswith("offline"):
-        return f"offline linear probe ({probe_path(pre.path).name})"
-    return "online probe (trained during pre-training)"
+        return "standard" if "standard" in pre.probe_source else "fast"
+    return "online"
+
+
+def _probe_source(pre: Pretrained) -> str:
+    """Which probe ``load_pretrained`` chose, in the report's words."""
+    kind = probe_kind(pre)
+    if kind == "none":
+        return "none"
+    if kind == "online":
+        return "online probe (trained during pre-training)"
+    return f"offline {PROBE_KINDS[kind]} by cossl-train linear-probe ({probe_path(pre.path).name})"
+
+
+def _cossl_model(spec: str, pre: Pretrained, label: str, group: str) -> Model:
+    return Model(label, group, spec, pre.encoder, pre.probe, _probe_source(pre), probe_kind(pre), pre)
 
 
 def load_models(
     paths: Sequence[str | os.PathLike[str]],
     labels: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
+    *,
+    layer: str | None = None,
+    global_pool: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    resolution: int | None = None,
 ) -> list[Model]:
-    """Load checkpoints; ``labels`` (one per checkpoint, may repeat) name their groups.
+    """Load models: cossl checkpoints (files or run folders) and model specs (``torchvision:NAME[@WEIGHTS]``,
+    ``timm:NAME[@WEIGHTS]``, ``MODULE:FUNCTION[@WEIGHTS]``, see ``cossl_analysis.external``);
+    ``labels`` (one per model, may repeat) name their groups.
 
-    The probe may be missing (see ``cossl_analysis.probes.ensure_probes``).
+    ``layer``, ``global_pool``, ``mean``, ``std`` apply to every external model; ``resolution`` is
+    their evaluation side (default: the first checkpoint's resolution, else each model's own).
+    Probes may be missing (``cossl_analysis.report.probes.ensure_probes`` trains them).
     """
+    from cossl_analysis.external import load_external, parse_spec
+
     if not paths:
-        raise AnalysisError("give at least one checkpoint")
+        raise AnalysisError("give at least one checkpoint or model spec")
     if labels is not None and len(labels) != len(paths):
         raise AnalysisError(f"--labels gives {len(labels)} labels for {len(paths)} checkpoints")
-    pretrained = [load_checkpoint(p, device) for p in paths]
-    groups = list(labels) if labels is not None else [display_name(p.config.method.name) for p in pretrained]
-    return [Model(label, group, pre, _probe_source(pre))
-            for label, group, pre in zip(unique_labels(groups, pretrained), groups, pretrained, strict=True)]
+    specs = [parse_spec(str(p)) if isinstance(p, str) else parse_spec(os.fspath(p)) for p in paths]
+    loaded: dict[int, Pretrained] = {i: load_checkpoint(s.text, device) for i, s in enumerate(specs)
+                                     if s.kind == "cossl"}
+    if resolution is None and loaded:
+        resolution = int(next(iter(loaded.values())).config.augment.resolution)
+    encoders = {i: load_external(s, layer=layer, global_pool=global_pool, mean=mean, std=std,  # type: ignore[arg-type]
+                                 resolution=resolution, device=device)
+                for i, s in enumerate(specs) if s.kind != "cossl"}
+    items: list[Any] = [loaded[i] if i in loaded else specs[i].text for i in range(len(specs))]
+    groups = list(labels) if labels is not None else [
+        display_name(loaded[i].config.method.name) if i in loaded else specs[i].text.partition("@")[0]
+        for i in range(len(specs))]
+    out = []
+    for i, (label, group) in enumerate(zip(unique_labels(groups, items), groups, strict=True)):
+        if i in loaded:
+            out.append(_cossl_model(specs[i].text, loaded[i], label, group))
+        else:
+            out.append(Model(label, group, specs[i].text, encoders[i], None, "none (an external model)", "none"))
+    return out
 
 
 def check_resolutions(models: Sequence[Model]) -> None:
-    """One-line error when the checkpoints were trained at different resolutions (one shared image set)."""
-    if len({m.resolution for m in models}) > 1:
-        which = ", ".join(f"{m.label}: {m.resolution} px" for m in models)
+    """One-line error when the checkpoints were trained at different resolutions (one shared image set);
+    external models run at the evaluation resolution."""
+    trained = [m for m in models if not m.is_external]
+    if len({m.resolution for m in trained}) > 1:
+        which = ", ".join(f"{m.label}: {m.resolution} px" for m in trained)
         raise AnalysisError(f"the checkpoints were trained at different resolutions ({which}); every analysis uses "
                             "one evaluation set, so compare checkpoints of the same augment.resolution")
 
@@ -191,6 +310,7 @@ class EvalSet:
         description: where they come from, in words.
         split: ``"val"`` or ``"held-out"``.
         skipped: unreadable images dropped.
+        classes: number of classes of the dataset (0: unknown, then the labels' maximum + 1).
     """
 
     images: Tensor
@@ -200,6 +320,7 @@ class EvalSet:
     description: str
     split: str = "val"
     skipped: int = 0
+    classes: int = 0
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -215,7 +336,10 @@ class EvalSet:
 
     @property
     def num_classes(self) -> int:
-        return 0 if self.labels is None else int(self.labels.max()) + 1
+        """Classes of the dataset (not only those among these images): chance is 1 / this."""
+        if self.labels is None:
+            return 0
+        return max(self.classes, int(self.labels.max()) + 1)
 
     @functools.cached_property
     def pixels(self) -> Tensor:
@@ -248,8 +372,8 @@ def load_eval_set(cfg: Config, n_images: int = 0, seed: int = 0, progress: bool 
     _, val = eval_splits(cfg.data, cfg.augment)
     where = f" at {cfg.data.val_root or cfg.data.root}" if cfg.data.dataset == "imagefolder" else ""
     held_out = isinstance(val, Subset)  # eval_splits holds out training images when there is no split
-    description = (f"{cfg.data.dataset}{where}, "
-                   f"{'10% held out of the training images' if held_out else 'validation split'}")
+    split = "about 10% of the training images, held out by a hash of each file path" if held_out else "validation split"
+    description = f"{cfg.data.dataset}{where}, {split}"
     split_size = len(val)  # type: ignore[arg-type]
     indices: list[int] | None = None
     if 0 < n_images < split_size:
@@ -268,7 +392,16 @@ def load_eval_set(cfg: Config, n_images: int = 0, seed: int = 0, progress: bool 
         raise AnalysisError(f"the evaluation set ({description}) has no readable image")
     label_tensor = torch.cat(labels).to(torch.int64)
     return EvalSet(torch.cat(images), None if (label_tensor < 0).any() else label_tensor, indices, split_size,
-                   description, "held-out" if held_out else "val", skipped)
+                   description, "held-out" if held_out else "val", skipped, _num_classes(val))
+
+
+def _num_classes(dataset: Any) -> int:
+    """The class count of a dataset (through Subset wrappers), 0 when it does not say."""
+    from torch.utils.data import Subset
+
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return len(getattr(dataset, "classes", None) or [])
 
 
 def _open_image(spec: str | Path) -> Any:

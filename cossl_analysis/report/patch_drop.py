@@ -6,30 +6,72 @@ from typing import Any
 
 from cossl_analysis.analyses.patch_drop import PatchDropResult, patch_drop_from_features
 from cossl_analysis.config import PatchDropConfig
+from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import analysis
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
-from cossl_analysis.report.session import PCT, FigureRef, Section, Session, Table, pm, pm_rows, seed_curves
+from cossl_analysis.report.session import (
+    BINOMIAL_NOTE,
+    PCT,
+    FigureRef,
+    Metric,
+    Section,
+    Session,
+    Table,
+    pm_rows,
+    seed_curves,
+)
 from cossl_analysis.viz.patch_drop import dropped_axis, plot_patch_drop
 from cossl_train.encoder import pool_head
 
 
-@analysis("patch_drop", title="Patch dropping", config=PatchDropConfig,
+def _check(session: Session) -> None:
+    from cossl_analysis.external import require_poolable_subsets
+
+    session.require_map("patch dropping")
+    for m in session.models:
+        try:
+            require_poolable_subsets(m.encoder)
+        except AnalysisError as err:
+            raise AnalysisError(f"{m.label}: {err}".replace("load it with global_pool='mean'",
+                                                            "pass external.global_pool=mean")) from None
+
+
+def last_point_name(result: PatchDropResult) -> str:
+    """The last fraction in words: "all but one" only where it really keeps one position."""
+    if result.all_but_one[-1]:
+        return "all but one"
+    return f"{result.num_dropped[-1]} of {result.num_positions} ({result.fraction_dropped[-1]:.0%})"
+
+
+def drop_params(session: Session, accuracy: bool) -> dict[str, Any]:
+    cfg = session.config.patch_drop
+    return {"fractions": list(cfg.fractions), "mode": cfg.mode, "order": cfg.order, "seed": session.config.seed,
+            "accuracy": accuracy}
+
+
+def drop_result(session: Session, m: Model, accuracy: bool | None = None) -> dict[str, Any]:
+    """The patch-drop analysis of ``m`` with the run's settings (stored); ``accuracy`` (default:
+    ``patch_drop.accuracy``) scores the probe too."""
+    cfg = session.config.patch_drop
+    accuracy = cfg.accuracy if accuracy is None else accuracy
+
+    def compute() -> dict[str, Any]:
+        return patch_drop_from_features(
+            session.features(m)[1], cfg.fractions, cfg.mode, cfg.order, session.config.seed,  # type: ignore[arg-type]
+            pool_head(m.encoder), m.probe if accuracy else None, session.data.labels if accuracy else None,
+            session.feature_map(m), session.config.batch_size).to_dict()
+
+    return session.cached(m, "patch_drop", drop_params(session, accuracy), compute)
+
+
+@analysis("patch_drop", title="Patch dropping", config=PatchDropConfig, check=_check,
           needs_probe=lambda cfg: cfg.patch_drop.accuracy, without_probe="patch_drop.accuracy=false",
           help="global representation and probe accuracy as local representations are dropped",
           writes="`patch_drop/patch_drop.png`, `patch_drop/patch_drop.json`")
 def patch_drop_section(session: Session) -> Section:
-    cfg, seed = session.config.patch_drop, session.config.seed
-    params = {"fractions": list(cfg.fractions), "mode": cfg.mode, "order": cfg.order, "seed": seed,
-              "accuracy": cfg.accuracy}
-
-    def compute(m: Model) -> dict[str, Any]:
-        return patch_drop_from_features(
-            session.features(m)[1], cfg.fractions, cfg.mode, cfg.order, seed,  # type: ignore[arg-type]
-            pool_head(m.encoder), m.probe if cfg.accuracy else None, session.data.labels if cfg.accuracy else None,
-            session.feature_map(m), session.config.batch_size).to_dict()
-
-    results = {m.label: session.cached(m, "patch_drop", params, lambda m=m: compute(m)) for m in session.models}
+    cfg = session.config.patch_drop
+    results = {m.label: drop_result(session, m) for m in session.models}
     means, stds = seed_curves(results, session, ("cosine_mean", "accuracy"))
     spread = session.spread_name("std over images")
     png = session.path("patch_drop", "patch_drop.png")
@@ -38,18 +80,26 @@ def patch_drop_section(session: Session) -> Section:
     save_figure(plot_patch_drop(curves, bands, spread), png)
     write_json({"per_checkpoint": results, "per_group_mean": means, "per_group_std": stds},
                session.path("patch_drop", "patch_drop.json"))
-    _, names = dropped_axis(PatchDropResult.from_dict(next(iter(results.values()))))
+    some = PatchDropResult.from_dict(next(iter(results.values())))
+    _, names = dropped_axis(some)
+    last = last_point_name(some)
     cos = session.per_group(lambda m: results[m.label]["cosine_mean"])
     tables = [Table("cosine to the intact global representation", ["group", *names], pm_rows(cos))]
-    headline = {g: {"cosine, all but one dropped": pm([seed[-1] for seed in v])} for g, v in cos.items()}
+    metrics = [Metric(f"cosine, {last} dropped", {m.label: results[m.label]["cosine_mean"][-1]
+                                                   for m in session.models})]
     if cfg.accuracy:
         acc = session.per_group(lambda m: results[m.label]["accuracy"])
-        tables.append(Table("linear-probe top-1 (%)", tables[0].header, pm_rows(acc, PCT, 1)))
+        probes = {g: session.probe_text(models) for g, models in session.groups().items()}
+        rows = [[*row, probes[row[0]]] for row in pm_rows(acc, PCT, 1, len(session.data))]
+        tables.append(Table("linear-probe top-1 (%)", [*tables[0].header, "probe"], rows, BINOMIAL_NOTE))
+    globals_used = "; ".join(sorted({m.global_description for m in session.models}))
+    last_text = ("the last point is 'all but one'" if some.all_but_one[-1] else
+                 f"patch_drop.fractions ends below 1, so the last point drops {last} positions")
     return Section(
         text=[f"A fraction of the local representations is dropped after the encoder ({cfg.mode} order) and the "
-              "global representation is pooled again from the kept positions. The x axis is the fraction actually "
-              "dropped, k / P (at least one position is always kept: the last point is 'all but one'). Band: "
+              f"global representation ({globals_used}) is pooled again from the kept positions. The x axis is the "
+              f"fraction actually dropped, k / P (at least one position is always kept; {last_text}). Band: "
               f"{spread}; tables: mean ± std over seeds."],
         figures=[FigureRef(session.rel(png), "cosine and probe accuracy against the fraction dropped")],
-        tables=tables, files=["patch_drop/patch_drop.json"], summary={"per_checkpoint": results}, headline=headline,
+        tables=tables, files=["patch_drop/patch_drop.json"], summary={"per_checkpoint": results}, metrics=metrics,
     )

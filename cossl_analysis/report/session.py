@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,13 @@ from torch import Tensor
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report.loading import EvalSet, Model, check_resolutions, load_eval_set, load_models
+from cossl_analysis.report.paired import Metric
 from cossl_analysis.report.store import ResultStore
-from cossl_train.paired import mean_std
+from cossl_train.config import Config
+from cossl_train.paired import binomial_error, mean_std
 
-__all__ = ["PCT", "FigureRef", "Section", "Session", "Table", "open_session", "pm", "pm_rows", "seed_curves"]
+__all__ = ["BINOMIAL_NOTE", "PCT", "FigureRef", "Metric", "Section", "Session", "Table", "evaluation_config",
+           "open_session", "pm", "pm_rows", "seed_curves"]
 
 PCT = 100.0  # accuracies are stored as fractions, shown in %
 
@@ -49,25 +53,36 @@ class Table:
 @dataclass
 class Section:
     """What one analysis contributes to the report: paragraphs, figures, tables, raw-number files
-    (relative to the output folder), its numbers (``summary``, JSON-able) and per group the few
-    numbers of the report's summary table (``headline``). ``key`` and ``title`` come from the registry."""
+    (relative to the output folder), its numbers (``summary``, JSON-able) and the few numbers of the
+    report's summary table, per model (``metrics``: the summary gives them per group and paired where
+    groups meet). ``key`` and ``title`` come from the registry."""
 
     text: list[str] = field(default_factory=list)
     figures: list[FigureRef] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    headline: dict[str, dict[str, str]] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)
     key: str = ""
     title: str = ""
 
 
-def pm(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
-    """``mean ± std`` over the seeds (just the value for one seed), times ``scale``."""
+#: the note under every table with accuracies
+BINOMIAL_NOTE = ("A single seed's accuracy shows its binomial error, sqrt(p (1 - p) / n) over the n evaluation "
+                 "images; several seeds show mean ± std over the seeds.")
+
+
+def pm(values: Sequence[float | None], scale: float = 1.0, digits: int = 3, n_images: int | None = None) -> str:
+    """``mean ± std`` over the seeds, times ``scale``; one seed: just the value, or with ``n_images``
+    (an accuracy, as a fraction) its binomial error over that many images."""
     mean, std = mean_std(values)
     if np.isnan(mean):
         return "-"
-    return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if len(values) > 1 else "")
+    if len([v for v in values if v is not None]) > 1:
+        return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+    if n_images:
+        return f"{scale * mean:.{digits}f} (± {scale * binomial_error(mean, n_images):.{digits}f} binomial)"
+    return f"{scale * mean:.{digits}f}"
 
 
 @dataclass
@@ -87,6 +102,10 @@ class Session:
     _features: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
     #: every sweep point read or computed in this run: (label, sweep, setting, level) -> record
     accuracy_records: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: what a section makes once per run and keeps for itself (co_objective's second view)
+    scratch: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the config the evaluation images come from (its data, augment and eval sections)
+    eval_config: Config | None = None
 
     def groups(self) -> dict[str, list[Model]]:
         """Group -> its checkpoints (the seeds), in the order given."""
@@ -98,6 +117,27 @@ class Session:
     def per_group(self, value: Callable[[Model], Any]) -> dict[str, list[Any]]:
         """Group -> the value of each of its seeds."""
         return {group: [value(m) for m in models] for group, models in self.groups().items()}
+
+    def probe_text(self, models: Sequence[Model]) -> str:
+        """The kind(s) of probe the models are scored with, in words (tables name it)."""
+        from cossl_analysis.report.loading import PROBE_KINDS
+
+        return ", ".join(sorted({PROBE_KINDS[m.probe_kind] for m in models}))
+
+    def require_map(self, analysis: str) -> None:
+        """Refuse (one line, naming the model and a resolution that works) a map of fewer than 2x2
+        positions at the evaluation resolution: there the one local representation is the global one."""
+        from cossl_analysis.external import require_map_size
+
+        for m in self.models:
+            try:
+                require_map_size(m.encoder, int(self.data.images.shape[-1]), analysis)
+            except AnalysisError as err:
+                text = str(err)
+                if any(not x.is_external for x in self.models):  # a checkpoint's images: the data override
+                    text = re.sub(r"\(external\.resolution=(\d+), or resolution=\d+ in Python\)",
+                                  r"(augment.resolution=\1)", text)
+                raise AnalysisError(f"{m.label} ({m.source}): {text}" if m.source not in text else text) from None
 
     def spread_name(self, single: str) -> str:
         """What a band shows: the std over seeds when a group has several, else ``single``."""
@@ -142,43 +182,77 @@ class Session:
         return str(path.relative_to(self.out))
 
 
+def evaluation_config(models: Sequence[Model], overrides: Sequence[str] = (), resolution: int | None = None) -> Config:
+    """The config whose data and augment sections pick the evaluation images: the first cossl
+    checkpoint's, else the defaults (the embedded digit scenes) at the first external model's
+    resolution; then the ``overrides`` (data.*, augment.*, eval.*)."""
+    from cossl_train.config import Config, apply_overrides
+
+    trained = [m for m in models if not m.is_external]
+    if trained:
+        base = trained[0].config
+        assert base is not None
+        if resolution is not None and resolution != trained[0].resolution:
+            raise AnalysisError(f"external.resolution={resolution} differs from the {trained[0].resolution} px the "
+                                f"checkpoint {trained[0].source} was trained at; every model is evaluated on the same "
+                                "images, so leave external.resolution out when a checkpoint is in the comparison")
+    else:
+        base = apply_overrides(Config(), [f"augment.resolution={resolution or models[0].resolution}"])
+    return apply_overrides(base, list(overrides), sections=OVERRIDE_SECTIONS)
+
+
 def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig, overrides: Sequence[str] = (),
-                 labels: Sequence[str] | None = None, need_probes: bool = False, progress: bool = True) -> Session:
-    """Load the checkpoints, probes where asked, and the evaluation images: the validation split of
-    the *first* checkpoint's data config with ``overrides`` (data.*, augment.*, eval.*) applied."""
-    from cossl_analysis.report.probes import ensure_probes
-    from cossl_train.config import apply_overrides
+                 labels: Sequence[str] | None = None, need_probes: bool = False, progress: bool = True,
+                 probe_for: str = "an analysis of this command", without_probe: str = "",
+                 before_probes: Callable[[Session], None] | None = None) -> Session:
+    """Load the models (checkpoints and model specs), the evaluation images (:func:`evaluation_config`)
+    and, where asked, train probes; ``probe_for`` names what needs a probe, ``without_probe`` the
+    setting that would spare it, and ``before_probes`` refuses what it must before any probe is
+    trained (the analyses' checks)."""
+    from cossl_analysis.report.probes import check_probe_kinds, ensure_probes
     from cossl_train.runtime import resolve_device
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device, key="device")
-    models = load_models(paths, labels, device)
+    ext = config.external
+    models = load_models(paths, labels, device, layer=ext.layer, global_pool=ext.global_pool, mean=ext.mean,
+                         std=ext.std, resolution=ext.resolution)
     check_resolutions(models)
-    cfg = apply_overrides(models[0].config, list(overrides), sections=OVERRIDE_SECTIONS)
-    if need_probes and not config.train_probe:
-        _require_probe_files(models)
+    cfg = evaluation_config(models, overrides, ext.resolution)
+    for m in models:  # external models run at the evaluation images' side (their descriptions say so)
+        if m.is_external and m.resolution != cfg.augment.resolution:
+            m.encoder.set_resolution(cfg.augment.resolution)  # type: ignore[operator]
+    if need_probes:
+        if config.train_probe == "false":
+            _require_probe_files(models, probe_for, without_probe)
+        check_probe_kinds(models, config.train_probe, cfg.eval.linear_protocol, config.mixed_probes)
     data = load_eval_set(cfg, config.images, config.seed, progress)
-    out.mkdir(parents=True, exist_ok=True)
-    if need_probes and config.train_probe:
-        models = ensure_probes(models, cfg, out / "probes", device, progress)
     if config.robustness.cache_dir is None:  # a copy: the caller's config stays as given
         robustness = dataclasses.replace(config.robustness, cache_dir=str(out / "corruption_cache"))
         config = dataclasses.replace(config, robustness=robustness)
-    return Session(models, data, config, out, ResultStore(out / "cells.json"), device, list(overrides), progress)
+    session = Session(models, data, config, out, ResultStore(out / "cells.json"), device, list(overrides), progress,
+                      eval_config=cfg)
+    if before_probes is not None:
+        before_probes(session)
+    out.mkdir(parents=True, exist_ok=True)
+    if need_probes and config.train_probe != "false":
+        session.models = ensure_probes(models, cfg, out / "probes", device, progress, config.train_probe)
+    return session
 
 
-def _require_probe_files(models: Sequence[Model]) -> None:
-    """Refuse probe-less checkpoints before any image is loaded (the full checks follow in preflight)."""
-    for m in models:
-        if m.probe is None:
-            raise AnalysisError(f"{m.path} has no linear probe; run `cossl-train linear-probe {m.path}` first "
-                                "or pass train_probe=true")
+def _require_probe_files(models: Sequence[Model], what: str, without: str = "") -> None:
+    """Refuse probe-less models before any image is loaded (the full checks follow in preflight)."""
+    from cossl_analysis.report.probes import require_probes
+
+    require_probes(models, None, what, without)
 
 
-def pm_rows(values: dict[str, list[Sequence[float]]], scale: float = 1.0, digits: int = 3) -> list[list[str]]:
-    """One row per group: the group, then mean ± std over its seeds of each column."""
-    return [[g, *[pm([seed[t] for seed in seeds], scale, digits) for t in range(len(seeds[0]))]]
+def pm_rows(values: dict[str, list[Sequence[float]]], scale: float = 1.0, digits: int = 3,
+            n_images: int | None = None) -> list[list[str]]:
+    """One row per group: the group, then mean ± std over its seeds of each column (``n_images``:
+    accuracies, a single seed with its binomial error)."""
+    return [[g, *[pm([seed[t] for seed in seeds], scale, digits, n_images) for t in range(len(seeds[0]))]]
             for g, seeds in values.items()]
 
 

@@ -32,9 +32,9 @@ class ResultStore:
         self.path = Path(path)
         self.array_dir = self.path.with_suffix("")
         self.records: dict[str, dict[str, Any]] = {}
-        #: records written and records found by this process (for the report's "computed / reused")
+        #: records written by this process (the report's "computed")
         self.puts = 0
-        self.hits = 0
+        self._reused: set[str] = set()
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text())
@@ -44,6 +44,19 @@ class ResultStore:
                 raise AnalysisError(f"{self.path} is not a cossl-analysis result store; use another --out")
             if data.get("version") == _VERSION:  # an older version is recomputed, not misread
                 self.records = dict(data.get("cells", {}))
+        #: the keys earlier runs left: only these count as reused
+        self._earlier = frozenset(self.records)
+
+    @property
+    def reused(self) -> int:
+        """Distinct results of earlier runs read by this process (a result computed in this run and
+        read again later in it is not reused)."""
+        return len(self._reused)
+
+    def note_hit(self, key: str) -> None:
+        """Count ``key`` as reused if an earlier run stored it."""
+        if key in self._earlier:
+            self._reused.add(key)
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
@@ -81,7 +94,7 @@ class ResultStore:
         """(the record under ``key``, computed and stored first if missing; whether it was reused)."""
         found = self.get(key)
         if found is not None:
-            self.hits += 1
+            self.note_hit(key)
             return found, True
         record = compute()
         self.put(key, record)

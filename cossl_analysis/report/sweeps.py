@@ -21,7 +21,7 @@ from cossl_analysis.analyses.corruption import corrupt_batch
 from cossl_analysis.analyses.internal_corruption import corrupted
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.report.loading import EvalSet, Model
+from cossl_analysis.report.loading import PROBE_KINDS, EvalSet, Model
 from cossl_analysis.report.store import ResultStore
 from cossl_train.atomic import atomic_write_text
 
@@ -31,16 +31,19 @@ if TYPE_CHECKING:
 __all__ = ["SweepPoint", "SweepResult", "accuracy_of", "check_dependencies", "clean_accuracy", "compute_point",
            "plan_points", "resolve_layer", "run_sweeps", "session_sweeps"]
 
-#: the intermediate map of ``layer="auto"``: the last-but-one stage of the ResNet-style backbones
-AUTO_LAYER = "backbone.layer3"
+#: the intermediate map of ``layer="auto"``: the last-but-one stage of a ResNet, in a cossl encoder
+#: and in an external (torchvision or timm) one
+AUTO_LAYERS = ("backbone.layer3", "net.layer3")
+AUTO_LAYER = AUTO_LAYERS[0]
 
 
 def resolve_layer(encoder: nn.Module, layer: str) -> str:
-    """The submodule name that ``layer`` means for ``encoder`` (``auto``: ``backbone.layer3`` when the
-    encoder has it, else "" = the final feature map); one-line error for a name it does not have."""
+    """The submodule name that ``layer`` means for ``encoder`` (``auto``: the first of
+    :data:`AUTO_LAYERS` the encoder has, else "" = the final feature map); one-line error for a
+    name it does not have."""
     names = [n for n, _ in encoder.named_modules()]
     if layer == "auto":
-        return AUTO_LAYER if AUTO_LAYER in names else ""
+        return next((n for n in AUTO_LAYERS if n in names), "")
     if layer not in names:
         shallow = [n for n in names if n and n.count(".") <= 1]
         hint = ", ".join(["'' (the output)", *shallow[:12]]) + (", ..." if len(shallow) > 12 else "")
@@ -178,7 +181,7 @@ def run_sweeps(models: Sequence[Model], data: EvalSet, cfg: AnalysisConfig, stor
                 key = keys[(i, point)]
                 bar.update(1)
                 if key in store:  # finished earlier, or by a model with identical weights
-                    store.hits += 1
+                    store.note_hit(key)
                     continue
                 bar.set_postfix_str(f"{model.label}: {point.sweep} {point.setting} {point.level or ''}", refresh=True)
                 images = _corrupted_set(point, data, cfg, memo) if point.sweep == "corruption" else None
@@ -187,21 +190,22 @@ def run_sweeps(models: Sequence[Model], data: EvalSet, cfg: AnalysisConfig, stor
                 if not (isinstance(value, float) and 0.0 <= value <= 1.0):  # NaN fails too
                     raise RuntimeError(f"point {key} gave accuracy {value!r}")
                 store.put(key, {"accuracy": value, "n_images": len(data), "seconds": time.perf_counter() - t0,
-                                "first_label": model.label, "first_checkpoint": str(model.path)})
+                                "first_label": model.label, "first_checkpoint": model.source})
                 computed += 1
     finally:
         bar.close()
-    records = [{"checkpoint": str(model.path), "label": model.label, "group": model.group, "method": model.method,
-                "c_min": model.c_min, "sweep": point.sweep, "setting": point.setting, **point.columns(),
-                "accuracy": store.records[keys[(i, point)]]["accuracy"], "n_images": len(data)}
+    records = [{"checkpoint": model.source, "label": model.label, "group": model.group, "method": model.method,
+                "c_min": model.c_min, "probe": PROBE_KINDS[model.probe_kind], "sweep": point.sweep,
+                "setting": point.setting, **point.columns(), "accuracy": store.records[keys[(i, point)]]["accuracy"],
+                "n_images": len(data)}
                for point in points for i, model in enumerate(models)]
     return SweepResult(list(models), data, cfg, records, computed, len(keys) - computed,
                        time.perf_counter() - start)
 
 
 # The robustness.csv columns: every accuracy point of the run, long format
-CSV_COLUMNS = ("checkpoint", "label", "group", "method", "c_min", "sweep", "setting", "severity", "eps_255",
-               "strength", "accuracy", "n_images")
+CSV_COLUMNS = ("checkpoint", "label", "group", "method", "c_min", "probe", "sweep", "setting", "severity",
+               "eps_255", "strength", "accuracy", "n_images")
 
 
 def session_sweeps(session: Session, sweeps: Sequence[str]) -> SweepResult:

@@ -35,7 +35,7 @@ SMALL = [f"images={N_IMAGES}", "erf.images=4", "erf.show=2", "robustness.corrupt
 SMALL_ARGV = [*SMALL, "--no-progress"]
 SECTIONS = ("Global against local similarity (Figure 3B)", "Effective receptive fields (Figure 4)", "Patch dropping",
             "Internal corruption and internal masking", "Image corruptions (ImageNet-C)",
-            "Adversarial attacks (FGSM, PGD)", "Large-crop study", "Summary", "Checkpoints")
+            "Adversarial attacks (FGSM, PGD)", "Large-crop study", "Summary", "Models")
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
@@ -72,7 +72,8 @@ def test_report_has_every_section_with_finite_numbers(report_run: Path) -> None:
     for title in SECTIONS:
         assert f">{title}<" in html, title
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 9  # similarity, 2 ERF, patch drop, internal, 2 corruption, adversarial, large crop
+    # similarity, 2 ERF, patch drop, CO objective, internal, 2 corruption, adversarial, large crop
+    assert len(images) == 10
     linked = set(re.findall(r'href="([^"]+)"', html))
     assert linked and all((report_run / f).is_file() for f in linked)
     for name in ("erf/erf.json", "similarity/similarity.json", "patch_drop/patch_drop.json",

@@ -393,10 +393,10 @@ def test_map_size_refusal_names_a_resolution_that_works(resnets, tmp_path):
     assert require_map_size(enc, 64, "similarity") == (2, 2)
     with pytest.raises(AnalysisError) as err:
         require_map_size(enc, 32, "similarity")
-    assert "1x1" in str(err.value) and "--resolution 64" in str(err.value) and "\n" not in str(err.value)
+    assert "1x1" in str(err.value) and "external.resolution=64" in str(err.value) and "\n" not in str(err.value)
     assert min_resolution(enc) == 64
     dyn = load_external("timm:vit_tiny_patch16_224", model_kwargs={"img_size": 32, "dynamic_img_size": True})
-    with pytest.raises(AnalysisError, match="--resolution 32 or more"):
+    with pytest.raises(AnalysisError, match="external.resolution=32"):
         require_map_size(dyn, 16, "patch dropping")
     fixed = load_external("timm:vit_tiny_patch16_224", model_kwargs={"img_size": 32})
     with pytest.raises(AnalysisError, match="does not run on 16 px"):

@@ -17,8 +17,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "analysis.md"
 
 def test_every_analysis_has_a_command_a_report_section_and_a_docs_entry() -> None:
     analyses = registry.registered()
-    assert [a.name for a in analyses] == ["similarity", "erf", "patch_drop", "internal_corruption", "corruption",
-                                          "adversarial", "large_crop"]  # the report's order
+    assert [a.name for a in analyses] == ["similarity", "erf", "patch_drop", "co_objective", "internal_corruption",
+                                          "corruption", "adversarial", "large_crop"]  # the report's order
     commands = build_parser().commands  # type: ignore[attr-defined]
     docs = DOCS.read_text()
     report = registry.commands()["report"]

@@ -254,3 +254,32 @@ def test_erf_stats() -> None:
     assert uniform["centroid"] == [4.5, 4.5]
     assert uniform["area90"] == pytest.approx(0.9)
     assert erf_stats(np.zeros((4, 4)))["rms_radius"] is None
+
+
+def test_uint8_images_are_pixels_over_255() -> None:
+    """uint8 images mean what they mean everywhere in the package (value / 255): on a network with
+    ReLUs and normalisation the gradient depends on the input's scale, so 0-255 floats would differ."""
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, stride=2))
+    backbone.num_features = 4  # type: ignore[assignment]
+    net = Encoder(backbone, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    images = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8)
+    as_uint8 = erf_map(net, images, average=False)
+    np.testing.assert_allclose(as_uint8, erf_map(net, images.float() / 255, average=False), rtol=1e-6, atol=0)
+    assert not np.allclose(as_uint8, erf_map(net, images.float(), average=False))
+
+
+def test_a_bare_position_pair_is_a_one_line_error() -> None:
+    net = nn.Conv2d(3, 2, 3)
+    with pytest.raises(ValueError, match=r"got the bare pair \(0.5, 0.5\); for one position pass \[\(0.5, 0.5\)\]"):
+        erf_map(net, torch.rand(1, 3, 8, 8), (0.5, 0.5))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a position is a"):
+        position_indices([(0.5,)], 3, 3)  # type: ignore[list-item]
+
+
+def test_a_bare_position_on_the_command_line_says_how_to_write_it() -> None:
+    from cossl_analysis.config import load_analysis_config
+    from cossl_analysis.errors import AnalysisError
+
+    with pytest.raises(AnalysisError, match=r"erf.positions=\[\[0.5,0.5\]\] for one position"):
+        load_analysis_config(["erf.positions=[0.5,0.5]"])

@@ -135,3 +135,11 @@ def test_result_round_trips_through_a_dict(fmaps: torch.Tensor) -> None:
     assert back.summary() == res.summary()
     np.testing.assert_array_equal(back.local_positions, res.local_positions)
     np.testing.assert_array_equal(back.pairs, res.pairs)
+
+
+def test_a_one_position_map_warns_that_c_is_not_local_against_global() -> None:
+    """At 1x1 the local representation is the global one (C = 1 for an identity head): say so."""
+    glob = torch.randn(6, 4)
+    with pytest.warns(RuntimeWarning, match="1 position"):
+        res = similarity_from_features(glob, glob.unsqueeze(1))
+    assert res.pearson_c == pytest.approx(1.0) and np.isnan(res.intra_local_mean)

@@ -287,10 +287,10 @@ def test_large_crop_study_reads_c_min_from_configs(tiny_checkpoints: dict, tmp_p
     assert cells["n"] == 2  # identical weights share their cells: BYOL once, CO-BYOL once
     crop = json.loads((out / "robustness/large_crop.json").read_text())
     assert [r["c_min"] for r in crop["BYOL"]] == [0.08, 0.3, 0.7]
-    assert [r["label"] for r in crop["BYOL"]] == ["BYOL c_min=0.08", "BYOL c_min=0.3", "BYOL c_min=0.7"]
-    assert len({r["clean"] for r in crop["BYOL"]}) == 1
+    assert [r["labels"] for r in crop["BYOL"]] == [["BYOL c_min=0.08"], ["BYOL c_min=0.3"], ["BYOL c_min=0.7"]]
+    assert len({r["clean"][0] for r in crop["BYOL"]}) == 1
     report = (out / "robustness.html").read_text()
-    assert "Methods with a single c_min: CO-BYOL (0.08)" in report
+    assert "Curves with a single c_min: CO-BYOL (0.08)" in report
 
 
 # ------------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def _unlabelled_folder(root: Path) -> Path:
         ("bad_eps", "robustness.eps: -1 must be within 0-255"),
         ("old_sweep_name", "unknown sweep 'internal' (internal is now internal_corruption)"),
         ("unlabelled", "has no labels"),
-        ("no_probe", "has no linear probe; run `cossl-train linear-probe"),
+        ("no_probe", "has no linear probe, which the internal-corruption analysis needs; run `cossl-train"),
         ("missing_checkpoint", "checkpoint not found"),
         ("other_resolution", "different resolutions"),
         ("bad_override", "not allowed here"),
