@@ -8,7 +8,7 @@
 * :func:`require_map_size` / :func:`min_resolution` / :func:`require_poolable_subsets`: the refusals
   of the analyses that compare positions.
 
-See docs/external_models.md.
+See docs/analysis.md, "Your own model".
 """
 
 from __future__ import annotations

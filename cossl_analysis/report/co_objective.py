@@ -117,9 +117,8 @@ def _verdicts(session: Session, objective: dict[str, ObjectiveResult], floors: d
 
 
 @analysis("co_objective", title="The CO objective",
-          help="does the CO term meet its objective: each position's local query against the other view's global "
-               "target (own image against the others, retrieval against chance), with Pearson C and patch dropping "
-               "in the heads' space beside the backbone's",
+          help="the CO term's own objective on held-out images (each position's local query against the other "
+               "view's global targets), and Pearson C and patch dropping in the heads' space",
           writes="`co_objective/co_objective.png`, `co_objective/co_objective.json`")
 def co_objective_section(session: Session) -> Section:
     trained = [m for m in session.models if not m.is_external]
