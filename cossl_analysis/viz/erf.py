@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -36,10 +37,20 @@ def _hwc(images: Tensor | np.ndarray) -> np.ndarray:
     return np.clip(arr.transpose(0, 2, 3, 1).astype(np.float32), 0.0, 1.0)
 
 
+def _grid(rows: int, cols: int, size: tuple[float, float], axes: Sequence[Axes] | None) -> tuple[Figure, np.ndarray]:
+    """``axes`` (rows * cols of them, row by row) as a grid and their figure, or a new figure's grid."""
+    if axes is None:
+        fig = Figure(figsize=size)
+        return fig, fig.subplots(rows, cols, squeeze=False)
+    if len(axes) != rows * cols:
+        raise ValueError(f"{rows * cols} axes needed ({rows} rows x {cols} columns), {len(axes)} given")
+    return axes[0].get_figure(), np.array(list(axes), dtype=object).reshape(rows, cols)  # type: ignore[return-value]
+
+
 def plot_erf_comparison(images: Tensor | Mapping[str, Tensor], maps: Mapping[str, np.ndarray],
                         positions: Sequence[Position],
                         centres: Mapping[str, Sequence[tuple[float, float]]] | None = None, alpha: float = 0.65,
-                        cmap: str = "inferno") -> Figure:
+                        cmap: str = "inferno", axes: Sequence[Axes] | None = None) -> Figure:
     """Figure 4: for each image, one row per model; column 0 the image, then the ERFs at
     ``positions`` (each scaled to its maximum) over it.
 
@@ -49,6 +60,7 @@ def plot_erf_comparison(images: Tensor | Mapping[str, Tensor], maps: Mapping[str
         positions: the P normalised positions, for the column titles.
         centres: label -> P (row, col) pixel centres of the theoretical RFs (``rf_centres``),
             drawn as small crosses.
+        axes: B * labels rows x (P + 1) columns of axes to draw on, row by row (default: a new figure).
     """
     labels = list(maps)
     if not labels:
@@ -66,8 +78,7 @@ def plot_erf_comparison(images: Tensor | Mapping[str, Tensor], maps: Mapping[str
         raise ValueError(f"every model needs the same number of images, got {sorted(n_img)}")
     n_img_ = n_img.pop()
     n_rows = n_img_ * len(labels)
-    fig = Figure(figsize=(1.9 * (n_pos + 1) + 0.4, 1.9 * n_rows + 0.4))
-    axes = fig.subplots(n_rows, n_pos + 1, squeeze=False)
+    fig, axes = _grid(n_rows, n_pos + 1, (1.9 * (n_pos + 1) + 0.4, 1.9 * n_rows + 0.4), axes)
     for b in range(n_img_):
         for k, lab in enumerate(labels):
             r = b * len(labels) + k
@@ -93,19 +104,21 @@ def plot_erf_comparison(images: Tensor | Mapping[str, Tensor], maps: Mapping[str
     return fig
 
 
-def plot_erf(images: Tensor | np.ndarray, maps: np.ndarray, positions: Sequence[Position]) -> Figure:
+def plot_erf(images: Tensor | np.ndarray, maps: np.ndarray, positions: Sequence[Position],
+             axes: Sequence[Axes] | None = None) -> Figure:
     """One model's ERFs over its images: per-image (B, P, H, W) maps, or (P, H, W) averaged ones
-    drawn over every image."""
+    drawn over every image (``axes``: B x (P + 1), row by row)."""
     import torch
 
     images = images if isinstance(images, Tensor) else torch.as_tensor(np.asarray(images))
-    return plot_erf_comparison(images, {"": per_image_maps(images, maps)}, positions)
+    return plot_erf_comparison(images, {"": per_image_maps(images, maps)}, positions, axes=axes)
 
 
-def plot_erf_means(means: Mapping[str, np.ndarray], positions: Sequence[Position]) -> Figure:
-    """One row per group, one column per position: the image-averaged (P, H, W) ERFs, each scaled to its max."""
-    fig = Figure(figsize=(2.2 * len(positions) + 0.6, 2.2 * len(means)))
-    axes = fig.subplots(len(means), len(positions), squeeze=False)
+def plot_erf_means(means: Mapping[str, np.ndarray], positions: Sequence[Position],
+                   axes: Sequence[Axes] | None = None) -> Figure:
+    """One row per group, one column per position: the image-averaged (P, H, W) ERFs, each scaled to
+    its max (``axes``: groups x positions, row by row)."""
+    fig, axes = _grid(len(means), len(positions), (2.2 * len(positions) + 0.6, 2.2 * len(means)), axes)
     for r, (label, maps) in enumerate(means.items()):
         for c, pos in enumerate(positions):
             peak = float(maps[c].max())

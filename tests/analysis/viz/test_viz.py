@@ -108,3 +108,43 @@ def test_plot_erf_comparison(tmp_path: Path) -> None:
         plot_erf_comparison(images, {"a": rng.random((2, 2, 12, 12))}, positions)
     with pytest.raises(ValueError, match="at least one model"):
         plot_erf_comparison(images, {}, positions)
+
+
+def test_every_plot_draws_on_given_axes_and_returns_their_figure() -> None:
+    """A result (or label -> result) and optional axes in, that figure out: the analyses' plots
+    compose into a caller's figure."""
+    from matplotlib.figure import Figure
+
+    from cossl_analysis.analyses.adversarial import AdversarialResult
+    from cossl_analysis.analyses.co_objective import ObjectiveResult
+    from cossl_analysis.analyses.corruption import corruption_summary
+    from cossl_analysis.analyses.internal_corruption import InternalCorruptionResult
+    from cossl_analysis.analyses.patch_drop import patch_drop_from_features
+    from cossl_analysis.viz.co_objective import plot_objective_maps
+    from cossl_analysis.viz.erf import plot_erf_means
+    from cossl_analysis.viz.internal_corruption import plot_internal_corruption
+    from cossl_analysis.viz.patch_drop import plot_patch_drop
+    from cossl_analysis.viz.robustness import plot_adversarial, plot_corruption
+
+    g = torch.Generator().manual_seed(0)
+    local = torch.randn(6, 4, 3, generator=g)
+    sim = similarity_from_features(local.mean(1), local)
+    drop = patch_drop_from_features(local, fractions=[0, 0.5, 1])
+    internal = InternalCorruptionResult([0.0, 0.5], [0.5, 0.25], "mask", "", 0, 6, 0.5)
+    corrupted = corruption_summary(0.5, {"gaussian_noise": {1: 0.4, 3: 0.2}})
+    attacked = AdversarialResult([1.0], {"fgsm": [0.1]}, {"fgsm": 0.1}, 0.5, 1, 0, 6)
+    objective = ObjectiveResult("local heads", 0.5, 0.1, 0.4, 0.2, np.zeros((2, 2)), np.ones((2, 2)), 0.6, 0.5, 5)
+    cases = [
+        (1, lambda ax: plot_similarity_panels({"a": sim}, axes=ax)),
+        (1, lambda ax: plot_patch_drop({"a": drop}, axes=ax)),  # cosine only: no probe
+        (1, lambda ax: plot_internal_corruption({"a": internal}, ax=ax[0])),
+        (1, lambda ax: plot_corruption(corrupted, ax=ax[0])),
+        (1, lambda ax: plot_adversarial({"a": attacked}, axes=ax)),
+        (2, lambda ax: plot_objective_maps({"a": objective}, axes=ax)),
+        (4, lambda ax: plot_erf_means({"a": np.random.default_rng(0).random((4, 8, 8))}, [(0, 0)] * 4, axes=ax)),
+    ]
+    for n, plot in cases:
+        fig = Figure()
+        axes = list(fig.subplots(1, n, squeeze=False)[0])
+        assert plot(axes) is fig
+        assert all(ax.has_data() for ax in axes)

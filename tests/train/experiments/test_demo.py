@@ -26,7 +26,7 @@ REPORT = ("images=24", "erf.images=2", "erf.show=1", "robustness.corruptions=[ga
           "internal_corruption.strengths=[0,0.5]")
 SECTIONS = ("Global against local similarity (Figure 3B)", "Effective receptive fields (Figure 4)", "Patch dropping",
             "Internal corruption and internal masking", "Image corruptions (ImageNet-C)",
-            "Adversarial attacks (FGSM, PGD)", "Large-crop study", "Summary", "Checkpoints")
+            "Adversarial attacks (FGSM, PGD)", "Large-crop study", "Summary", "Models")
 
 
 @pytest.mark.timeout(900)
