@@ -76,7 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .experiments.demo import run_demo
 
     run_demo(out_dir=args.out, seeds=args.seeds, progress=not args.no_progress, overrides=tuple(args.overrides),
-             report=not args.no_report)
+             report=not args.no_report, methods=[m.strip() for m in args.methods.split(",") if m.strip()])
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -122,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--small-image", action="store_true", help="with the small-image ResNet stem")
     s.set_defaults(func=cmd_backbones)
 
-    s = sub.add_parser("demo", help="the main job: BYOL vs CO-BYOL vs random init on the embedded data, "
+    s = sub.add_parser("demo", help="the main job: SimCLR vs CO-SimCLR vs random init on the embedded data, "
                                     "3 seeds, then every analysis as one HTML report")
     s.add_argument("--out", default="runs/demo")
+    s.add_argument("--methods", default="simclr,co_simclr", help="the pair to compare (default: simclr,co_simclr; "
+                                                                   "e.g. byol,co_byol)")
     s.add_argument("--seeds", type=int, default=3, help="seeds per method (default: 3)")
     s.add_argument("--no-report", action="store_true", help="the table only, no analyses")
     s.add_argument("overrides", nargs="*", help="key=value changes of configs/demo.yaml (e.g. train.epochs=2)")

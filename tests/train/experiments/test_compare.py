@@ -32,7 +32,10 @@ def test_compare_reports_mean_and_std_over_seeds_and_reuses_runs(tmp_path: Path,
     d = [float(a["linear_top1"]) - float(b["linear_top1"]) for a, b in zip(
         [r for r in rows if r["encoder"] == "co_byol"], [r for r in rows if r["encoder"] == "byol"], strict=True)]
     table = (out / "results.md").read_text()
-    assert f"{statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f}" in table.splitlines()[-1]
+    row = next(line for line in table.splitlines() if line.startswith("| co_byol |"))
+    assert f"{statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f}" in row
+    # and the same difference as a sentence, paired by seed
+    assert f"linear top-1: co_byol - byol = {statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f} pt" in table
     # seeds are real: the two runs of a method have different weights
     a, b = (out / "byol" / f"seed{s}" / "checkpoint.pt" for s in (0, 1))
     assert a.read_bytes() != b.read_bytes()
@@ -47,3 +50,69 @@ def test_compare_reports_mean_and_std_over_seeds_and_reuses_runs(tmp_path: Path,
 def test_compare_refuses_unknown_methods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--out", str(tmp_path), "--methods", "byol,co_swav", *ARGS[4:]]) == 2
     assert "co_swav" in capsys.readouterr().err
+
+
+def test_sweep_expands_to_every_combination_checked_against_the_config() -> None:
+    from cossl_train.config import load_config
+    from cossl_train.experiments.compare import combo_dir, combo_label, parse_sweeps, run_dir
+
+    base = load_config(None, TINY_OVERRIDES)
+    combos = parse_sweeps(["co.local_weight=0.3,0.7", "co.shared_heads=false,true", "augment.blur_p=[0,0],[1,0.1]"],
+                          base)
+    assert len(combos) == 8
+    assert combos[0] == (("co.local_weight", "0.3"), ("co.shared_heads", "false"), ("augment.blur_p", "[0,0]"))
+    assert combos[-1] == (("co.local_weight", "0.7"), ("co.shared_heads", "true"), ("augment.blur_p", "[1,0.1]"))
+    assert combo_label(combos[1]) == "co.local_weight=0.3, co.shared_heads=false, augment.blur_p=[1,0.1]"
+    assert combo_dir(combos[1]) == "co.local_weight=0.3__co.shared_heads=false__augment.blur_p=_1,0.1_"
+    out = Path("o")
+    # a base method ignores the CO term's keys: one run serves every combination that differs only there
+    assert run_dir(out, "byol", 1, combos[0]) == run_dir(out, "byol", 1, combos[6]) == \
+        out / "augment.blur_p=_0,0_" / "byol" / "seed1"
+    assert run_dir(out, "co_byol", 1, combos[0]) != run_dir(out, "co_byol", 1, combos[6])
+    assert parse_sweeps([], base) == [()] and run_dir(out, "byol", 0) == out / "byol" / "seed0"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("co.local_wieght=0.3,0.7", "co.local_wieght"),
+    ("co.shared_heads=maybe", "co.shared_heads"),
+    ("co.local_weight=2", "co.local_weight=2.0 must lie in"),
+    ("train.seed=1,2", "set by the comparison itself"),
+    ("co.local_weight", "is not of the form key=value1,value2"),
+])
+def test_a_bad_sweep_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, message: str) -> None:
+    assert main(["--out", str(tmp_path / "s"), "--sweep", spec, *ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cossl-train compare: error:") and "\n" not in err and message in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_runs_pairs_within_each_combination_and_reuses_runs(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sw"
+    args = ["--out", str(out), "--sweep", "co.local_weight=0.2,0.6", *ARGS]
+    assert main(args) == 0
+    # one base run per seed, shared by both combinations; a CO run per combination and seed
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.glob("**/checkpoint.pt")) == sorted(
+        [f"byol/seed{s}" for s in (0, 1)]
+        + [f"co.local_weight={w}/co_byol/seed{s}" for w in ("0.2", "0.6") for s in (0, 1)])
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    results = json.loads((out / "results.json").read_text())
+    for w in ("0.2", "0.6"):
+        combo = f"co.local_weight={w}"
+
+        def vals(enc: str, metric: str, combo: str = combo) -> list[float]:
+            return [float(r[metric]) for r in rows if r["combination"] == combo and r["encoder"] == enc]
+
+        d = [a - b for a, b in zip(vals("co_byol", "knn_top1"), vals("byol", "knn_top1"), strict=True)]
+        entry = next(p for p in results["paired"] if p["combination"] == {"co.local_weight": w}
+                     and p["a"] == "co_byol" and p["metric"] == "kNN top-1")
+        assert entry["b"] == "byol" and entry["diffs"] == pytest.approx(d)
+        assert entry["mean"] == pytest.approx(statistics.fmean(d)) and entry["positive"] == sum(x > 0 for x in d)
+    # the base rows of both combinations are the same runs
+    assert [r["knn_top1"] for r in rows if r["encoder"] == "byol" and r["combination"].endswith("0.2")] == \
+        [r["knn_top1"] for r in rows if r["encoder"] == "byol" and r["combination"].endswith("0.6")]
+    table = (out / "results.md").read_text()
+    assert "co.local_weight=0.6" in table and "Paired by seed" in table
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.suffix in (".pt", ".json") and "seed" in str(p)}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained, re-evaluated or re-scored

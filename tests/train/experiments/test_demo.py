@@ -35,11 +35,18 @@ def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.Capture
     res = run_demo(out, seeds=2, progress=False, overrides=TINY_DEMO, report_settings=REPORT)
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert {(r["encoder"], r["seed"]) for r in rows} == {(e, s) for e in ("random init", "byol", "co_byol")
+    assert {(r["encoder"], r["seed"]) for r in rows} == {(e, s) for e in ("random init", "simclr", "co_simclr")
                                                          for s in ("0", "1")}
     assert all(math.isfinite(float(r[k])) for r in rows for k in ("linear_top1", "linear_top5", "knn_top1"))
-    table = (out / "results.md").read_text()
-    assert table.strip() in printed and "±" in table and "vs byol" in table
+    table, paired = (out / "results.md").read_text().split("\n\nPaired by seed:\n\n")
+    assert table.strip() in printed and "±" in table and "| co_simclr |" in table
+    # paired by seed: CO against its base, the base against the random encoder, each as a sentence
+    assert "linear top-1: co_simclr - simclr = " in paired and "kNN top-1: simclr - random init = " in paired
+    assert paired.strip() in printed
+    # the stages' times: every run and random-init evaluation, then the report
+    stages = json.loads((out / "timings.json").read_text())["stages"]
+    assert [s["what"] for s in stages] == [*(f"{m} seed {k}" for m in ("random init", "simclr", "co_simclr")
+                                             for k in (0, 1)), "report"]
     # the report: every section, every number finite, printed path
     page = Path(res["report"])
     assert page == out / "report" / "report.html" and f"report: {page}" in printed
@@ -48,7 +55,7 @@ def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.Capture
         assert f">{title}<" in html, title
     assert "nan" not in " ".join(re.findall(r"<td>([^<]*)</td>", html)).lower()
     summary = json.loads((out / "report" / "manifest.json").read_text())["commands"]["report"]["summary"]
-    assert set(summary["similarity"]) == {"BYOL", "CO-BYOL"}
+    assert set(summary["similarity"]) == {"SimCLR", "CO-SimCLR"}
     # the summary holds "mean ± std" strings, one per method and metric
     cells = [v for section in summary.values() for method in section.values() for v in method.values()]
     assert cells and all(re.fullmatch(r"-?\d+\.\d+ ± \d+\.\d+", v) for v in cells), cells
