@@ -9,7 +9,7 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -195,21 +195,22 @@ class Model:
         return replace(self, probe=probe, probe_source=source, probe_kind=kind, pretrained=pretrained)
 
 
+def _told_apart(model: Any, how: int) -> str:
+    """What tells ``model`` (a :class:`Pretrained` or the spec of an external model) apart from
+    another seed of its group: pre-training c_min (``how`` 0), seed (1), run folder or spec (2)."""
+    if isinstance(model, str):  # an external model: only its spec tells it apart
+        return f"({model})" if how == 2 else ""
+    cfg = model.config
+    return (f"c_min={cfg.augment.c_min:g}", f"seed={cfg.train.seed}", f"({model.path.parent.name})")[how]
+
+
 def unique_labels(groups: Sequence[str], models: Sequence[Any]) -> list[str]:
     """Labels telling apart models of the same group: by pre-training ``c_min`` where that differs
     within the group, then by ``train.seed``, then by run folder (or spec), then by position (``#k``).
     ``models`` are :class:`Pretrained` checkpoints or spec strings of external models."""
     labels = list(groups)
-
-    def teller(how: int) -> Callable[[Any], str]:
-        def tell(p: Any) -> str:
-            if isinstance(p, str):  # an external model: only its spec tells it apart
-                return "" if how < 2 else f"({p})"
-            return (f"c_min={p.config.augment.c_min:g}", f"seed={p.config.train.seed}", f"({p.path.parent.name})")[how]
-        return tell
-
     for how in range(3):
-        told = [teller(how)(p) for p in models]
+        told = [_told_apart(m, how) for m in models]
         values: dict[str, set[str]] = {}
         for lab, t in zip(labels, told, strict=True):
             values.setdefault(lab, set()).add(t)
@@ -267,7 +268,7 @@ def load_models(
         raise AnalysisError("give at least one checkpoint or model spec")
     if labels is not None and len(labels) != len(paths):
         raise AnalysisError(f"--labels gives {len(labels)} labels for {len(paths)} checkpoints")
-    specs = [parse_spec(str(p)) if isinstance(p, str) else parse_spec(os.fspath(p)) for p in paths]
+    specs = [parse_spec(os.fspath(p)) for p in paths]
     loaded: dict[int, Pretrained] = {i: load_checkpoint(s.text, device) for i, s in enumerate(specs)
                                      if s.kind == "cossl"}
     if resolution is None and loaded:
