@@ -28,7 +28,7 @@ from cossl_train.config import load_config
 from cossl_train.errors import CosslError
 from cossl_train.experiments.compare import run_dir
 from cossl_train.experiments.demo import METHODS, demo_config, find_dir, split_pair, trained_pair
-from cossl_train.experiments.runs import checkpoint_meta
+from cossl_train.experiments.runs import checkpoint_meta, ensure_evaluated
 from cossl_train.methods import display_name
 from cossl_train.trainer import pretrain
 
@@ -113,11 +113,14 @@ def figure4_small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 @pytest.fixture(scope="module")
 def fake_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo folder as `cossl-train demo` lays it out, holding seed 0 of the demo's pair, trained tiny."""
+    """A demo folder as `cossl-train demo` lays it out, holding seed 0 of the demo's pair, trained tiny and
+    evaluated (its eval.json beside each checkpoint)."""
     demo = tmp_path_factory.mktemp("nb") / "demo"
     for method in (BASE, CO):
-        cfg = load_config(None, [*TINY, f"method.name={method}", f"train.out_dir={run_dir(demo, method, 0)}"])
+        cfg = load_config(None, [*TINY, f"method.name={method}", f"train.out_dir={run_dir(demo, method, 0)}",
+                                 "eval.linear_epochs=20"])
         pretrain(cfg, progress=False)
+        ensure_evaluated(run_dir(demo, method, 0) / "checkpoint.pt", cfg, progress=False)
     return demo
 
 
@@ -260,7 +263,11 @@ def test_figure3_default_scale_uses_the_demo_checkpoints(figure3_small: tuple[Pa
     nb = execute("figure3.ipynb", out, DEMO_DIR=str(fake_demo), N_IMAGES=16)
     assert _stamps(fake_demo) == before
     assert not (out / "checkpoints").exists()
-    assert "panel B: the demo's checkpoints" in _stdout(nb)
+    text = _stdout(nb)
+    assert "panel B: the demo's checkpoints" in text
+    evaluated = [json.loads((run_dir(fake_demo, m, 0) / "eval.json").read_text()) for m in (BASE, CO)]
+    for e in evaluated:  # the demo's own evaluation is shown beside each model
+        assert f"linear top-1 {e['linear_top1']:.1f}%, kNN top-1 {e['knn_top1']:.1f}% (eval.json)" in text
     used = json.loads((out / "figure3b_checkpoints.json").read_text())
     assert list(used) == LABELS
     assert [u["checkpoint"] for u in used.values()] == [str(run_dir(fake_demo, m, 0) / "checkpoint.pt")
