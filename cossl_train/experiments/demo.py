@@ -8,8 +8,10 @@ pair and the budget were chosen, and the README has the result.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from ..config import Config, load_config
 from ..errors import CosslError
 from ..trainer import setup_logging
 from .compare import RANDOM, Comparison, compare, format_paired, format_table, report_groups, write_results
+
+log = logging.getLogger("cossl_train")
 
 #: the pair whose base method learned fastest here (docs/experiments.md), not the one where CO wins
 METHODS = ("simclr", "co_simclr")
@@ -116,3 +120,103 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bo
     if page is not None:
         print(f"report: {page}")
     return {"table": table, "report": page, "comparison": comp}
+
+
+def split_pair(methods: Sequence[str] = METHODS) -> tuple[str, str]:
+    """(base method, its CO form) of a pair such as :data:`METHODS`, in that order."""
+    from ..methods import base_name
+
+    co = [m for m in methods if m.startswith("co_")]
+    base = [m for m in methods if not m.startswith("co_")]
+    if len(methods) != 2 or len(co) != 1 or len(base) != 1 or base_name(co[0]) != base[0]:
+        raise CosslError(f"{','.join(methods)!r} is not a base method and its CO form (e.g. simclr,co_simclr)")
+    return base[0], co[0]
+
+
+def find_dir(path: str | Path) -> Path:
+    """``path`` when it exists; a relative path that does not is also looked up in each folder above
+    the working directory (a notebook's kernel runs in ``notebooks/``, the demo writes
+    ``runs/demo`` at the repository's root). Absolute; ``path`` made absolute when found nowhere."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.absolute()
+    for parent in Path.cwd().parents:
+        if (parent / p).exists():
+            return parent / p
+    return p.absolute()
+
+
+@dataclass(frozen=True)
+class TrainedPair:
+    """Checkpoints of a base method and its CO form; ``source`` is ``"demo"`` (a finished demo's
+    runs) or ``"trained"`` (runs of the demo's budget, trained or reused here); ``message`` says
+    which in a sentence."""
+
+    base: Path
+    co: Path
+    source: str
+    message: str
+
+
+def _finished_epochs(ckpt: Path) -> tuple[int, int] | None:
+    """(trained, asked) epochs of a checkpoint; None when there is no readable one."""
+    from ..checkpoint import CheckpointError
+    from .runs import checkpoint_meta
+
+    if not ckpt.is_file():
+        return None
+    try:
+        epoch, stored = checkpoint_meta(ckpt)
+    except CheckpointError:
+        return None
+    return epoch, int(stored.get("train", {}).get("epochs", epoch))
+
+
+def _state(ckpt: Path, epochs: tuple[int, int] | None) -> str:
+    if epochs is not None:
+        return f"unfinished ({epochs[0]}/{epochs[1]} epochs)"
+    return "unreadable" if ckpt.is_file() else "absent"
+
+
+def trained_pair(demo_dir: str | Path, out_dir: str | Path, seed: int = 0, methods: Sequence[str] = METHODS,
+                 overrides: Sequence[str] = (), progress: bool = True) -> TrainedPair:
+    """Seed ``seed`` of the demo's base method and its CO form, for the notebooks' default scale.
+
+    The demo's own checkpoints (``run_dir(demo_dir, method, seed)/checkpoint.pt``, ``demo_dir``
+    looked up by :func:`find_dir`) when both are there and finished; otherwise both are pre-trained
+    at the demo's budget, ``demo_config(overrides)`` with ``method.name``, ``train.seed`` and
+    ``train.out_dir = out_dir/<method>`` set, by ``ensure_trained``: an interrupted run resumes and a
+    finished one is reused as it is.
+    """
+    from ..trainer import CHECKPOINT_NAME
+    from .compare import run_dir
+    from .runs import ensure_trained
+
+    pair = split_pair(methods)
+    demo = find_dir(demo_dir)
+    found = {m: run_dir(demo, m, seed) / CHECKPOINT_NAME for m in pair}
+    status = {m: _finished_epochs(p) for m, p in found.items()}
+    if all(s is not None and s[0] >= s[1] for s in status.values()):
+        epochs = ", ".join(f"{m} {status[m][0]} epochs" for m in pair)  # type: ignore[index]
+        return TrainedPair(found[pair[0]], found[pair[1]], "demo",
+                           f"the demo's checkpoints: seed {seed} of {' and '.join(pair)} in {demo} ({epochs}); "
+                           "nothing is trained here")
+    missing = [f"{m} {_state(found[m], s)}" for m, s in status.items() if s is None or s[0] < s[1]]
+    out = Path(out_dir).expanduser().absolute()
+    why = f"no finished demo checkpoints in {demo} ({'; '.join(missing)}; `cossl-train demo` makes them)"
+    setup_logging(None)  # a notebook may have no handler yet: say why before the minutes of training
+    log.info("%s: seed %d of %s comes from runs of the demo's budget (%s) in %s", why, seed, " and ".join(pair),
+             CONFIG, out)
+    ckpts, done = [], []
+    for m in pair:
+        cfg = demo_config([*overrides, f"method.name={m}", f"train.seed={seed}", f"train.out_dir={out / m}"])
+        before = _finished_epochs(out / m / CHECKPOINT_NAME)
+        ensure_trained(cfg, progress=progress)
+        ckpts.append(out / m / CHECKPOINT_NAME)
+        epochs = cfg.train.epochs
+        done.append(f"{m} trained here ({epochs} epochs)" if before is None else
+                    f"{m} reused (finished earlier)" if before[0] >= epochs else
+                    f"{m} resumed at epoch {before[0]} and trained to {epochs}")
+    return TrainedPair(ckpts[0], ckpts[1], "trained",
+                       f"{why}, so seed {seed} of both comes from runs of the demo's budget ({CONFIG}) in {out}: "
+                       f"{'; '.join(done)}")
