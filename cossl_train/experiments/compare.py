@@ -237,6 +237,7 @@ def write_results(comp: Comparison, out: str | Path) -> Path:
                              round(comp.seconds[combo, name][seed], 2)])
     atomic_write_text(out / "results.csv", buffer.getvalue())
     atomic_write_text(out / "results.json", json.dumps(_as_json(comp), indent=2) + "\n")
+    write_curves(comp, out)
     return out / "results.md"
 
 
@@ -257,6 +258,67 @@ def _as_json(comp: Comparison) -> dict[str, Any]:
             "summary": {name(tuple(r["combination"].items()), r["encoder"]): r["summary"] for r in rows},
             "pretrain_seconds": {name(tuple(r["combination"].items()), r["encoder"]): r["pretrain_seconds"]
                                  for r in rows}}
+
+
+#: per-epoch columns of a run's epochs.csv drawn as learning curves (when the run logged them)
+CURVES = {"online_probe_val_top1": "online probe top-1 (%)", "knn_top1": "weighted kNN top-1 (%)"}
+
+
+def learning_curves(comp: Comparison, out: str | Path) -> dict[tuple[Combo, str], dict[str, list[list[float]]]]:
+    """Per (combination, method): each :data:`CURVES` column of every seed's ``epochs.csv``
+    (seeds x epochs), for the runs that logged it (``train.knn_every``, the online probe)."""
+    curves: dict[tuple[Combo, str], dict[str, list[list[float]]]] = {}
+    for combo, name in comp.rows():
+        if name == RANDOM:
+            continue
+        for seed in comp.seeds:
+            path = run_dir(Path(out), name, seed, combo) / "epochs.csv"
+            rows = list(csv.DictReader(open(path))) if path.is_file() else []
+            for col in CURVES:
+                vals = [float(r[col]) for r in rows if r.get(col) not in (None, "", "nan")]
+                if vals:
+                    curves.setdefault((combo, name), {}).setdefault(col, []).append(vals)
+    return curves
+
+
+def write_curves(comp: Comparison, out: str | Path) -> Path | None:
+    """``curves.csv`` (method, seed, epoch, metric, value) and ``curves.png`` (mean ± std over seeds
+    per epoch, one panel per metric); None when no run logged a per-epoch evaluation."""
+    curves = learning_curves(comp, out)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["combination", "encoder", "seed", "epoch", "metric", "value"])
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6), squeeze=False)
+    for ax, (col, title) in zip(axes[0], CURVES.items(), strict=True):
+        for (combo, name), per in curves.items():
+            for seed, vals in zip(comp.seeds, per.get(col, []), strict=False):
+                for epoch, v in enumerate(vals, 1):
+                    writer.writerow([combo_label(combo), name, seed, epoch, col, v])
+            if col in per and per[col]:
+                n = min(len(v) for v in per[col])
+                arr = np.array([v[:n] for v in per[col]])
+                x = np.arange(1, n + 1)
+                label = name + (f" [{combo_label(combo)}]" if combo else "")
+                ax.plot(x, arr.mean(0), marker="o", label=f"{label} ({len(arr)} seeds)")
+                ax.fill_between(x, arr.mean(0) - arr.std(0, ddof=1 if len(arr) > 1 else 0),
+                                arr.mean(0) + arr.std(0, ddof=1 if len(arr) > 1 else 0), alpha=0.2)
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(out) / "curves.png", dpi=120)
+    plt.close(fig)
+    atomic_write_text(Path(out) / "curves.csv", buffer.getvalue())
+    return Path(out) / "curves.png"
 
 
 def report_groups(comp: Comparison, out: str | Path) -> dict[str, list[Path]]:

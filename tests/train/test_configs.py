@@ -27,11 +27,12 @@ ALL_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 #: the documented values of each paper config (dotted key -> value after loading)
 EXPECTED: dict[str, dict[str, Any]] = {
     "demo.yaml": {
-        "data.dataset": "scenes", "data.scenes_size": 32, "augment.resolution": 32, "augment.c_min": 0.2,
-        "augment.blur_p": (0.0, 0.0), "backbone.name": "rf_resnet18_rf13", "backbone.width": 16,
-        "backbone.pool_mlp": None, "method.name": "co_byol", "co.local_weight": 0.3, "co.direction": "both",
-        "train.probe_lr": 1.0e-2, "train.probe_input": "clean",
-        "train.epochs": 2, "train.batch_size": 128, "optim.name": "adamw", "optim.lr": 2.0e-3,
+        "data.dataset": "scenes", "data.scenes_size": 32, "augment.resolution": 24, "augment.c_min": 0.2,
+        "augment.blur_p": (0.0, 0.0), "augment.hue": 0.0, "augment.saturation": 0.0, "augment.grayscale_p": 0.0,
+        "backbone.name": "rf_resnet18_rf13", "backbone.width": 16, "backbone.pool_mlp": False,
+        "method.name": "co_simclr", "co.local_weight": 0.3, "co.direction": "both", "co.shared_heads": False,
+        "co.local_targets": "local_heads", "train.online_probe": False, "train.probe_input": "clean",
+        "train.epochs": 8, "train.batch_size": 128, "optim.name": "adamw", "optim.lr": 2.0e-3,
     },
     "imagenet1k_co_byol_r50.yaml": {
         "method.name": "co_byol", "backbone.name": "resnet50", "backbone.small_image": None,
