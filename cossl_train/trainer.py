@@ -247,8 +247,9 @@ def epoch_values(run: Run, parts: TrainParts, data: RunData, epoch: int, stats: 
     and the evaluations due this epoch (online probe and kNN on the validation split)."""
     cfg = run.cfg
     vals = {k: v / max(stats.count, 1) for k, v in stats.sums.items()}
-    vals["online_probe_train_top1"] = 100 * stats.probe_correct / stats.probe_total if stats.probe_total else float(
-        "nan")
+    if parts.probe is not None:  # no column at all for a run without the online probe
+        vals["online_probe_train_top1"] = (100 * stats.probe_correct / stats.probe_total if stats.probe_total
+                                           else float("nan"))
     vals["images_per_s"] = stats.count * data.global_batch / stats.seconds if stats.seconds else float("nan")
     vals["skipped_images"] = stats.skipped
     due_probe = parts.probe is not None and cfg.train.probe_eval_every and (epoch + 1) % cfg.train.probe_eval_every == 0
