@@ -334,6 +334,17 @@ def report_groups(comp: Comparison, out: str | Path) -> dict[str, list[Path]]:
     return groups
 
 
+def _analysis_settings(settings: list[str]):
+    """The report's AnalysisConfig, checked before any training starts: ``demo`` expands to the
+    demo's reduced settings, later settings win."""
+    from cossl_analysis.config import load_analysis_config
+
+    from .demo import REPORT_SETTINGS
+
+    expanded = [x for s in settings for x in (REPORT_SETTINGS if s == "demo" else (s,))]
+    return load_analysis_config(expanded)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cossl-train compare", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="YAML file (default: the config defaults)")
@@ -344,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
     p.add_argument("--no-random", action="store_true", help="leave out the randomly initialised encoder")
     p.add_argument("--report", action="store_true", help="then every analysis on the runs, as OUT/report/")
+    p.add_argument("--analysis", action="append", default=[], metavar="KEY=VALUE",
+                   help="an analysis setting for --report (repeatable; 'demo' = the demo's reduced settings)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value applied to every run")
     return p
@@ -363,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CosslError(f"--seeds must be >= 1, got {args.seeds}")
         base = load_config(args.config, args.overrides)
         combos = parse_sweeps(args.sweep, base)
+        analysis = _analysis_settings(args.analysis) if args.report else None
         setup_logging(None)
         comp = compare(base, methods, range(args.seeds), args.out, not args.no_random, not args.no_progress, combos)
         path = write_results(comp, args.out)
@@ -370,10 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nPaired by seed:\n{format_paired(comp)}")
         print(f"\n{len(comp.seeds)} seeds per method, {len(combos)} combination(s); results in {path.parent}/")
         if args.report:
-            from cossl_analysis.config import load_analysis_config
             from cossl_analysis.report import write_report
 
-            page = write_report(report_groups(comp, args.out), Path(args.out) / "report", load_analysis_config(()),
+            page = write_report(report_groups(comp, args.out), Path(args.out) / "report", analysis,
                                 progress=not args.no_progress)
             print(f"report: {page}")
     except USER_ERRORS as e:

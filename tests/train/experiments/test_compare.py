@@ -116,3 +116,23 @@ def test_sweep_runs_pairs_within_each_combination_and_reuses_runs(tmp_path: Path
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.suffix in (".pt", ".json") and "seed" in str(p)}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained, re-evaluated or re-scored
+
+
+def test_analysis_settings_expand_demo_and_later_settings_win() -> None:
+    from cossl_analysis.config import load_analysis_config
+    from cossl_train.experiments.compare import _analysis_settings
+    from cossl_train.experiments.demo import REPORT_SETTINGS
+
+    assert _analysis_settings(["demo"]) == load_analysis_config(REPORT_SETTINGS)
+    assert _analysis_settings([]) == load_analysis_config(())
+    cfg = _analysis_settings(["demo", "images=64"])
+    assert cfg.images == 64 and cfg.images != load_analysis_config(REPORT_SETTINGS).images
+    assert cfg.robustness.pgd_steps == load_analysis_config(REPORT_SETTINGS).robustness.pgd_steps
+
+
+def test_a_bad_analysis_setting_is_one_line_before_any_training(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--out", str(tmp_path / "a"), "--report", "--analysis", "nope=1", *ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cossl-train compare: error:") and "\n" not in err and "nope" in err, err
+    assert not (tmp_path / "a").exists()
