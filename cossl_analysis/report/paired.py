@@ -6,9 +6,11 @@ resolve, and a sentence saying which way it falls)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cossl_analysis.report.loading import Model
 from cossl_train.paired import Paired, paired
@@ -55,6 +57,28 @@ def _method_of(models: Sequence[Model]) -> str | None:
     return names.pop() if len(names) == 1 else None
 
 
+#: config keys that a CO group and its base group may differ in without being different setups
+_OWN_KEYS = ("method.", "co.", "train.seed", "train.out_dir")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if dataclasses.is_dataclass(tree):
+        tree = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def _setup_distance(a: Sequence[Model], b: Sequence[Model]) -> int:
+    """How many training settings (outside the method, the CO term and the seed) the first models
+    of two groups differ in: a sweep's CO group meets the base group of its own combination."""
+    ca, cb = getattr(a[0], "config", None), getattr(b[0], "config", None)
+    if ca is None or cb is None:
+        return 0
+    fa, fb = _flat(ca), _flat(cb)
+    return sum(fa.get(k) != fb.get(k) for k in fa.keys() | fb.keys() if not k.startswith(_OWN_KEYS))
+
+
 def pair_seeds(a: Sequence[Model], b: Sequence[Model]) -> tuple[list[tuple[Model, Model]], str, list[str]]:
     """(pairs, note, unpaired labels): models of ``a`` and ``b`` with the same ``train.seed``.
     Groups whose seeds are unknown (external models) or repeated are paired by order, and the note
@@ -82,14 +106,16 @@ def pair_seeds(a: Sequence[Model], b: Sequence[Model]) -> tuple[list[tuple[Model
 
 
 def comparisons(groups: Mapping[str, Sequence[Model]]) -> list[Comparison]:
-    """CO-X against X for every CO group whose base method's group is present; every other group
-    against the first (groups already compared are not compared again)."""
+    """CO-X against X for every CO group whose base method's group is present (of several X groups,
+    the one trained with the fewest other settings changed, the first among equals); every other
+    group against the first (groups already compared are not compared again)."""
     names = list(groups)
     out: list[Comparison] = []
     done: set[str] = set()
     for g in names:
         base = _base_of(groups[g])
-        partner = next((h for h in names if h != g and base is not None and _method_of(groups[h]) == base), None)
+        candidates = [h for h in names if h != g and base is not None and _method_of(groups[h]) == base]
+        partner = min(candidates, key=lambda h: _setup_distance(groups[g], groups[h]), default=None)
         if partner is not None:
             pairs, note, left = pair_seeds(groups[g], groups[partner])
             out.append(Comparison(g, partner, pairs, note, "CO against its base method", left))

@@ -100,6 +100,25 @@ def test_seeds_found_in_one_group_only_are_named() -> None:
     assert [(a.label, b.label) for a, b in other.pairs] == [("r", "b0")] and "paired by order" in other.note
 
 
+def test_a_sweeps_co_group_meets_the_base_group_of_its_own_combination() -> None:
+    """Groups of a sweep over the backbone: CO-SimCLR (rf17) against SimCLR (rf17), not the first
+    SimCLR group; a CO-only change (w_s) still meets the one base group."""
+    from cossl_analysis.report.paired import comparisons
+    from cossl_train.config import load_config
+
+    def group(name: str, method: str, *overrides: str) -> list[Any]:
+        cfg = load_config(None, [f"method.name={method}", *overrides])
+        return [SimpleNamespace(label=f"{name} s{s}", group=name, method_name=method, seed=s, config=cfg)
+                for s in (0, 1)]
+
+    rf = "backbone.name=rf_resnet18_rf17"
+    groups = {"SimCLR": group("SimCLR", "simclr"), "CO-SimCLR": group("CO-SimCLR", "co_simclr"),
+              "SimCLR rf17": group("SimCLR rf17", "simclr", rf),
+              "CO-SimCLR rf17": group("CO-SimCLR rf17", "co_simclr", rf, "co.local_weight=0.7")}
+    found = {c.a: c.b for c in comparisons(groups)}  # type: ignore[arg-type]
+    assert found == {"CO-SimCLR": "SimCLR", "CO-SimCLR rf17": "SimCLR rf17"}
+
+
 def test_single_seed_accuracies_carry_their_binomial_error(seeds: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     _run("internal-corruption", seeds[("byol", 0)], seeds[("co_byol", 0)], "--out", out, "images=24",
