@@ -312,7 +312,8 @@ def write_curves(comp: Comparison, out: str | Path) -> Path | None:
                                 arr.mean(0) + arr.std(0, ddof=1 if len(arr) > 1 else 0), alpha=0.2)
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # a panel no run logged (the online probe off) has no legend
+            ax.legend(fontsize=8)
     fig.tight_layout()
     Path(out).mkdir(parents=True, exist_ok=True)
     fig.savefig(Path(out) / "curves.png", dpi=120)
