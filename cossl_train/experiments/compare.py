@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_write_text
 from ..config import Config, apply_overrides, load_config, to_dict
@@ -26,6 +26,9 @@ from ..errors import USER_ERRORS, ConfigError, CosslError, report
 from ..paired import Paired, mean_std, paired
 from ..trainer import CHECKPOINT_NAME
 from .runs import ensure_evaluated, ensure_trained
+
+if TYPE_CHECKING:  # the analysis layer is imported only when a report is asked for
+    from cossl_analysis.config import AnalysisConfig
 
 log = logging.getLogger("cossl_train")
 
@@ -335,7 +338,7 @@ def report_groups(comp: Comparison, out: str | Path) -> dict[str, list[Path]]:
     return groups
 
 
-def _analysis_settings(settings: list[str]):
+def _analysis_settings(settings: list[str]) -> AnalysisConfig:
     """The report's AnalysisConfig, checked before any training starts: ``demo`` expands to the
     demo's reduced settings, later settings win."""
     from cossl_analysis.config import load_analysis_config
