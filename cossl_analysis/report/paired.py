@@ -6,13 +6,13 @@ resolve, and a sentence saying which way it falls)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cossl_analysis.report.loading import Model
+from cossl_train.config import to_dict
 from cossl_train.paired import Paired, paired
 
 __all__ = ["Comparison", "Metric", "comparisons", "pair_seeds", "paired_rows"]
@@ -62,8 +62,6 @@ _OWN_KEYS = ("method.", "co.", "train.seed", "train.out_dir")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if dataclasses.is_dataclass(tree):
-        tree = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
     if not isinstance(tree, dict):
         return {prefix[:-1]: tree}
     return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
@@ -75,7 +73,7 @@ def _setup_distance(a: Sequence[Model], b: Sequence[Model]) -> int:
     ca, cb = getattr(a[0], "config", None), getattr(b[0], "config", None)
     if ca is None or cb is None:
         return 0
-    fa, fb = _flat(ca), _flat(cb)
+    fa, fb = _flat(to_dict(ca)), _flat(to_dict(cb))
     return sum(fa.get(k) != fb.get(k) for k in fa.keys() | fb.keys() if not k.startswith(_OWN_KEYS))
 
 
