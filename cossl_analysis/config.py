@@ -93,22 +93,31 @@ def _numbers(key: str, values: Sequence[float], low: float, high: float, what: s
     return out
 
 
+def _position(p: Any) -> tuple[float, float]:
+    """One ``erf.positions`` entry as a (row, col) pair of floats in [0, 1]."""
+    try:
+        row, col = (float(v) for v in p)
+    except (TypeError, ValueError):
+        row = col = float("nan")
+    if not (0.0 <= row <= 1.0 and 0.0 <= col <= 1.0):
+        shown = list(p) if isinstance(p, (list, tuple)) else p
+        raise AnalysisError(f"erf.positions: a position is [row, col] with both in [0, 1], got {shown}")
+    return row, col
+
+
 @dataclass
 class ErfConfig:
     """Effective receptive fields (Figure 4)."""
 
-    positions: tuple[tuple[float, float], ...] = _help(
+    # typed Any for omegaconf: 2.3 (hydra's pin) refuses a tuple inside a container; checked below
+    positions: Any = _help(
         DEFAULT_POSITIONS, "normalised (row, col) feature-map positions, e.g. [[0,0],[0.5,0.5]]")
     images: int = _help(16, "first evaluation images whose ERFs are computed and averaged")
     show: int = _help(2, "of those, images drawn")
     chunk_size: int = _help(32, "most (image, position) copies per backward pass; bounds memory")
 
     def __post_init__(self) -> None:
-        positions = []
-        for p in self.positions:
-            if len(p) != 2 or not all(0.0 <= float(v) <= 1.0 for v in p):
-                raise AnalysisError(f"erf.positions: a position is [row, col] with both in [0, 1], got {list(p)}")
-            positions.append((float(p[0]), float(p[1])))
+        positions = [_position(p) for p in self.positions]
         if not positions:
             raise AnalysisError("erf.positions is empty")
         self.positions = tuple(positions)
