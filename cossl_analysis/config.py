@@ -26,6 +26,7 @@ from cossl_analysis.analyses.erf import DEFAULT_POSITIONS
 from cossl_analysis.analyses.internal_corruption import DEFAULT_STRENGTHS, KINDS
 from cossl_analysis.analyses.patch_drop import DEFAULT_FRACTIONS
 from cossl_analysis.errors import AnalysisError
+from cossl_train.config import to_object
 
 __all__ = [
     "RENAMED",
@@ -372,6 +373,6 @@ def load_analysis_config(overrides: Sequence[str] = (), base: AnalysisConfig | N
             msg = str(e).splitlines()[0].replace("'$VALUE' of type '$VALUE_TYPE'", o.split("=", 1)[1])
             hint = VALUE_HINTS.get(str(key), "")
             raise AnalysisError(f"command line: bad config key or value {key!r}: {msg}{hint}") from None
-    cfg = OmegaConf.to_object(merged)
+    cfg = to_object(merged)
     assert isinstance(cfg, AnalysisConfig)
     return cfg

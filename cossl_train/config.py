@@ -9,7 +9,7 @@ the key that replaced them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +414,23 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def _restore_tuples(obj: Any) -> Any:
+    """Fields declared as tuples back to tuples, in place: omegaconf 2.3 hands them over as lists
+    (2.4 as tuples), and a config must read the same under both."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            _restore_tuples(value)
+        elif isinstance(value, list) and str(f.type).startswith("tuple"):
+            setattr(obj, f.name, tuple(value))
+    return obj
+
+
+def to_object(node: Any) -> Any:
+    """``OmegaConf.to_object`` with the same result under omegaconf 2.3 and 2.4."""
+    return _restore_tuples(OmegaConf.to_object(node))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides."""
     base = OmegaConf.structured(Config)
@@ -446,8 +463,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             key = getattr(e, "full_key", None) or ""
             msg = str(e).splitlines()[0]
             raise ConfigError(f"{source}: bad config key or value {key!r}: {msg}") from None
-    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    return validate(cfg)
+    return validate(to_object(merged))
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...],
@@ -464,7 +480,7 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...],
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         raise ConfigError(f"command line: bad config key or value {key!r}: {str(e).splitlines()[0]}") from None
-    return validate(OmegaConf.to_object(merged))  # type: ignore[arg-type]
+    return validate(to_object(merged))
 
 
 def to_dict(cfg: Config) -> dict:
@@ -478,7 +494,7 @@ def from_dict(d: dict) -> Config:
         merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(d))
     except OmegaConfBaseException as e:
         raise ConfigError(f"stored config: {str(e).splitlines()[0]}") from None
-    return validate(OmegaConf.to_object(merged))  # type: ignore[arg-type]
+    return validate(to_object(merged))
 
 
 def dump_yaml(cfg: Config) -> str:
