@@ -167,7 +167,14 @@ def _offline_probe(path: Path, encoder: nn.Module, epoch: int) -> tuple[dict | N
 
 
 def load_state(module: nn.Module, state_dict: dict, path: str | Path, stored_cfg: dict | None = None) -> None:
-    """``module.load_state_dict`` with a one-line error when the checkpoint is another model."""
+    """``module.load_state_dict`` with a one-line error when the checkpoint is another model.
+
+    A method's state dict of an earlier version is read with today's key names first.
+    """
+    from .methods.base import SSLMethod, upgrade_state_dict
+
+    if isinstance(module, SSLMethod):
+        state_dict = upgrade_state_dict(state_dict)
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -267,6 +274,10 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pre
     The probe is the offline one saved beside the checkpoint when it was trained on this very
     checkpoint (epoch and encoder weights hash), else the online probe of the run, with a logged
     note when an offline probe was there but did not match.
+
+    >>> from cossl_train import load_pretrained
+    >>> model = load_pretrained("runs/demo/co_simclr/seed0/checkpoint.pt")  # doctest: +SKIP
+    >>> model.features(images).shape, model.local(images).shape  # (B, C) and (B, C, h, w)  # doctest: +SKIP
     """
     from .methods import build_encoder
 
@@ -295,7 +306,14 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pre
 
 def load_method(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The whole trained method of a cossl checkpoint (encoder, heads, momentum branch, CO term), in
-    eval mode: for diagnostics that read the heads (``cossl_analysis.analyses.co_objective``)."""
+    eval mode: for diagnostics that read the heads (``cossl_analysis.co_objective``), or to go on
+    training its parts in a loop of one's own.
+
+    >>> from cossl_train import load_method
+    >>> method = load_method("runs/demo/co_simclr/seed0/checkpoint.pt")  # doctest: +SKIP
+    >>> fmap = method.encoder(images)                 # (B, C, h, w) local representations  # doctest: +SKIP
+    >>> local = method.co.local_queries(method, fmap)  # (B, h*w, D) its local heads  # doctest: +SKIP
+    """
     from .methods import build_method
 
     path = Path(path)

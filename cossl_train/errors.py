@@ -32,6 +32,11 @@ class RunExistsError(CosslError, RuntimeError):
     """The output folder already holds a checkpoint and --resume was not given."""
 
 
+class InputError(CosslError, ValueError):
+    """Tensors or arguments given to a public part (a loss, a head, a backbone wrapper) that do not
+    have the shape or value it needs; the message names what was given and what is expected."""
+
+
 #: what the command-line tools report as one line: expected errors and missing files
 USER_ERRORS: tuple[type[BaseException], ...] = (CosslError, FileNotFoundError)
 

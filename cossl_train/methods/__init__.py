@@ -3,7 +3,7 @@
 ``method.name`` is a base method (``byol``, ``dino``, ``mocov3``, ``simclr``) or its CO form
 (``co_<base>``): the base method with :mod:`~cossl_train.methods.co_term` attached. Adding a base
 method is one new module with a ``build(cfg, encoder) -> SSLMethod`` function (its parts: heads, a
-:class:`~cossl_train.methods.base.PairLoss`, momentum or not) and one line in :data:`BASE_METHODS`.
+:class:`~cossl_train.losses.PairLoss`, momentum or not) and one line in :data:`BASE_METHODS`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..encoder import Encoder
+from ..losses import PairLoss, view_pairs
 from . import byol, dino, mocov3, simclr
-from .base import MethodOutput, PairLoss, SSLMethod, make_target, view_pairs
-from .co_term import CoTerm, attach
+from .base import MethodOutput, SSLMethod, make_target
+from .co_term import LocalHeads, attach
 
 #: base method name -> builder
 BASE_METHODS: dict[str, Callable[[Config, Encoder], SSLMethod]] = {
@@ -70,7 +71,7 @@ def build_method(cfg: Config, encoder: Encoder | None = None) -> SSLMethod:
 
 __all__ = [
     "BASE_METHODS",
-    "CoTerm",
+    "LocalHeads",
     "MethodOutput",
     "PairLoss",
     "SSLMethod",

@@ -1,9 +1,12 @@
 """The parts every method is composed of, and the one forward pass they share.
 
 A method (:class:`SSLMethod`) is an encoder, a global projector (and predictor), a target branch
-(a momentum copy of encoder and projector, or the online projections themselves), a
-:class:`PairLoss`, and optionally the CO term. The base methods differ only in the parts they pass
-in (``methods/byol.py``, ``dino.py``, ``mocov3.py``, ``simclr.py``); none overrides the forward.
+(a momentum copy of encoder and projector, or the online projections themselves), the criterion
+(:class:`~cossl_train.losses.CoLoss` around the base method's
+:class:`~cossl_train.losses.PairLoss`), and optionally the CO term's local heads. The base methods
+differ only in the parts they pass in (``methods/byol.py``, ``dino.py``, ``mocov3.py``,
+``simclr.py``); none overrides the forward. The loss parts are the public ones a user's own loop
+imports (``from cossl_train import CoLoss, BYOLLoss, ...``).
 
 Views: ``views[:2]`` are the two global views of every image; ``views[2:]`` optional small crops
 (multi-crop). The online branch encodes every view; the target branch only the global views. A
@@ -12,7 +15,8 @@ scaled by the loss's ``pair_scale`` (2 for BYOL and MoCo-v3, whose published los
 view orders; 1 for DINO, which averages).
 
 Total loss: L = (1 - w_s) L_g + w_s L_l with w_s = ``co.local_weight``; with w_s = 0 (or no CO
-term) the CO term is skipped entirely, so loss and gradients are the base method's bit for bit.
+term) the local heads are not run and the criterion returns the base loss, so loss and gradients
+are the base method's bit for bit.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import Tensor, nn
 
 from ..ema import make_target
 from ..encoder import Encoder
+from ..losses import CoLoss, PairLoss
 
 LocalHeadFactory = Callable[[], tuple[nn.Module, nn.Module | None]]
 
@@ -44,41 +49,17 @@ class MethodOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-def view_pairs(num_views: int, num_targets: int) -> list[tuple[int, int]]:
-    """(query view, target view) pairs: every view against every other *global* view."""
-    return [(a, b) for b in range(num_targets) for a in range(num_views) if a != b]
+#: checkpoint keys of earlier versions -> their names now (the criterion took over the losses)
+_RENAMED_KEYS = {"loss.center": "criterion.base.center", "co.loss.center": "criterion.local_base.center"}
 
 
-class PairLoss(nn.Module):
-    """A base method's loss, split so that the CO term can reuse it pair by pair.
-
-    Subclasses define :meth:`pair` (global query (B, D) against global target (B, D)),
-    :meth:`local_to_global` (local queries (B, P, D) against one global target per image) and
-    :meth:`global_to_local` (a global query against local targets (B, P, D)); :meth:`targets`
-    turns raw target-branch outputs into what the loss compares with (DINO: centring and
-    sharpening); :meth:`global_loss` is the scaled mean of :meth:`pair` over the view pairs.
-    """
-
-    #: multiplier on the mean over pairs
-    pair_scale: float = 1.0
-    #: whether the loss supports more than two views (multi-crop)
-    multi_crop: bool = True
-
-    def targets(self, raw: Sequence[Tensor], epoch: float) -> list[Tensor]:
-        return list(raw)
-
-    def pair(self, query: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def local_to_global(self, local_query: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def global_to_local(self, query: Tensor, local_target: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def global_loss(self, queries: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
-        pairs = view_pairs(len(queries), len(targets))
-        return self.pair_scale * sum(self.pair(queries[a], targets[b]) for a, b in pairs) / len(pairs)
+def upgrade_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A method's state dict of an earlier version with today's key names (DINO's centres moved
+    into the criterion; a base DINO had no local centre, which starts from zero)."""
+    out = {_RENAMED_KEYS.get(k, k): v for k, v in state.items()}
+    if "criterion.base.center" in out and "criterion.local_base.center" not in out:
+        out["criterion.local_base.center"] = torch.zeros_like(out["criterion.base.center"])
+    return out
 
 
 @dataclass
@@ -102,6 +83,8 @@ class SSLMethod(nn.Module):
         loss: the base method's :class:`PairLoss`.
         momentum: targets from an EMA copy of encoder and projector (BYOL, DINO, MoCo-v3); else
             the online projections of the global views are the targets (SimCLR).
+        loss: the base method's pair loss; the criterion (``self.criterion``) wraps it with w_s = 0
+            until the CO term is attached (``co_term.attach``).
         make_local_heads: builds the CO term's own local projector and predictor.
         frozen: parameters whose gradient is dropped while ``epoch < frozen_epochs`` (DINO).
         joint_views: encode the views of one resolution in one forward, and project all views in
@@ -118,7 +101,7 @@ class SSLMethod(nn.Module):
         self.encoder = encoder
         self.projector = projector
         self.predictor = predictor
-        self.loss = loss
+        self.criterion = CoLoss(loss, local_weight=0.0)
         self.momentum = momentum
         if momentum:
             self.target_encoder = make_target(encoder)
@@ -126,9 +109,18 @@ class SSLMethod(nn.Module):
         self.make_local_heads = make_local_heads
         self.frozen_epochs = frozen_epochs
         self._frozen = frozen
-        #: the CO term and w_s, set by ``co_term.attach`` after the base parts are built
+        #: the CO term's local heads, set by ``co_term.attach`` after the base parts are built
         self.co: nn.Module | None = None
-        self.local_weight = 0.0
+
+    @property
+    def loss(self) -> PairLoss:
+        """The base method's pair loss (inside the criterion)."""
+        return self.criterion.base
+
+    @property
+    def local_weight(self) -> float:
+        """w_s (0 without a CO term)."""
+        return self.criterion.local_weight
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         pairs = [(self.encoder, self.target_encoder), (self.projector, self.target_projector)] if self.momentum else []
@@ -171,18 +163,15 @@ class SSLMethod(nn.Module):
             target_fmaps, raw = self.target_branch(views[:2])
         else:
             target_fmaps, raw = None, online.projections[:2]
-        targets = self.loss.targets(raw, epoch)
-        loss_g = self.loss.global_loss(online.queries, targets)
-        loss, loss_l, metrics = loss_g, torch.zeros((), device=loss_g.device), {}
-        # w_s = 0 skips the term entirely: loss and gradients stay the base method's bit for bit
+        local_q = local_t = None
+        # w_s = 0 runs no local head: loss and gradients stay the base method's bit for bit
         if self.co is not None and self.local_weight > 0:
             with torch.profiler.record_function("co_term"):
-                co = self.co(self, online, target_fmaps, raw, targets, epoch)
-            loss_l, metrics = co.loss, co.metrics
-            loss = (1 - self.local_weight) * loss_g + self.local_weight * loss_l
+                local_q, local_t = self.co(self, online.fmaps, target_fmaps, len(raw))
+        out = self.criterion(online.queries, raw, local_q, local_t, epoch)
         drop = tuple(self._frozen(self)) if self._frozen is not None and epoch < self.frozen_epochs else ()
-        return MethodOutput(loss, loss_g.detach(), loss_l.detach(), torch.cat(online.reps[:2]).detach(),
-                            online.projections[0].detach(), drop, metrics)
+        return MethodOutput(out.loss, out.global_loss, out.local_loss, torch.cat(online.reps[:2]).detach(),
+                            online.projections[0].detach(), drop, out.metrics)
 
 
 def _same_resolution_runs(views: Sequence[Tensor]) -> list[list[Tensor]]:

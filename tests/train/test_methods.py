@@ -4,7 +4,6 @@ direction, and each CO term equals its definition recomputed with loops."""
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import pytest
@@ -12,11 +11,12 @@ import torch
 from conftest import METHOD_OVERRIDES as SMALL
 from conftest import TinyConvNet
 from conftest import perturb_targets as _perturb_targets
+from loss_reference import co_terms
 
 from cossl_train.config import load_config
 from cossl_train.encoder import Encoder, PoolMLP, global_pool
+from cossl_train.losses import view_pairs
 from cossl_train.methods import BASE_METHODS, build_method, method_names
-from cossl_train.methods.base import view_pairs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 BASES = list(BASE_METHODS)
@@ -137,44 +137,6 @@ def _local_outputs(ref: torch.nn.Module, views: list[torch.Tensor]) -> dict[str,
             "lt": [x.reshape(*shape, x.shape[-1]).numpy() for x in lt]}
 
 
-def _infonce(q: np.ndarray, keys: np.ndarray, pos: int, temp: float) -> float:
-    s = np.array([_cos(q, k) / temp for k in keys])
-    return float(-(s[pos] - math.log(np.exp(s).sum())))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def _ce(t_probs: np.ndarray, s_logits: np.ndarray, temp: float) -> float:
-    return float(-(t_probs * np.log(_softmax(s_logits / temp))).sum())
-
-
-def _reference(base: str, r: dict, centers: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
-    """(local-to-global, global-to-local) terms, each a mean over pairs and (image, position)."""
-    b, p = r["lq"][0].shape[:2]
-    l2g, g2l = [], []
-    for a, c in view_pairs(2, 2):
-        if base == "byol":
-            l2g.append(np.mean([2 - 2 * _cos(r["lq"][a][i, j], r["t"][c][i]) for i in range(b) for j in range(p)]))
-            g2l.append(np.mean([2 - 2 * _cos(r["q"][a][i], r["lt"][c][i, j]) for i in range(b) for j in range(p)]))
-        elif base in ("mocov3", "simclr"):
-            temp = 1.0 if base == "mocov3" else 0.2
-            mult = 2 * temp if base == "mocov3" else 1.0  # MoCo-v3 scales its InfoNCE by 2T
-            l2g.append(mult * np.mean([_infonce(r["lq"][a][i, j], r["t"][c], i, temp)
-                                       for i in range(b) for j in range(p)]))
-            g2l.append(mult * np.mean([_infonce(r["q"][a][i], r["lt"][c][:, j], i, temp)
-                                       for i in range(b) for j in range(p)]))
-        else:  # dino: student softmax (0.1) against the centred, sharpened teacher (0.04)
-            g_center, l_center = centers
-            l2g.append(np.mean([_ce(_softmax((r["t"][c][i] - g_center) / 0.04), r["lq"][a][i, j], 0.1)
-                                for i in range(b) for j in range(p)]))
-            g2l.append(np.mean([_ce(_softmax((r["lt"][c][i, j] - l_center) / 0.04), r["q"][a][i], 0.1)
-                                for i in range(b) for j in range(p)]))
-    return float(np.mean(l2g)), float(np.mean(g2l))
-
-
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("base", BASES)
 def test_co_term_matches_its_definition(base: str, direction: str) -> None:
@@ -186,14 +148,17 @@ def test_co_term_matches_its_definition(base: str, direction: str) -> None:
     if direction == "global_to_local" and model.momentum:
         model = _make(f"co_{base}", "co.direction=both", "co.local_weight=0.4")
         model.co.l2g = False  # the g2l term of the separate heads, checked on its own
+        model.criterion.direction = "global_to_local"
     _perturb_targets(model)
     with torch.no_grad():  # non-zero centres, so that forgetting to centre would show
-        for buf in (model.loss.center, model.co.loss.center) if base == "dino" else ():
+        for buf in (model.loss.center, model.criterion.local_base.center) if base == "dino" else ():
             buf.normal_(0, 0.3)
     ref = copy.deepcopy(model)
-    centers = (ref.loss.center.numpy().copy(), ref.co.loss.center.numpy().copy()) if base == "dino" else (0, 0)
+    centers = ((ref.loss.center.numpy().copy(), ref.criterion.local_base.center.numpy().copy()) if base == "dino"
+               else (0, 0))
     out = model(views)
-    l2g, g2l = _reference(base, _local_outputs(ref, views), centers)
+    r = _local_outputs(ref, views)
+    l2g, g2l = co_terms(base, r["q"], r["t"], r["lq"], r["lt"], centers)
     terms = {"local_to_global": [l2g], "global_to_local": [g2l], "both": [l2g, g2l]}[direction]
     expected = model.loss.pair_scale * float(np.mean(terms))
     assert out.loss_local.item() == pytest.approx(expected, rel=1e-4)
