@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time th
     from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy, probe_accuracy
     from cossl_analysis.analyses.adversarial import AdversarialResult, adversarial_sweep, attack_accuracy
     from cossl_analysis.analyses.co_objective import (
+        CoParts,
         ObjectiveResult,
         co_objective,
         head_space_features,
@@ -57,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "AdversarialResult": "analyses.adversarial",
     "adversarial_sweep": "analyses.adversarial",
     "attack_accuracy": "analyses.adversarial",
+    "CoParts": "analyses.co_objective",
     "ObjectiveResult": "analyses.co_objective",
     "co_objective": "analyses.co_objective",
     "head_space_features": "analyses.co_objective",
@@ -115,6 +117,7 @@ __all__ = [
     "AdversarialResult",
     "AnalysisConfig",
     "AnalysisError",
+    "CoParts",
     "CorruptionResult",
     "ExternalEncoder",
     "InternalCorruptionResult",

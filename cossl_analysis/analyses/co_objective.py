@@ -50,7 +50,8 @@ class CoParts:
             :class:`~cossl_train.heads.PerPosition` local projector and predictor), or None: the model
             is then read through its global heads at every position.
         local_path: the local queries in words, for reports.
-        modules: what is put in eval mode while the diagnostic runs (default: every module above).
+        modules: what is put in eval mode while the diagnostic runs (default: those of the fields
+            above that are modules; name them when ``encoder`` or ``target`` is a function).
 
     >>> import torch
     >>> from torch import nn

@@ -61,7 +61,9 @@ class CoLoss(nn.Module):
       ``local_to_global``; see :class:`~cossl_train.heads.PerPosition`);
     * ``local_targets``: T tensors (B, P, D), the raw local targets (needed for
       ``global_to_local``; for SimCLR the local queries are used when omitted);
-    * ``epoch``: the fractional epoch (DINO's teacher temperature schedule).
+    * ``epoch``: the fractional epoch (DINO's teacher temperature schedule);
+    * ``global_loss``: L_g computed by one's own code (lightly's ``NTXentLoss``, say), in the base
+      loss's units; the base loss then computes only what L_l needs (for DINO: the centred targets).
 
     Targets are detached by the losses that need it (BYOL, MoCo-v3, DINO), not by SimCLR's.
 
@@ -102,12 +104,14 @@ class CoLoss(nn.Module):
 
     def forward(self, queries: Sequence[Tensor], targets: Sequence[Tensor] | None = None,
                 local_queries: Sequence[Tensor] | None = None, local_targets: Sequence[Tensor] | None = None,
-                epoch: float = 0.0) -> CoLossOutput:
+                epoch: float = 0.0, global_loss: Tensor | None = None) -> CoLossOutput:
         queries = _as_list(queries, "queries")
         targets = self._targets(queries, targets)
         shape = _check_global(queries, targets)
         processed = self.base.targets(targets, epoch)
-        loss_g = self.base.global_loss(queries, processed)
+        if global_loss is not None and not (isinstance(global_loss, Tensor) and global_loss.dim() == 0):
+            raise InputError(f"global_loss has shape {_shape(global_loss)}: expected a scalar tensor (L_g)")
+        loss_g = self.base.global_loss(queries, processed) if global_loss is None else global_loss
         if self.local_weight == 0:  # the local inputs are not even read: the base loss exactly
             return CoLossOutput(loss_g, loss_g.detach(), torch.zeros((), device=loss_g.device))
         loss_l, metrics = self.local_loss(queries, targets, processed, local_queries, local_targets, epoch, shape)

@@ -78,6 +78,18 @@ def test_zero_local_weight_is_the_base_loss_and_reads_no_local_input(base: str) 
     assert torch.equal(out.loss, expected) and out.local_loss.item() == 0.0
 
 
+def test_a_global_loss_of_ones_own_replaces_the_base_one() -> None:
+    x = _tensors(3)
+    co = CoLoss(BYOLLoss(), local_weight=0.25)
+    own_global = torch.tensor(1.5)
+    out = co(x["q"], x["t"], x["lq"], x["lt"], global_loss=own_global)
+    reference = co(x["q"], x["t"], x["lq"], x["lt"])
+    assert out.global_loss.item() == 1.5 and torch.equal(out.local_loss, reference.local_loss)
+    assert out.loss.item() == pytest.approx(0.75 * 1.5 + 0.25 * reference.local_loss.item())
+    with pytest.raises(InputError, match="global_loss has shape \\(2,\\): expected a scalar"):
+        co(x["q"], x["t"], x["lq"], x["lt"], global_loss=torch.ones(2))
+
+
 # -- the trainer's loss against the same parts assembled by hand ------------------------------------
 
 
@@ -216,3 +228,19 @@ def test_bad_input_is_one_line_naming_what_was_given(case: int) -> None:
     with pytest.raises(InputError, match=match) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_a_dino_checkpoint_of_the_earlier_layout_loads(tmp_path) -> None:  # noqa: ANN001
+    """Earlier versions kept DINO's centres at ``loss.center`` and ``co.loss.center``."""
+    from cossl_train.checkpoint import load_state
+
+    model = _method("co_dino", "both")
+    old = {{"criterion.base.center": "loss.center", "criterion.local_base.center": "co.loss.center"}.get(k, k): v
+           for k, v in model.state_dict().items() if not k.startswith("criterion.") or k.endswith("center")}
+    assert "loss.center" in old and "co.loss.center" in old
+    fresh = _method("co_dino", "both")
+    with torch.no_grad():
+        fresh.criterion.base.center.zero_()
+    load_state(fresh, old, tmp_path / "old.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
