@@ -102,7 +102,8 @@ def _position(p: Any) -> tuple[float, float]:
         row = col = float("nan")
     if not (0.0 <= row <= 1.0 and 0.0 <= col <= 1.0):
         shown = list(p) if isinstance(p, (list, tuple)) else p
-        raise AnalysisError(f"erf.positions: a position is [row, col] with both in [0, 1], got {shown}")
+        hint = "" if isinstance(p, (list, tuple)) else VALUE_HINTS["erf.positions"]
+        raise AnalysisError(f"erf.positions: a position is [row, col] with both in [0, 1], got {shown}{hint}")
     return row, col
 
 
