@@ -377,3 +377,13 @@ def test_package_imports_lazily() -> None:
     assert cossl_analysis.load_checkpoint is load_checkpoint
     with pytest.raises(AttributeError, match="replaced by AnalysisConfig"):
         cossl_analysis.AnalysisOptions  # noqa: B018 - the name of an earlier version
+
+
+def test_dir_shows_the_api_alone() -> None:
+    """Tab completion and ``help()`` read ``dir()``: the API and the documented subpackages, none of the
+    lazy loader's own helpers (``Any``, ``TYPE_CHECKING``, ``annotations``, ``importlib``)."""
+    import cossl_analysis
+
+    shown = {name for name in dir(cossl_analysis) if not name.startswith("__")}
+    assert shown == set(cossl_analysis.__all__) | {"analyses", "config", "external", "report", "viz"}
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(dir(cossl_analysis))
