@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from cossl_analysis.analyses._common import Data, iter_batches, model_device
 from cossl_analysis.analyses.accuracy import top1
+from cossl_analysis.analyses.defaults import DEFAULT_FRACTIONS
 from cossl_analysis.analyses.features import feature_map_size, representations
 from cossl_train.encoder import pool_head
 from cossl_train.evaluate import eval_mode
@@ -26,8 +27,6 @@ __all__ = ["DEFAULT_FRACTIONS", "PatchDropResult", "num_dropped", "patch_drop_an
 
 DropMode = Literal["random", "position"]
 PositionOrder = Literal["border", "raster"]
-#: fractions of the local representations dropped by default
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 @dataclass

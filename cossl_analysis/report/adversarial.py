@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from cossl_analysis.config import RobustnessConfig
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 
 
-@analysis("adversarial", title="Adversarial attacks (FGSM, PGD)", config=RobustnessConfig, needs_probe=True,
-          check=lambda session: check_dependencies(["adversarial"]), groups=("robustness",), sweep=True,
-          help="accuracy under FGSM and PGD (L-inf) at small budgets",
-          writes="`robustness/adversarial.png`, `robustness/adversarial.json`, `robustness/robustness.csv`")
+@section("adversarial", check=lambda session: check_dependencies(["adversarial"]))
 def adversarial_section(session: Session) -> Section:
     cfg = session.config.robustness
     get = accuracy_of(session_sweeps(session, ("adversarial",)))

@@ -16,7 +16,7 @@ from cossl_analysis.analyses.co_objective import (
 )
 from cossl_analysis.analyses.patch_drop import patch_drop_from_features
 from cossl_analysis.analyses.similarity import similarity_from_features
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model, weights_fingerprint
 from cossl_analysis.report.paired import comparisons
@@ -116,10 +116,7 @@ def _verdicts(session: Session, objective: dict[str, ObjectiveResult], floors: d
     return out
 
 
-@analysis("co_objective", title="The CO objective",
-          help="the CO term's own objective on held-out images (each position's local query against the other "
-               "view's global targets), and Pearson C and patch dropping in the heads' space",
-          writes="`co_objective/co_objective.png`, `co_objective/co_objective.json`")
+@section("co_objective")
 def co_objective_section(session: Session) -> Section:
     trained = [m for m in session.models if not m.is_external]
     skipped = [m.label for m in session.models if m.is_external]

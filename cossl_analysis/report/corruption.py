@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cossl_analysis.analyses.corruption import COMMON_CORRUPTIONS, corruption_set_text, corruption_summary
-from cossl_analysis.config import RobustnessConfig
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
@@ -14,11 +13,7 @@ from cossl_analysis.viz.panels import Panel, Series, plot_panels
 from cossl_analysis.viz.robustness import plot_corruption_bars
 
 
-@analysis("corruption", title="Image corruptions (ImageNet-C)", config=RobustnessConfig, needs_probe=True,
-          check=lambda session: check_dependencies(["corruption"]), groups=("robustness",), sweep=True,
-          help="clean and corrupted accuracy under the 19 corruptions of imagecorruptions (ImageNet-C)",
-          writes="`robustness/corruption.png`, `robustness/corruption_by_name.png`, `robustness/corruption.json`, "
-                 "`robustness/robustness.csv`")
+@section("corruption", check=lambda session: check_dependencies(["corruption"]))
 def corruption_section(session: Session) -> Section:
     cfg = session.config.robustness
     get = accuracy_of(session_sweeps(session, ("corruption",)))

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 from cossl_analysis.analyses.erf import erf_map, erf_stats, position_indices, rf_centres
-from cossl_analysis.config import ErfConfig
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm_rows
@@ -28,9 +27,7 @@ def _record(session: Session, model: Model) -> dict[str, Any]:
     return session.cached(model, "erf", params, compute)
 
 
-@analysis("erf", title="Effective receptive fields (Figure 4)", config=ErfConfig,
-          help="effective receptive fields of local representations (Figure 4)",
-          writes="`erf/figure4.png`, `erf/erf_mean.png`, `erf/erf.json`, `erf/<label>_maps.npy`")
+@section("erf")
 def erf_section(session: Session) -> Section:
     cfg = session.config.erf
     records = {m.label: _record(session, m) for m in session.models}

@@ -7,9 +7,8 @@ from collections.abc import Callable
 import numpy as np
 
 from cossl_analysis.analyses.internal_corruption import STRENGTH_NAMES
-from cossl_analysis.config import InternalCorruptionConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
@@ -25,11 +24,7 @@ def _check(session: Session) -> None:
             raise AnalysisError(f"{m.label}: {err}") from None
 
 
-@analysis("internal_corruption", title="Internal corruption and internal masking", config=InternalCorruptionConfig,
-          needs_probe=True, check=_check, groups=("robustness",), sweep=True,
-          help="probe accuracy under internal noise, zeroing or masking of a feature map",
-          writes="`internal_corruption/internal.png`, `internal_corruption/internal.json`, "
-                 "`robustness/robustness.csv`")
+@section("internal_corruption", check=_check)
 def internal_corruption_section(session: Session) -> Section:
     cfg = session.config.internal_corruption
     get = accuracy_of(session_sweeps(session, ("internal_corruption",)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
@@ -58,9 +58,7 @@ def crop_curves(models: Sequence[Model], clean: Mapping[str, float]) -> dict[str
     return {name: [points[c] for c in sorted(points)] for name, points in curves.items()}
 
 
-@analysis("large_crop", title="Large-crop study", needs_probe=True, groups=("robustness",),
-          help="clean accuracy against the minimum crop scale each checkpoint was pre-trained with",
-          writes="`robustness/large_crop.png`, `robustness/large_crop.json`, `robustness/robustness.csv`")
+@section("large_crop")
 def large_crop_section(session: Session) -> Section:
     clean = clean_accuracy(session)
     curves = crop_curves(session.models, clean)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from cossl_analysis.analyses.patch_drop import PatchDropResult, patch_drop_from_features
-from cossl_analysis.config import PatchDropConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
 from cossl_analysis.report.session import (
@@ -65,10 +64,7 @@ def drop_result(session: Session, m: Model, accuracy: bool | None = None) -> dic
     return session.cached(m, "patch_drop", drop_params(session, accuracy), compute)
 
 
-@analysis("patch_drop", title="Patch dropping", config=PatchDropConfig, check=_check,
-          needs_probe=lambda cfg: cfg.patch_drop.accuracy, without_probe="patch_drop.accuracy=false",
-          help="global representation and probe accuracy as local representations are dropped",
-          writes="`patch_drop/patch_drop.png`, `patch_drop/patch_drop.json`")
+@section("patch_drop", check=_check)
 def patch_drop_section(session: Session) -> Section:
     cfg = session.config.patch_drop
     results = {m.label: drop_result(session, m) for m in session.models}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from cossl_analysis.analyses.similarity import SimilarityResult, similarity_from_features
-from cossl_analysis.config import SimilarityConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json, write_pairs
 from cossl_analysis.report.loading import Model
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm
@@ -45,9 +44,7 @@ def similarity_result(session: Session, m: Model) -> SimilarityResult:
     return SimilarityResult.from_dict(session.cached(m, "similarity", params, compute))
 
 
-@analysis("similarity", title="Global against local similarity (Figure 3B)", config=SimilarityConfig, check=_check,
-          help="global against local cosine similarity and Pearson C (Figure 3B)",
-          writes="`similarity/similarity.png`, `similarity/similarity.csv` (every pair), `similarity/similarity.json`")
+@section("similarity", check=_check)
 def similarity_section(session: Session) -> Section:
     cfg, seed = session.config.similarity, session.config.seed
     results = {m.label: similarity_result(session, m) for m in session.models}

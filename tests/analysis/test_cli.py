@@ -387,3 +387,22 @@ def test_dir_shows_the_api_alone() -> None:
     shown = {name for name in dir(cossl_analysis) if not name.startswith("__")}
     assert shown == set(cossl_analysis.__all__) | {"analyses", "config", "external", "report", "viz"}
     assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(dir(cossl_analysis))
+
+
+def test_help_and_argument_errors_load_no_numerical_stack() -> None:
+    """``--help``, an argument error and a bad setting answer without importing torch and the rest of the
+    stack (their start-up is seconds on a small CPU; benchmarks/cli_startup.py prints the times)."""
+    check = (
+        "import sys\n"
+        "from cossl_analysis.cli import main\n"
+        "argvs = (['--help'], ['similarity', '--help'], ['report', '--help'], ['erf', 'x.pt'], ['nope'],\n"
+        "         ['erf', 'x.pt', '--out', 'o', 'images=-1'], ['erf', 'x.pt', '--out', 'o', 'erf.nope=1'])\n"
+        "codes = [main(list(a)) for a in argvs]\n"
+        "heavy = {'torch', 'torchvision', 'captum', 'scipy', 'matplotlib', 'timm'} & set(sys.modules)\n"
+        "assert codes == [0, 0, 0, 2, 2, 2, 2] and not heavy, (codes, heavy)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage: cossl-analysis" in proc.stdout and "images=-1 must be >= 0" in proc.stderr
