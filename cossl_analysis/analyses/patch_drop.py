@@ -144,7 +144,8 @@ def patch_drop_from_features(local: Tensor, fractions: Sequence[float] = DEFAULT
         fraction_dropped=[k / n_pos for k in ks],
         all_but_one=[k == n_pos - 1 for k in ks],
         cosine_mean=[float(c.mean()) for c in cos],
-        cosine_std=[float(c.std(correction=0)) for c in cos],
+        # the sample std (ddof = 1), the package's one rule; none with a single image
+        cosine_std=[float(c.std(correction=1)) if n_img > 1 else math.nan for c in cos],
         accuracy=accuracy,
         intact_accuracy=intact_accuracy,
         num_images=n_img,

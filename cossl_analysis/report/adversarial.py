@@ -6,6 +6,7 @@ import numpy as np
 
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
@@ -40,7 +41,8 @@ def adversarial_section(session: Session) -> Section:
         panels.append(panel)
         if attacked:
             metrics.append(Metric(f"{attack.upper()} avg (%)", {m.label: PCT * average(m.label)  # type: ignore[operator]
-                                                                for m in session.models}, digits=1))
+                                                                for m in session.models}, digits=1,
+                                  margin=MARGINS["accuracy"]))
     png = session.path("robustness", "adversarial.png")
     save_figure(plot_panels(panels), png)
     write_json({"eps_255": list(cfg.eps), **raw}, session.path("robustness", "adversarial.json"))

@@ -19,13 +19,13 @@ from cossl_analysis.analyses.similarity import similarity_from_features
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model, weights_fingerprint
-from cossl_analysis.report.paired import comparisons
+from cossl_analysis.report.paired import MARGINS, comparisons
 from cossl_analysis.report.patch_drop import drop_result, last_point_name
 from cossl_analysis.report.session import PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.similarity import similarity_result
 from cossl_analysis.viz.co_objective import plot_objective_maps
 from cossl_train.config import AugmentConfig
-from cossl_train.paired import paired
+from cossl_train.paired import Paired, paired
 
 #: the second view, in words (the section and docs say which views were used)
 VIEWS = ("view a: the evaluation images as they are; view b: the same images through the training augmentation of "
@@ -103,17 +103,27 @@ def _verdicts(session: Session, objective: dict[str, ObjectiveResult], floors: d
             c = against[g]
             p = paired(f"{g} (local heads)", f"{c.b} (global heads at every position)", "own-image retrieval",
                        [PCT * objective[a.label].retrieval for a, _ in c.pairs],
-                       [PCT * objective[b.label].retrieval for _, b in c.pairs], " points")
+                       [PCT * objective[b.label].retrieval for _, b in c.pairs], " points", MARGINS["accuracy"])
             note = f" ({c.note})" if c.note else ""
         else:
             p = paired(f"{g} (local heads)", f"{g}'s own global heads at every position", "own-image retrieval",
                        [PCT * objective[m.label].retrieval for m in models],
-                       [PCT * floors[m.label].retrieval for m in models], " points")
+                       [PCT * floors[m.label].retrieval for m in models], " points", MARGINS["accuracy"])
             note = " (no base-method group in the comparison, so each checkpoint's own global heads are the floor)"
-        better = p.mean > 0 and p.resolved
-        out.append(f"{g}: its local queries {'do' if better else 'do not'} find their own image's target better "
-                   f"than the base model's global heads applied at every position{note}. {p.sentence(1)}")
+        out.append(f"{g}: {_which_way(p)}{note}. {p.sentence(1)}")
     return out
+
+
+def _which_way(p: Paired) -> str:
+    """Does the CO group's local retrieval clear the floor, in words that claim no more than the seeds
+    resolve: better or worse (resolved), no better and no worse (the interval is narrow), or cannot tell."""
+    floor = "the base model's global heads applied at every position"
+    if p.resolved:
+        return (f"its local queries find their own image's target {'better' if p.mean > 0 else 'worse'} than {floor}")
+    if p.negligible:
+        return f"its local queries find their own image's target no better and no worse than {floor}"
+    seeds = "one seed" if p.n < 2 else f"{p.n} seeds (±{p.resolvable:.1f} points)"
+    return f"we cannot tell with {seeds} whether its local queries find their own image's target better than {floor}"
 
 
 @section("co_objective")
@@ -151,8 +161,8 @@ def co_objective_section(session: Session) -> Section:
     write_json(records, session.path("co_objective", "co_objective.json"))
     verdicts = _verdicts(session, objective, floors, trained)
 
-    def metric(name: str, value: Any, digits: int = 3) -> Metric:
-        return Metric(name, {m.label: value(m) for m in trained}, digits=digits)
+    def metric(name: str, value: Any, digits: int = 3, margin: str = "cosine") -> Metric:
+        return Metric(name, {m.label: value(m) for m in trained}, digits=digits, margin=MARGINS[margin])
 
     return Section(
         text=[f"On the {len(session.data)} evaluation images: {VIEWS}. For every position of view a, the local "
@@ -175,7 +185,8 @@ def co_objective_section(session: Session) -> Section:
                       ["group", "Pearson C (backbone)", "Pearson C (heads)", f"cosine, {last} dropped (backbone)",
                        f"cosine, {last} dropped (heads)"], space_rows)],
         files=["co_objective/co_objective.json"], summary=records,
-        metrics=[metric("CO objective: own-image retrieval (%)", lambda m: PCT * objective[m.label].retrieval, 1),
+        metrics=[metric("CO objective: own-image retrieval (%)", lambda m: PCT * objective[m.label].retrieval, 1,
+                        "accuracy"),
                  metric("CO objective: own - other images' cosine",
                         lambda m: objective[m.label].own_cosine - objective[m.label].other_cosine),
                  metric("Pearson C, heads' space", lambda m: records[m.label]["heads_pearson_c"]),

@@ -7,6 +7,7 @@ import numpy as np
 from cossl_analysis.analyses.corruption import COMMON_CORRUPTIONS, corruption_set_text, corruption_summary
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
@@ -71,8 +72,9 @@ def corruption_section(session: Session) -> Section:
                  FigureRef(session.rel(bars), "accuracy per corruption")],
         tables=[main, per_name], files=["robustness/corruption.json", "robustness/robustness.csv"],
         summary=summary,
-        metrics=[Metric("probe top-1 (%)", per_model("clean"), digits=1, n_images=n),
-                 *([Metric(mean_name, per_model("mean_corruption_accuracy"), digits=1)] if swept_common else []),
+        metrics=[Metric("probe top-1 (%)", per_model("clean"), digits=1, n_images=n, margin=MARGINS["accuracy"]),
+                 *([Metric(mean_name, per_model("mean_corruption_accuracy"), digits=1, margin=MARGINS["accuracy"])]
+                   if swept_common else []),
                  *([Metric(f"mean of the {len(extra)} extra corruptions (%)", per_model("extra_corruption_accuracy"),
-                           digits=1)] if extra else [])],
+                           digits=1, margin=MARGINS["accuracy"])] if extra else [])],
     )

@@ -10,6 +10,7 @@ from cossl_analysis.analyses.erf import erf_map, erf_stats, position_indices, rf
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm_rows
 from cossl_analysis.viz.erf import plot_erf_comparison, plot_erf_means
 
@@ -66,7 +67,7 @@ def erf_section(session: Session) -> Section:
         files=["erf/erf.json", *[f"erf/{m.slug}_maps.npy" for m in session.models]],
         summary=per_model,
         metrics=[Metric("ERF RMS radius (px)", {m.label: _mean_radius(per_model[m.label]) for m in session.models},
-                        digits=2)],
+                        digits=2, margin=MARGINS["radius"])],
     )
 
 

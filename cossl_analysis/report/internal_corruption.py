@@ -11,6 +11,7 @@ from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, resolve_layer, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
@@ -56,7 +57,7 @@ def internal_corruption_section(session: Session) -> Section:
                             ["group", *[f"{v:g}" for v in s], "average (s > 0)", "probe"], rows, BINOMIAL_NOTE))
         metrics.append(Metric(f"internal {kind} avg (%)",
                               {m.label: None if average(m) is None else PCT * average(m)  # type: ignore[operator]
-                               for m in session.models}, digits=1))
+                               for m in session.models}, digits=1, margin=MARGINS["accuracy"]))
     png = session.path("internal_corruption", "internal.png")
     save_figure(plot_panels(panels), png)
     write_json({"layer": sorted(layers), **raw}, session.path("internal_corruption", "internal.json"))

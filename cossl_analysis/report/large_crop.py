@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import clean_accuracy
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
@@ -98,5 +99,5 @@ def large_crop_section(session: Session) -> Section:
         figures=[FigureRef(session.rel(png), "accuracy against pre-training c_min")], tables=[table],
         files=["robustness/large_crop.json", "robustness/robustness.csv"],
         metrics=[Metric("probe top-1 (%)", {m.label: PCT * clean[m.label] for m in session.models}, digits=1,
-                        n_images=n)],
+                        n_images=n, margin=MARGINS["accuracy"])],
     )

@@ -15,20 +15,26 @@ from cossl_analysis.report.loading import Model
 from cossl_train.config import to_dict
 from cossl_train.paired import Paired, paired
 
-__all__ = ["Comparison", "Metric", "comparisons", "pair_seeds", "paired_rows"]
+__all__ = ["MARGINS", "Comparison", "Metric", "comparisons", "pair_seeds", "paired_rows"]
+
+#: kind of number -> the difference too small to matter (docs/analysis.md, "Where groups meet")
+MARGINS: dict[str, float] = {"accuracy": 1.0, "cosine": 0.02, "radius": 0.5}
 
 
 @dataclass
 class Metric:
     """One summary number of a section, per model (label -> value, None where it does not apply),
     in display units. ``n_images``: the number is one top-1 (%) on that many images, which carries
-    a binomial error (shown beside a single seed)."""
+    a binomial error (shown beside a single seed). ``margin``: a difference too small to matter for
+    this number (:data:`MARGINS`); a paired comparison says "no difference" only when its whole 95%
+    interval lies within it, and never where it is None."""
 
     name: str
     values: dict[str, float | None]
     digits: int = 3
     n_images: int | None = None
     unit: str = ""
+    margin: float | None = None
 
 
 @dataclass
@@ -140,7 +146,7 @@ def paired_of(metric: Metric, comparison: Comparison) -> tuple[Paired, list[str]
         seeds.append(str(ma.seed) if ma.seed is not None and ma.seed == mb.seed else f"{ma.label} / {mb.label}")
     if not va:
         return None
-    return paired(comparison.a, comparison.b, metric.name, va, vb, metric.unit), seeds
+    return paired(comparison.a, comparison.b, metric.name, va, vb, metric.unit, metric.margin), seeds
 
 
 def paired_rows(metrics: Sequence[Metric], found: Sequence[Comparison]) -> list[dict[str, object]]:
@@ -159,12 +165,5 @@ def paired_rows(metrics: Sequence[Metric], found: Sequence[Comparison]) -> list[
                          "positive": p.positive, "n": p.n,
                          "resolvable": None if math.isinf(p.resolvable) else p.resolvable,
                          "summary": p.summary(metric.digits), "sentence": p.sentence(metric.digits),
-                         "which_way": _which_way(p, metric.digits), "note": c.note})
+                         "which_way": p.verdict(metric.digits), "margin": metric.margin, "note": c.note})
     return rows
-
-
-def _which_way(p: Paired, digits: int) -> str:
-    """The sentence's verdict alone, without the numbers it restates."""
-    where = f"{p.metric}: {p.a} - {p.b} = {p.summary(digits)}: "
-    sentence = p.sentence(digits)
-    return sentence[len(where):] if sentence.startswith(where) else sentence

@@ -9,6 +9,7 @@ from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import (
     BINOMIAL_NOTE,
     PCT,
@@ -82,7 +83,7 @@ def patch_drop_section(session: Session) -> Section:
     cos = session.per_group(lambda m: results[m.label]["cosine_mean"])
     tables = [Table("cosine to the intact global representation", ["group", *names], pm_rows(cos))]
     metrics = [Metric(f"cosine, {last} dropped", {m.label: results[m.label]["cosine_mean"][-1]
-                                                   for m in session.models})]
+                                                   for m in session.models}, margin=MARGINS["cosine"])]
     if cfg.accuracy:
         acc = session.per_group(lambda m: results[m.label]["accuracy"])
         probes = {g: session.probe_text(models) for g, models in session.groups().items()}

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.registry import Analysis, plan
-from cossl_analysis.report.paired import Metric, comparisons, paired_rows
+from cossl_analysis.report.paired import MARGINS, Metric, comparisons, paired_rows
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, Section, Session, Table, open_session, pm
 
 __all__ = ["run_analyses", "write_report"]
@@ -51,7 +51,8 @@ def probe_metrics(session: Session) -> list[Metric]:
     n = {int(s["n_val"]) for s in scores if s is not None}
     size = n.pop() if len(n) == 1 else None
     return [Metric(f"{name} top-1, full evaluation split (%)", {m.label: m.probe_scores[key]  # type: ignore[index]
-                                                                 for m in session.models}, digits=1, n_images=size)
+                                                                 for m in session.models}, digits=1, n_images=size,
+                   margin=MARGINS["accuracy"])
             for name, key in (("probe", "probe_top1"), ("kNN", "knn_top1"))]
 
 

@@ -270,5 +270,7 @@ def seed_curves(results: dict[str, dict[str, Any]], session: Session,
                 continue
             stack = np.array([results[m.label][key] for m in models], dtype=float)
             means[group][key] = stack.mean(axis=0).tolist()
-            stds[group][key] = (stack.std(axis=0, ddof=1) if len(models) > 1 else np.zeros(stack.shape[1])).tolist()
+            # sample std (ddof = 1); one seed has none (NaN: no band, null in JSON)
+            spread = stack.std(axis=0, ddof=1) if len(models) > 1 else np.full(stack.shape[1], np.nan)
+            stds[group][key] = spread.tolist()
     return means, stds

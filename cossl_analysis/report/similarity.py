@@ -7,6 +7,7 @@ from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json, write_pairs
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.viz import similarity as viz
 
@@ -75,5 +76,6 @@ def similarity_section(session: Session) -> Section:
                       ["group", "seeds", "Pearson C", "intra-image local similarity", "pairs"], rows)],
         files=["similarity/similarity.json", "similarity/similarity.csv"],
         summary=summaries,
-        metrics=[Metric("Pearson C", {m.label: results[m.label].pearson_c for m in session.models})],
+        metrics=[Metric("Pearson C", {m.label: results[m.label].pearson_c for m in session.models},
+                        margin=MARGINS["cosine"])],
     )
