@@ -137,7 +137,7 @@ class SimilarityConfig:
     def __post_init__(self) -> None:
         _one_of("similarity.mode", self.mode, ("random", "same", "all"))
         _one_of("similarity.global", self.global_rep, GLOBAL_REPS)
-        _at_least("similarity.", self, 1, "max_pairs")
+        _at_least("similarity.", self, 2, "max_pairs")  # Pearson C needs two pairs
 
 
 @dataclass

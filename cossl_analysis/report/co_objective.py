@@ -72,13 +72,15 @@ def _record(session: Session, m: Model) -> dict[str, Any]:
         floor = co_objective(method, a, b, bs, path="global")
         h, w = session.feature_map(m)
         glob, loc = head_space_features(method, a, bs)
-        heads_c = (similarity_from_features(glob.cpu(), loc.cpu(), mode=cfg.similarity.mode,  # type: ignore[arg-type]
-                                            seed=cfg.seed, max_pairs=cfg.similarity.max_pairs).pearson_c
-                   if loc.shape[1] >= 2 else None)
+        heads = (similarity_from_features(glob.cpu(), loc.cpu(), mode=cfg.similarity.mode,  # type: ignore[arg-type]
+                                          seed=cfg.seed, max_pairs=cfg.similarity.max_pairs)
+                 if loc.shape[1] >= 2 else None)
         pd = cfg.patch_drop
         drop = patch_drop_from_features(session.features(m)[1], pd.fractions, pd.mode, pd.order,  # type: ignore[arg-type]
                                         cfg.seed, head_space_pool_head(method), feature_map=(h, w), batch_size=bs)
-        return {"objective": own.to_dict(), "floor": floor.to_dict(), "heads_pearson_c": heads_c,
+        return {"objective": own.to_dict(), "floor": floor.to_dict(),
+                "heads_pearson_c": None if heads is None else heads.pearson_c,
+                "heads_pearson_c_note": "one local query per image" if heads is None else heads.note,
                 "heads_drop": drop.to_dict()}
 
     record = dict(session.cached(m, "co_objective", params, compute))

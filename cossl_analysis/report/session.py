@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,15 @@ class Session:
     scratch: dict[str, Any] = field(default_factory=dict, repr=False)
     #: the config the evaluation images come from (its data, augment and eval sections)
     eval_config: Config | None = None
+    #: what the reader must know about this run (images fewer than asked, a fallback data set, groups
+    #: split): at the top of the page, in the manifest, and on stderr as they are found
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Record ``text`` for the page and the manifest, and say it on stderr now (logger ``cossl_analysis``)."""
+        if text not in self.notes:
+            self.notes.append(text)
+            logging.getLogger("cossl_analysis").warning("note: %s", text)
 
     def groups(self) -> dict[str, list[Model]]:
         """Group -> its checkpoints (the seeds), in the order given."""
@@ -233,12 +243,36 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
         config = dataclasses.replace(config, robustness=robustness)
     session = Session(models, data, config, out, ResultStore(out / "cells.json"), device, list(overrides), progress,
                       eval_config=cfg)
+    for text in [*data_notes(models, overrides, cfg), *image_notes(data, config.images)]:
+        session.note(text)
     if before_probes is not None:
         before_probes(session)
     out.mkdir(parents=True, exist_ok=True)
     if need_probes and config.train_probe != "false":
         session.models = ensure_probes(models, cfg, out / "probes", device, progress, config.train_probe)
     return session
+
+
+def data_notes(models: Sequence[Model], overrides: Sequence[str], cfg: Config) -> list[str]:
+    """The fallback of a comparison of external models only, said aloud: without a checkpoint's data
+    config and without ``data.*`` settings, the images are the package's embedded digit scenes, not
+    the data the models were trained on."""
+    if any(not m.is_external for m in models) or any(o.startswith("data.") for o in overrides):
+        return []
+    return [f"no cossl checkpoint and no data.* setting: the evaluation images are the package's embedded digit "
+            f"scenes (data.dataset={cfg.data.dataset}), not the data the external models were trained on; pass "
+            "data.dataset=imagefolder data.root=DIR (and data.val_root=DIR) to evaluate on your own images"]
+
+
+def image_notes(data: EvalSet, requested: int) -> list[str]:
+    """What differs between the images asked for (``images=N``, 0 = all) and those used."""
+    notes = []
+    if requested > data.split_size:
+        notes.append(f"images={requested} asked for, but the evaluation split ({data.description}) holds "
+                     f"{data.split_size}: all {data.split_size} are used")
+    if data.skipped:
+        notes.append(f"{data.skipped} unreadable image(s) skipped: {len(data)} evaluation images are used")
+    return notes
 
 
 def _require_probe_files(models: Sequence[Model], what: str, without: str = "") -> None:

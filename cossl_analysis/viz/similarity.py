@@ -32,7 +32,8 @@ def plot_similarity_panels(results: Mapping[str, SimilarityResult], max_points: 
                    label=f"image pairs ({len(res.local_sim)})")
         ax.axvline(res.intra_local_mean, color=color, linestyle="--", linewidth=1.5,
                    label=f"intra-image local ({res.intra_local_mean:.2f})")
-        ax.set_title((titles or {}).get(label, f"{label}: C = {res.pearson_c:.2f}"), fontsize=10)
+        c = "C undefined" if np.isnan(res.pearson_c) else f"C = {res.pearson_c:.2f}"
+        ax.set_title((titles or {}).get(label, f"{label}: {c}"), fontsize=10)
         ax.set_xlabel("cosine similarity of local representations")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right", markerscale=2)

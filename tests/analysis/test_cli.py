@@ -301,6 +301,8 @@ def _unlabelled_folder(root: Path, n: int = 12) -> Path:
         ("old_option", "--erf-images was replaced by the setting erf.images: pass erf.images=..."),
         ("unknown_setting", "bad config key or value 'erf.imgs'"),
         ("no_out", "the following arguments are required: --out"),
+        ("two_images", "needs images=3 or more (Pearson C needs at least 2 image pairs)"),
+        ("one_pair", "similarity.max_pairs=1 must be at least 2"),
     ],
 )
 def test_errors_are_one_line(case: str, expected: str, tiny_checkpoints: dict, tmp_path: Path,
@@ -330,7 +332,12 @@ def test_errors_are_one_line(case: str, expected: str, tiny_checkpoints: dict, t
         args += ["--erf-images", "3"]
     elif case == "unknown_setting":
         args += ["erf.imgs=3"]
-    code, _, err = _run(capsys, *args, *([] if case == "no_out" else ["--out", out]), "images=4", "--no-progress")
+    elif case == "one_pair":
+        args = ["similarity", good, "similarity.max_pairs=1"]
+    images = "images=2" if case == "two_images" else "images=4"
+    if case == "two_images":
+        args = ["similarity", good]
+    code, _, err = _run(capsys, *args, *([] if case == "no_out" else ["--out", out]), images, "--no-progress")
     assert code == 2
     lines = err.splitlines()
     assert len(lines) == 1, err
