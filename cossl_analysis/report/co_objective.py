@@ -3,6 +3,7 @@ do Pearson C and patch dropping read differently in the heads' space than in the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -54,16 +55,31 @@ def _views(session: Session) -> tuple[Tensor, Tensor]:
     return a.to(session.device), b.to(session.device)
 
 
+#: bump when the computation behind a stored record changes (what a key maps to)
+COMPUTATION = 2
+
+
+def record_params(session: Session, method_fingerprint: str) -> dict[str, Any]:
+    """Everything the stored record depends on besides the checkpoint's encoder and probe and the images
+    (in the store key already): the whole method's weights, the second view's augmentation (every
+    ``augment.*`` setting of the evaluation config), the seed, the batch size (the heads' batch
+    statistics) and the similarity and patch-drop settings of the heads' space."""
+    cfg = session.config
+    assert session.eval_config is not None
+    return {"method": method_fingerprint, "computation": COMPUTATION, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "augment": dataclasses.asdict(session.eval_config.augment),
+            "similarity": [cfg.similarity.mode, cfg.similarity.max_pairs],
+            "patch_drop": [list(cfg.patch_drop.fractions), cfg.patch_drop.mode, cfg.patch_drop.order]}
+
+
 def _record(session: Session, m: Model) -> dict[str, Any]:
-    """Everything the section shows for one checkpoint (stored: keyed by the whole method's weights)."""
+    """Everything the section shows for one checkpoint (stored: :func:`record_params`)."""
     from cossl_train.checkpoint import load_method
 
     assert m.path is not None
     method = load_method(m.path, session.device)
     cfg = session.config
-    params = {"method": weights_fingerprint(method), "seed": cfg.seed, "views": "eval+augment-v1",
-              "similarity": [cfg.similarity.mode, cfg.similarity.max_pairs],
-              "patch_drop": [list(cfg.patch_drop.fractions), cfg.patch_drop.mode, cfg.patch_drop.order]}
+    params = record_params(session, weights_fingerprint(method))
 
     def compute() -> dict[str, Any]:
         a, b = _views(session)
