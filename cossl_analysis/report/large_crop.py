@@ -44,15 +44,18 @@ def rf_text(model: Model) -> str:
 
 
 def crop_curves(models: Sequence[Model], clean: Mapping[str, float]) -> dict[str, list[CropPoint]]:
-    """Curve name -> its points by increasing c_min: one curve per (group, backbone), named by the
-    group, and by the backbone's RF where the comparison has several backbones; external models
-    (no pre-training crop) are left out."""
+    """Curve name -> its points by increasing c_min: one curve per label and setup but for c_min and
+    the backbone (the groups with c_min left out of their names), and per backbone, named by its RF,
+    where the comparison has several; external models (no pre-training crop) are left out."""
+    from cossl_analysis.report.setups import REPLICA_KEYS, setup_names
+
     trained = [m for m in models if not m.is_external]
     several = len({m.backbone for m in trained}) > 1
+    names = setup_names(trained, (*REPLICA_KEYS, "augment.c_min", "backbone."))
     curves: dict[str, dict[float, CropPoint]] = {}
-    for m in trained:
+    for m, group in zip(trained, names, strict=True):
         assert m.c_min is not None
-        name = f"{m.group}, {rf_text(m)}" if several else m.group
+        name = f"{group}, {rf_text(m)}" if several else group
         point = curves.setdefault(name, {}).setdefault(m.c_min, CropPoint(m.c_min, [], []))
         point.labels.append(m.label)
         point.accuracy.append(clean[m.label])

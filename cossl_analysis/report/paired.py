@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from cossl_analysis.report.loading import Model
-from cossl_train.config import to_dict
+from cossl_analysis.report.setups import setup_distance
 from cossl_train.paired import Paired, paired
 
 __all__ = ["MARGINS", "Comparison", "Metric", "comparisons", "pair_seeds", "paired_rows"]
@@ -63,26 +62,6 @@ def _method_of(models: Sequence[Model]) -> str | None:
     return names.pop() if len(names) == 1 else None
 
 
-#: config keys that a CO group and its base group may differ in without being different setups
-_OWN_KEYS = ("method.", "co.", "train.seed", "train.out_dir")
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-
-
-def _setup_distance(a: Sequence[Model], b: Sequence[Model]) -> int:
-    """How many training settings (outside the method, the CO term and the seed) the first models
-    of two groups differ in: a sweep's CO group meets the base group of its own combination."""
-    ca, cb = getattr(a[0], "config", None), getattr(b[0], "config", None)
-    if ca is None or cb is None:
-        return 0
-    fa, fb = _flat(to_dict(ca)), _flat(to_dict(cb))
-    return sum(fa.get(k) != fb.get(k) for k in fa.keys() | fb.keys() if not k.startswith(_OWN_KEYS))
-
-
 def pair_seeds(a: Sequence[Model], b: Sequence[Model]) -> tuple[list[tuple[Model, Model]], str, list[str]]:
     """(pairs, note, unpaired labels): models of ``a`` and ``b`` with the same ``train.seed``.
     Groups whose seeds are unknown (external models) or repeated are paired by order, and the note
@@ -119,7 +98,7 @@ def comparisons(groups: Mapping[str, Sequence[Model]]) -> list[Comparison]:
     for g in names:
         base = _base_of(groups[g])
         candidates = [h for h in names if h != g and base is not None and _method_of(groups[h]) == base]
-        partner = min(candidates, key=lambda h: _setup_distance(groups[g], groups[h]), default=None)
+        partner = min(candidates, key=lambda h: setup_distance(groups[g], groups[h]), default=None)
         if partner is not None:
             pairs, note, left = pair_seeds(groups[g], groups[partner])
             out.append(Comparison(g, partner, pairs, note, "CO against its base method", left))

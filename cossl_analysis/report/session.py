@@ -220,6 +220,7 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
     setting that would spare it, and ``before_probes`` refuses what it must before any probe is
     trained (the analyses' checks)."""
     from cossl_analysis.report.probes import check_probe_kinds, ensure_probes
+    from cossl_analysis.report.setups import split_groups
     from cossl_train.runtime import resolve_device
 
     if config.threads is not None:
@@ -228,6 +229,7 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
     ext = config.external
     models = load_models(paths, labels, device, layer=ext.layer, global_pool=ext.global_pool, mean=ext.mean,
                          std=ext.std, resolution=ext.resolution)
+    models, group_notes = split_groups(models)  # only replicas are seeds of one group
     check_resolutions(models)
     cfg = evaluation_config(models, overrides, ext.resolution)
     for m in models:  # external models run at the evaluation images' side (their descriptions say so)
@@ -243,7 +245,7 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
         config = dataclasses.replace(config, robustness=robustness)
     session = Session(models, data, config, out, ResultStore(out / "cells.json"), device, list(overrides), progress,
                       eval_config=cfg)
-    for text in [*data_notes(models, overrides, cfg), *image_notes(data, config.images)]:
+    for text in [*group_notes, *data_notes(models, overrides, cfg), *image_notes(data, config.images)]:
         session.note(text)
     if before_probes is not None:
         before_probes(session)
