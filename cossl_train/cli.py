@@ -83,7 +83,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     from .config import dump_yaml, load_config
 
-    print(dump_yaml(load_config(args.config, args.overrides)), end="")
+    cfg = load_config(args.config, args.overrides)
+    if args.explain:
+        from .config_help import explain_lines
+
+        print("\n".join(explain_lines(cfg)))
+    else:
+        print(dump_yaml(cfg), end="")
 
 
 def load_benchmark(name: str) -> ModuleType:
@@ -140,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("compare", help="methods over several seeds, mean and std; see `cossl-train compare --help`",
                    add_help=False)
 
-    s = sub.add_parser("config", help="print the resolved config")
+    s = sub.add_parser("config", help="print the resolved config (--explain: one line per key, with what it means)")
     s.add_argument("--config")
+    s.add_argument("--explain", action="store_true", help="every key as key=value and its description")
     s.add_argument("overrides", nargs="*")
     s.set_defaults(func=cmd_config)
     return p
