@@ -26,7 +26,7 @@ def adversarial_section(session: Session) -> Section:
         raw[attack] = {m.label: [get(m.label, "adversarial", attack, eps=e) for e in cfg.eps] for m in session.models}
         steps = f", {cfg.pgd_steps} steps" if attack == "pgd" else ""
         panel = Panel(f"{attack.upper()} (L-inf{steps})", "budget eps (/255; 0 = clean)", "top-1 accuracy (%)",
-                      hline=session.chance)
+                      hline=session.chance, band="std over seeds")
 
         def average(label: str, attack: str = attack) -> float | None:
             values = [a for a, e in zip(raw[attack][label], cfg.eps, strict=True) if e > 0]
@@ -34,7 +34,7 @@ def adversarial_section(session: Session) -> Section:
 
         for g, seeds in acc.items():
             arr = np.array(seeds)
-            panel.series.append(Series(g, [0, *cfg.eps], PCT * arr.mean(axis=0),
+            panel.series.append(Series(session.series_name(g), [0, *cfg.eps], PCT * arr.mean(axis=0),
                                        PCT * arr.std(axis=0, ddof=1) if len(seeds) > 1 else None))
             rows.append([attack.upper(), g, *[pm([s[t + 1] for s in seeds], PCT, 1, n) for t in range(len(cfg.eps))],
                          pm([average(m.label) for m in groups[g]], PCT, 1), session.probe_text(groups[g])])

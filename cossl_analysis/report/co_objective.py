@@ -175,7 +175,8 @@ def co_objective_section(session: Session) -> Section:
                    col(ms, lambda m: records[m.label]["backbone_drop"]["cosine_mean"][-1]),
                    col(ms, lambda m: records[m.label]["heads_drop"]["cosine_mean"][-1])] for g, ms in groups.items()]
     png = session.path("co_objective", "co_objective.png")
-    save_figure(plot_objective_maps({g: objective[ms[0].label] for g, ms in groups.items()}), png, dpi=110)
+    save_figure(plot_objective_maps({g: [objective[m.label] for m in ms] for g, ms in groups.items()},
+                                    {g: [session.seed_name(m) for m in ms] for g, ms in groups.items()}), png, dpi=110)
     write_json(records, session.path("co_objective", "co_objective.json"))
     verdicts = _verdicts(session, objective, floors, trained)
 
@@ -193,8 +194,8 @@ def co_objective_section(session: Session) -> Section:
               "Pearson C and patch dropping are given in the backbone's space (the similarity and patch-drop "
               "sections) and in the heads' space (the queries the objective compares; patch dropping re-pooled "
               "through pool MLP, projector and predictor). Mean ± std over seeds." + skip_text, *verdicts],
-        figures=[FigureRef(session.rel(png), "own-image cosine and retrieval per position, first seed of each "
-                           "group")],
+        figures=[FigureRef(session.rel(png), "own-image cosine and retrieval per position, the mean of each group's "
+                           "seeds (named above each column); retrieval coloured from chance up")],
         tables=[Table("the objective on held-out images",
                       ["group", "seeds", "local queries", "own cosine", "other images' cosine", "retrieval (%)",
                        "chance (%)", "global heads at every position: retrieval (%)", "global query: own cosine",

@@ -45,10 +45,10 @@ def internal_corruption_section(session: Session) -> Section:
         acc = session.per_group(curve)
         raw[kind] = {"strengths": s, "per_checkpoint": {m.label: curve(m) for m in session.models}}
         panel = Panel(f"internal {kind} at {', '.join(sorted(layers))}", STRENGTH_NAMES[kind], "top-1 accuracy (%)",
-                      hline=session.chance)
+                      hline=session.chance, band="std over seeds")
         for g, seeds in acc.items():
             mean, std = np.mean(seeds, axis=0), (np.std(seeds, axis=0, ddof=1) if len(seeds) > 1 else None)
-            panel.series.append(Series(g, s, PCT * mean, None if std is None else PCT * std))
+            panel.series.append(Series(session.series_name(g), s, PCT * mean, None if std is None else PCT * std))
         panels.append(panel)
         rows = [[g, *[pm([seed[t] for seed in seeds], PCT, 1, n) for t in range(len(s))],
                  pm([average(m) for m in models], PCT, 1), session.probe_text(models)]

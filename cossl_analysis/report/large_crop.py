@@ -67,12 +67,15 @@ def large_crop_section(session: Session) -> Section:
     clean = clean_accuracy(session)
     curves = crop_curves(session.models, clean)
     n = len(session.data)
-    panel = Panel("clean top-1 against pre-training c_min (band: std over seeds)",
-                  "pre-training minimum crop scale c_min", "top-1 accuracy (%)", hline=session.chance)
+    panel = Panel("clean top-1 against pre-training c_min", "pre-training minimum crop scale c_min",
+                  "top-1 accuracy (%)", hline=session.chance, band="std over seeds", xlim=(0.0, 1.0))
     for name, points in curves.items():
         stats = [p.mean_std for p in points]
         spread = [PCT * s for _, s in stats] if any(len(p.accuracy) > 1 for p in points) else None
-        panel.series.append(Series(name, [p.c_min for p in points], [PCT * m for m, _ in stats], spread))
+        seeds = sorted({len(p.accuracy) for p in points})
+        count = "/".join(map(str, seeds)) + (" seeds" if seeds != [1] else " seed")
+        panel.series.append(Series(f"{name} ({count} per point)", [p.c_min for p in points],
+                                   [PCT * m for m, _ in stats], spread))
     png = session.path("robustness", "large_crop.png")
     save_figure(plot_panels([panel]), png)
     single = {name: points[0].c_min for name, points in curves.items() if len(points) == 1}

@@ -72,9 +72,10 @@ def patch_drop_section(session: Session) -> Section:
     means, stds = seed_curves(results, session, ("cosine_mean", "accuracy"))
     spread = session.spread_name("std over images")
     png = session.path("patch_drop", "patch_drop.png")
-    curves = {g: PatchDropResult.from_dict(r) for g, r in means.items()}
-    bands = {g: PatchDropResult.from_dict(r) for g, r in stds.items()} if spread == "std over seeds" else None
-    save_figure(plot_patch_drop(curves, bands, spread), png)
+    curves = {session.series_name(g): PatchDropResult.from_dict(r) for g, r in means.items()}
+    bands = ({session.series_name(g): PatchDropResult.from_dict(r) for g, r in stds.items()}
+             if spread == "std over seeds" else None)
+    save_figure(plot_patch_drop(curves, bands, spread, chance=session.chance if cfg.accuracy else None), png)
     write_json({"per_checkpoint": results, "per_group_mean": means, "per_group_std": stds},
                session.path("patch_drop", "patch_drop.json"))
     some = PatchDropResult.from_dict(next(iter(results.values())))

@@ -149,6 +149,20 @@ class Session:
                                   r"(augment.resolution=\1)", text)
                 raise AnalysisError(f"{m.label} ({m.source}): {text}" if m.source not in text else text) from None
 
+    @staticmethod
+    def seed_name(model: Model) -> str:
+        """How a figure names one seed: ``seed 1`` (``train.seed``), else the model's label."""
+        return f"seed {model.seed}" if model.seed is not None else model.label
+
+    def series_name(self, group: str) -> str:
+        """A group as a figure's legend names it: ``BYOL (3 seeds)`` or, for one model, which one
+        (``BYOL (seed 0)``)."""
+        models = self.groups()[group]
+        if len(models) > 1:
+            return f"{group} ({len(models)} seeds)"
+        name = self.seed_name(models[0])
+        return group if name == models[0].label else f"{group} ({name})"
+
     def spread_name(self, single: str) -> str:
         """What a band shows: the std over seeds when a group has several, else ``single``."""
         return "std over seeds" if any(len(v) > 1 for v in self.groups().values()) else single

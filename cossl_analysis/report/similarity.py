@@ -58,7 +58,7 @@ def similarity_section(session: Session) -> Section:
     c_text = {g: pm(c[g], digits=2) for g in c}
     titles = {g: (f"{g}: " + ("C undefined (see the table)" if c_text[g] == "-" else f"C = {c_text[g]}")
                   + (f" over {len(c[g])} seeds" if len(c[g]) > 1 else "")
-                  + f"\nscatter: {m.label}" + (" (first seed)" if len(c[g]) > 1 else "")
+                  + (f"\nscatter: {m.label} (first seed)" if len(c[g]) > 1 else f"\nscatter: {session.series_name(g)}")
                   + f"\nglobal: {global_text(session, m)}") for g, m in firsts.items()}
     save_figure(viz.plot_similarity_panels(first, seed=seed, titles=titles), png, dpi=120)
     write_pairs(results, session.path("similarity", "similarity.csv"))

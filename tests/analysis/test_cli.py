@@ -217,7 +217,7 @@ def test_every_command_evaluates_the_same_images(tiny_checkpoints: dict, tmp_pat
 def test_repeated_labels_are_seeds_of_one_group(tiny_checkpoints: dict, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two checkpoints labelled alike form one group: one panel (its first seed), C as mean ± std."""
+    """Two replicas labelled alike form one group: one panel (its first seed), C as mean ± std."""
     import cossl_analysis.viz.similarity as S
 
     figures = []
@@ -230,11 +230,17 @@ def test_repeated_labels_are_seeds_of_one_group(tiny_checkpoints: dict, tmp_path
     monkeypatch.setattr(S, "plot_similarity_panels", capture)
     out = tmp_path / "out"
     ckpts = _checkpoints(tiny_checkpoints)
-    code, _, err = _run(capsys, "similarity", *ckpts, ckpts[0], "--labels", "X,X,Y", "--out", out, "images=6",
-                        "--no-progress")
+    from cossl_train.checkpoint import load_checkpoint as load_state
+    from cossl_train.checkpoint import save_checkpoint
+
+    state = load_state(ckpts[0])  # a replica of the BYOL run: recorded with another seed
+    state["config"]["train"]["seed"] = 1
+    save_checkpoint(tmp_path / "replica" / "checkpoint.pt", state)
+    code, _, err = _run(capsys, "similarity", ckpts[0], tmp_path / "replica", ckpts[1], "--labels", "X,X,Y",
+                        "--out", out, "images=6", "--no-progress")
     assert code == 0, err
     models = _json(out / "manifest.json")["commands"]["similarity"]["models"]
-    assert [(m["label"], m["group"]) for m in models] == [("X (byol)", "X"), ("X (co_byol)", "X"), ("Y", "Y")]
+    assert [(m["label"], m["group"]) for m in models] == [("X seed=0", "X"), ("X seed=1", "X"), ("Y", "Y")]
     (fig,) = figures
     axes = [ax for ax in fig.axes if ax.collections]
     assert [ax.get_title().split(":")[0] for ax in axes] == ["X", "Y"]

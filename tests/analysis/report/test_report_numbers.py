@@ -381,3 +381,35 @@ def test_a_report_does_not_average_different_models(seeds: dict, tmp_path: Path)
     assert seeds_column == {"CO (co.local_weight=0.3)": "2", "CO (co.local_weight=0.7)": "1"}
     assert any("labelled 'CO' are not seeds of one setup" in n for n in record["notes"])
     assert "are not seeds of one setup" in (out / "similarity.html").read_text()
+
+
+def test_figures_name_the_seeds_they_draw(seeds: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legends count a group's seeds or name its one seed; Figure 4 names the seed it draws; the ERF means
+    and the CO-objective maps average every seed of a group and name them."""
+    import cossl_analysis.report.co_objective as co
+    import cossl_analysis.report.erf as erf
+    import cossl_analysis.report.internal_corruption as internal
+
+    seen: dict[str, Any] = {}
+
+    def spy(module: Any, name: str) -> None:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: (seen.setdefault(name, (a, k)), original(*a, **k))[1])
+
+    for module, name in ((internal, "plot_panels"), (erf, "plot_erf_comparison"), (erf, "plot_erf_means"),
+                         (co, "plot_objective_maps")):
+        spy(module, name)
+    order = [seeds[("byol", 0)], seeds[("byol", 1)], seeds[("co_byol", 0)]]
+    for command in ("internal-corruption", "erf", "co-objective"):
+        _run(command, *order, "--labels", "B,B,C", "--out", tmp_path / "o", "images=8", "erf.images=2",
+             "internal_corruption.kinds=[mask]", "internal_corruption.strengths=[0,0.5]", *QUIET)
+    (panel,) = seen["plot_panels"][0][0]
+    assert [s.label for s in panel.series] == ["B (2 seeds)", "C (seed 0)"] and panel.band == "std over seeds"
+    assert list(seen["plot_erf_comparison"][0][1]) == ["B (seed 0)", "C (seed 0)"]
+    means = seen["plot_erf_means"][0][0]
+    assert list(means) == ["B (2 seeds)", "C (seed 0)"]
+    per_seed = [np.load(tmp_path / "o" / "erf" / f).mean(axis=0) for f in ("B_seed_0_maps.npy", "B_seed_1_maps.npy")]
+    scaled = [m / m.reshape(len(m), -1).max(axis=1)[:, None, None] for m in per_seed]
+    np.testing.assert_allclose(means["B (2 seeds)"], np.mean(scaled, axis=0), rtol=1e-5)
+    maps, names = seen["plot_objective_maps"][0]
+    assert [len(v) for v in maps.values()] == [2, 1] and names == {"B": ["seed 0", "seed 1"], "C": ["seed 0"]}
