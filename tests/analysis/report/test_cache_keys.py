@@ -102,3 +102,34 @@ def test_the_second_view_changes_with_the_augmentation(session: Session) -> None
                if not np.allclose(base, co_section.second_view(
                    images, dataclasses.replace(session.eval_config.augment, **{k: v}), seed))]
     assert {"c_min", "c_max", "brightness", "contrast", "jitter_p", "solarize_p"} <= set(changed), changed
+
+
+#: the robustness sweeps' settings (besides the images and the model, which are hashed into every key)
+SWEEP_BASE = ["internal_corruption.kinds=[mask]", "internal_corruption.strengths=[0.5]", "robustness.eps=[2]",
+              "robustness.attacks=[fgsm,pgd]", "robustness.pgd_steps=2", "robustness.corruptions=[gaussian_noise]",
+              "robustness.severities=[3]", "robustness.workers=1"]
+SWEEP_CHANGES = ["seed=1", "batch_size=3", "robustness.pgd_steps=1", "robustness.min_size=64",
+                 "internal_corruption.layer=backbone.layer2"]
+
+
+def _accuracies(session: Session, store: Path, overrides: list[str]) -> np.ndarray:
+    from cossl_analysis.report.sweeps import run_sweeps
+
+    cfg = load_analysis_config([*BASE, *SWEEP_BASE, *overrides])
+    result = run_sweeps(session.models, session.data, cfg, ResultStore(store),
+                        ("internal_corruption", "adversarial", "corruption"), progress=False)
+    return np.array([r["accuracy"] for r in result.records])
+
+
+@pytest.mark.parametrize("change", SWEEP_CHANGES)
+def test_a_changed_sweep_setting_is_recomputed_not_read_stale(change: str, session: Session, tmp_path: Path) -> None:
+    shared = tmp_path / "shared.json"
+    _accuracies(session, shared, [])
+    np.testing.assert_allclose(_accuracies(session, shared, [change]),
+                               _accuracies(session, tmp_path / "fresh.json", [change]), err_msg=change)
+
+
+def test_the_sweep_test_is_not_vacuous(session: Session, tmp_path: Path) -> None:
+    """The seed (masks, PGD's start, the corruption's noise) changes some of these accuracies."""
+    base = _accuracies(session, tmp_path / "a.json", [])
+    assert (_accuracies(session, tmp_path / "b.json", ["seed=1"]) != base).any()
