@@ -31,6 +31,9 @@ def _record(session: Session, model: Model) -> dict[str, Any]:
 @section("erf")
 def erf_section(session: Session) -> Section:
     cfg = session.config.erf
+    if cfg.images > len(session.data):
+        session.note(f"erf.images={cfg.images} asked for, but there are {len(session.data)} evaluation images: the "
+                     f"ERFs are computed on {len(session.data)}")
     records = {m.label: _record(session, m) for m in session.models}
     per_model = {}
     for m in session.models:

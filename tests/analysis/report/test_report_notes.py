@@ -106,3 +106,11 @@ def test_fewer_images_than_asked_is_said(tiny_checkpoints: dict, tmp_path: Path,
         f"holds {n}: all {n} are used")
     assert note.replace("'", "&#39;") in (out / "similarity.html").read_text()
     assert any(note in r.getMessage() for r in caplog.records)
+
+
+def test_fewer_erf_images_than_asked_is_said(tiny_checkpoints: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["erf", str(tiny_checkpoints["byol"]), "--out", str(out), "images=3", "erf.images=16", *QUIET]) == 0
+    (note,) = json.loads((out / "manifest.json").read_text())["commands"]["erf"]["notes"]
+    assert note == "erf.images=16 asked for, but there are 3 evaluation images: the ERFs are computed on 3"
+    assert json.loads((out / "erf/erf.json").read_text())["BYOL"]["num_images"] == 3
