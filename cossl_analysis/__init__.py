@@ -7,12 +7,12 @@ Names load on first use (PEP 562), so that a corruption worker importing one sub
 pay for captum, matplotlib and the rest of the stack.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` and private aliases only: every module-level name that is
+# not API would show in ``dir(cossl_analysis)``, tab completion and ``help()``.
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time they load on first use
+if _TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time they load on first use
     from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy, probe_accuracy
     from cossl_analysis.analyses.adversarial import AdversarialResult, adversarial_sweep, attack_accuracy
     from cossl_analysis.analyses.co_objective import (
@@ -111,6 +111,9 @@ _RENAMED: dict[str, str] = {
                                 "cossl_analysis.report.save_internal_corruption",
 }
 
+#: the subpackages a user imports from (``cossl_analysis.viz.similarity``, ``cossl_analysis.report``, ...)
+_SUBPACKAGES = ("analyses", "config", "external", "report", "viz")
+
 # Spelled out (not derived from _EXPORTS) so that linters see the re-exports; a test checks the two agree.
 __all__ = [
     "DEFAULT_POSITIONS",
@@ -163,16 +166,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """Import the submodule defining ``name`` on first access and cache the value here."""
     module = _EXPORTS.get(name)
     if module is None:
         hint = f"; it was replaced by {_RENAMED[name]}" if name in _RENAMED else ""
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}{hint}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The API alone (tab completion, ``help()``): ``__all__`` and the subpackages the docs name."""
+    return sorted([*__all__, *_SUBPACKAGES])

@@ -141,7 +141,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     """Carry out a parsed command line; returns the HTML page it wrote."""
     from cossl_analysis.config import load_analysis_config
     from cossl_analysis.errors import AnalysisError
-    from cossl_analysis.report.run import run_analyses
 
     paths, overrides = split_inputs(args.inputs)
     ours, model = split_overrides(overrides)
@@ -149,6 +148,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     if not paths:
         raise AnalysisError("give at least one checkpoint")
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    from cossl_analysis.report.run import run_analyses  # the numerical stack, once the command line is sound
+
     return run_analyses(args.command, paths, args.out, config, model, labels, not args.no_progress, argv)
 
 
@@ -164,8 +165,6 @@ def _parse(argv: list[str], prog: str) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point of ``cossl-analysis``; returns the exit status (0; 2 on bad input; 130 on Ctrl-C)."""
-    from cossl_analysis.analyses.corruption import shutdown_workers
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         refuse_renamed(argv)
@@ -187,6 +186,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     except (*USER_ERRORS, PermissionError) as err:  # PermissionError: an unwritable --out
         return report(prog, err)
     finally:
+        from cossl_analysis.analyses.corruption import shutdown_workers
+
         shutdown_workers()  # the corruption pool outlives calls on purpose; not the process
     print(page)
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cossl_analysis.analyses.adversarial import ATTACKS
+# torch-free modules only: --help and argument errors read these settings without the numerical stack
 from cossl_analysis.analyses.corruption import (
     COMMON_CORRUPTIONS,
     CORRUPTION_GROUPS,
@@ -22,9 +22,7 @@ from cossl_analysis.analyses.corruption import (
     MIN_LIBRARY_SIZE,
     SEVERITIES,
 )
-from cossl_analysis.analyses.erf import DEFAULT_POSITIONS
-from cossl_analysis.analyses.internal_corruption import DEFAULT_STRENGTHS, KINDS
-from cossl_analysis.analyses.patch_drop import DEFAULT_FRACTIONS
+from cossl_analysis.analyses.defaults import ATTACKS, DEFAULT_FRACTIONS, DEFAULT_POSITIONS, DEFAULT_STRENGTHS, KINDS
 from cossl_analysis.errors import AnalysisError
 from cossl_train.config import to_object
 
@@ -141,7 +139,7 @@ class SimilarityConfig:
     def __post_init__(self) -> None:
         _one_of("similarity.mode", self.mode, ("random", "same", "all"))
         _one_of("similarity.global", self.global_rep, GLOBAL_REPS)
-        _at_least("similarity.", self, 1, "max_pairs")
+        _at_least("similarity.", self, 2, "max_pairs")  # Pearson C needs two pairs
 
 
 @dataclass

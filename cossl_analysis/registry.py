@@ -1,23 +1,38 @@
-"""The analyses, registered by ``@analysis`` on their report section builders (``cossl_analysis.report``).
+"""The analyses: the one list (:data:`ANALYSES`) from which the commands of ``cossl-analysis``, the
+report's sections and their order, the settings each command reads and the docs index derive.
 
-Each registered analysis is a command of ``cossl-analysis`` (its name with ``-`` for ``_``) and a
-section of the report, in registration order; its settings section, probe needs and checks come
-with it. ``robustness`` and ``report`` are the commands that run several (:data:`GROUPS`).
+Each entry names an analysis (its command is the name with ``-`` for ``_``), its title, help, settings
+section and probe needs; its report section builder registers itself under the same name with
+``@section(name)`` in ``cossl_analysis/report/<name>.py``. The list is declared here, apart from the
+builders, so that ``--help`` and argument errors answer without importing torch, matplotlib and the
+rest of the stack: the builders load only when a command runs. ``robustness`` and ``report`` are the
+commands that run several (:data:`GROUPS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cossl_analysis.config import (
+    ErfConfig,
+    InternalCorruptionConfig,
+    PatchDropConfig,
+    RobustnessConfig,
+    SimilarityConfig,
+)
 from cossl_analysis.errors import AnalysisError
 
 if TYPE_CHECKING:
     from cossl_analysis.config import AnalysisConfig
     from cossl_analysis.report.session import Section, Session
 
-__all__ = ["ANALYSES", "GROUPS", "Analysis", "analysis", "commands", "markdown_index", "plan", "registered"]
+__all__ = ["ANALYSES", "GROUPS", "Analysis", "commands", "markdown_index", "plan", "registered", "section"]
+
+Builder = Callable[["Session"], "Section"]
+Check = Callable[["Session"], None]
 
 
 @dataclass(frozen=True)
@@ -29,11 +44,9 @@ class Analysis:
             ``-`` for ``_``.
         title: heading of its report section.
         help: one line, for ``--help`` and the docs index.
-        build: the report section builder, ``Session -> Section``.
         config: its settings section (a dataclass of ``AnalysisConfig``), or None.
         needs_probe: whether it scores a linear probe (a callable: depending on the settings).
         without_probe: the setting that runs it without a probe, if there is one.
-        check: refuses a request before anything runs (one-line ``AnalysisError``), or None.
         groups: the group commands that run it besides ``report``.
         sweep: whether ``robustness.sweeps`` selects it.
         writes: its files under the output folder, for the docs index.
@@ -42,11 +55,9 @@ class Analysis:
     name: str
     title: str
     help: str
-    build: Callable[[Session], Section]
     config: type | None = None
     needs_probe: bool | Callable[[AnalysisConfig], bool] = False
     without_probe: str = ""
-    check: Callable[[Session], None] | None = None
     groups: tuple[str, ...] = ()
     sweep: bool = False
     writes: str = ""
@@ -55,12 +66,54 @@ class Analysis:
     def command(self) -> str:
         return self.name.replace("_", "-")
 
+    @property
+    def build(self) -> Builder:
+        """The report section builder, ``Session -> Section`` (loads the report on first use)."""
+        return _registered_section(self.name)[0]
+
+    @property
+    def check(self) -> Check | None:
+        """What refuses a request before anything runs (a one-line ``AnalysisError``), or None."""
+        return _registered_section(self.name)[1]
+
     def probe_needed(self, cfg: AnalysisConfig) -> bool:
         return self.needs_probe(cfg) if callable(self.needs_probe) else bool(self.needs_probe)
 
 
-#: name -> analysis, in report order (the order the builders register in)
-ANALYSES: dict[str, Analysis] = {}
+#: name -> analysis, in report order
+ANALYSES: dict[str, Analysis] = {a.name: a for a in (
+    Analysis("similarity", "Global against local similarity (Figure 3B)", config=SimilarityConfig,
+             help="global against local cosine similarity and Pearson C (Figure 3B)",
+             writes="`similarity/similarity.png`, `similarity/similarity.csv` (every pair), "
+                    "`similarity/similarity.json`"),
+    Analysis("erf", "Effective receptive fields (Figure 4)", config=ErfConfig,
+             help="effective receptive fields of local representations (Figure 4)",
+             writes="`erf/figure4.png`, `erf/erf_mean.png`, `erf/erf.json`, `erf/<label>_maps.npy`"),
+    Analysis("patch_drop", "Patch dropping", config=PatchDropConfig,
+             needs_probe=lambda cfg: cfg.patch_drop.accuracy, without_probe="patch_drop.accuracy=false",
+             help="global representation and probe accuracy as local representations are dropped",
+             writes="`patch_drop/patch_drop.png`, `patch_drop/patch_drop.json`"),
+    Analysis("co_objective", "The CO objective",
+             help="the CO term's own objective on held-out images (each position's local query against the other "
+                  "view's global targets), and Pearson C and patch dropping in the heads' space",
+             writes="`co_objective/co_objective.png`, `co_objective/co_objective.json`"),
+    Analysis("internal_corruption", "Internal corruption and internal masking", config=InternalCorruptionConfig,
+             needs_probe=True, groups=("robustness",), sweep=True,
+             help="probe accuracy under internal noise, zeroing or masking of a feature map",
+             writes="`internal_corruption/internal.png`, `internal_corruption/internal.json`, "
+                    "`robustness/robustness.csv`"),
+    Analysis("corruption", "Image corruptions (ImageNet-C)", config=RobustnessConfig, needs_probe=True,
+             groups=("robustness",), sweep=True,
+             help="clean and corrupted accuracy under the 19 corruptions of imagecorruptions (ImageNet-C)",
+             writes="`robustness/corruption.png`, `robustness/corruption_by_name.png`, `robustness/corruption.json`, "
+                    "`robustness/robustness.csv`"),
+    Analysis("adversarial", "Adversarial attacks (FGSM, PGD)", config=RobustnessConfig, needs_probe=True,
+             groups=("robustness",), sweep=True, help="accuracy under FGSM and PGD (L-inf) at small budgets",
+             writes="`robustness/adversarial.png`, `robustness/adversarial.json`, `robustness/robustness.csv`"),
+    Analysis("large_crop", "Large-crop study", needs_probe=True, groups=("robustness",),
+             help="clean accuracy against the minimum crop scale each checkpoint was pre-trained with",
+             writes="`robustness/large_crop.png`, `robustness/large_crop.json`, `robustness/robustness.csv`"),
+)}
 #: the commands that run several analyses -> their help
 GROUPS: dict[str, str] = {
     "robustness": "clean, corrupted (ImageNet-C), adversarial (FGSM/PGD) and internal-corruption accuracy and the "
@@ -68,27 +121,36 @@ GROUPS: dict[str, str] = {
     "report": "every analysis on the checkpoints, as one self-contained HTML report",
 }
 
+#: name -> (section builder, check), filled by ``@section`` as ``cossl_analysis.report`` loads
+_SECTIONS: dict[str, tuple[Builder, Check | None]] = {}
 
-def analysis(name: str, *, title: str, help: str, config: type | None = None,
-             needs_probe: bool | Callable[[AnalysisConfig], bool] = False, without_probe: str = "",
-             check: Callable[[Session], None] | None = None, groups: Sequence[str] = (), sweep: bool = False,
-             writes: str = "") -> Callable[[Callable[[Session], Section]], Callable[[Session], Section]]:
-    """Register the decorated section builder as the analysis ``name`` (see :class:`Analysis`)."""
 
-    def register(build: Callable[[Session], Section]) -> Callable[[Session], Section]:
-        if name in ANALYSES or name in GROUPS:
+def section(name: str, check: Check | None = None) -> Callable[[Builder], Builder]:
+    """Register the decorated function as the report section builder of the analysis ``name`` (an
+    entry of :data:`ANALYSES`); ``check`` refuses a request before anything runs."""
+
+    def register(build: Builder) -> Builder:
+        if name not in ANALYSES:
+            raise ValueError(f"no analysis {name!r} in cossl_analysis.registry.ANALYSES: declare it there first")
+        if name in _SECTIONS:
             raise ValueError(f"analysis {name!r} is registered twice")
-        ANALYSES[name] = Analysis(name, title, help, build, config, needs_probe, without_probe, check,
-                                  tuple(groups), sweep, writes)
+        _SECTIONS[name] = (build, check)
         return build
 
     return register
 
 
-def registered() -> list[Analysis]:
-    """Every analysis, in report order (importing the report registers them)."""
-    import cossl_analysis.report  # noqa: F401
+def _registered_section(name: str) -> tuple[Builder, Check | None]:
+    """(builder, check) of ``name``; importing the report registers every builder."""
+    importlib.import_module("cossl_analysis.report")
+    if name not in _SECTIONS:
+        raise ValueError(f"analysis {name!r} has no section builder: decorate one with @section({name!r}) in "
+                         f"cossl_analysis/report/{name}.py and import it in cossl_analysis/report/__init__.py")
+    return _SECTIONS[name]
 
+
+def registered() -> list[Analysis]:
+    """Every analysis, in report order."""
     return list(ANALYSES.values())
 
 

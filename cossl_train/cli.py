@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from . import jsonio
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -20,7 +21,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     summary = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
+    print(jsonio.dumps(summary, indent=2))
 
 
 def _eval_checkpoint(args: argparse.Namespace, linear: bool, knn: bool) -> dict:
@@ -39,7 +40,7 @@ def cmd_linear_probe(args: argparse.Namespace) -> None:
 
     res = _eval_checkpoint(args, linear=True, knn=False)
     out = Path(args.checkpoint).with_suffix(f".linear_{res['linear_protocol']}.json")
-    out.write_text(json.dumps(res, indent=2))
+    out.write_text(jsonio.dumps(res, indent=2))
     print(f"{PROTOCOLS[res['linear_protocol']]}: top-1 {res['linear_top1']:.2f}%  top-5 {res['linear_top5']:.2f}%  "
           f"({res['n_train']} train / {res['n_val']} val images; probe saved beside the checkpoint; {out})")
 
@@ -47,7 +48,7 @@ def cmd_linear_probe(args: argparse.Namespace) -> None:
 def cmd_knn(args: argparse.Namespace) -> None:
     res = _eval_checkpoint(args, linear=False, knn=True)
     out = Path(args.checkpoint).with_suffix(".knn.json")
-    out.write_text(json.dumps(res, indent=2))
+    out.write_text(jsonio.dumps(res, indent=2))
     print(f"weighted kNN (k={res['knn_k']}): top-1 {res['knn_top1']:.2f}%  ({res['n_train']} train / "
           f"{res['n_val']} val; {out})")
 
@@ -82,7 +83,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_config(args: argparse.Namespace) -> None:
     from .config import dump_yaml, load_config
 
-    print(dump_yaml(load_config(args.config, args.overrides)), end="")
+    cfg = load_config(args.config, args.overrides)
+    if args.explain:
+        from .config_help import explain_lines
+
+        print("\n".join(explain_lines(cfg)))
+    else:
+        print(dump_yaml(cfg), end="")
 
 
 def load_benchmark(name: str) -> ModuleType:
@@ -139,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("compare", help="methods over several seeds, mean and std; see `cossl-train compare --help`",
                    add_help=False)
 
-    s = sub.add_parser("config", help="print the resolved config")
+    s = sub.add_parser("config", help="print the resolved config (--explain: one line per key, with what it means)")
     s.add_argument("--config")
+    s.add_argument("--explain", action="store_true", help="every key as key=value and its description")
     s.add_argument("overrides", nargs="*")
     s.set_defaults(func=cmd_config)
     return p

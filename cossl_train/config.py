@@ -37,6 +37,7 @@ class DataConfig:
     digits_size: int = 32
     #: scenes only: side length of the generated digit scenes
     scenes_size: int = 32
+    #: DataLoader worker processes (0 = load in the main process)
     num_workers: int = 2
     #: cap on the number of training images (0 = all); for quick runs
     limit: int = 0
@@ -50,12 +51,17 @@ class AugmentConfig:
     c_min: float = 0.08
     #: maximum scale of RandomResizedCrop
     c_max: float = 1.0
-    #: colour jitter strengths (BYOL: 0.4, 0.4, 0.2, 0.1 applied with p=0.8)
+    #: colour jitter brightness strength (BYOL: 0.4)
     brightness: float = 0.4
+    #: colour jitter contrast strength (BYOL: 0.4)
     contrast: float = 0.4
+    #: colour jitter saturation strength (BYOL: 0.2)
     saturation: float = 0.2
+    #: colour jitter hue strength (BYOL: 0.1)
     hue: float = 0.1
+    #: probability that a view is colour-jittered (BYOL: 0.8)
     jitter_p: float = 0.8
+    #: probability that a view is turned grey (BYOL: 0.2)
     grayscale_p: float = 0.2
     #: blur probability of view 1 and view 2 (BYOL's asymmetry: 1.0 and 0.1)
     blur_p: tuple[float, float] = (1.0, 0.1)
@@ -71,8 +77,9 @@ class AugmentConfig:
     local_resolution: int = 0
     #: blur probability of the local crops (DINO: 0.5; local crops are never solarised)
     local_blur_p: float = 0.5
-    #: normalisation applied inside the encoder (inputs stay in [0, 1] pixel space)
+    #: per-channel mean of the normalisation applied inside the encoder (inputs stay in [0, 1] pixel space)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    #: per-channel std of that normalisation
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
@@ -98,8 +105,11 @@ class HeadConfig:
     """Global projector/predictor MLPs, BYOL's sizes by default (DINO: the head's hidden width and
     bottleneck; its output size is ``method.dino.out_dim``)."""
 
+    #: hidden width of the global projector (DINO: of its head's MLP)
     proj_hidden: int = 4096
+    #: output width of the global projector (DINO: the head's bottleneck)
     proj_dim: int = 256
+    #: hidden width of the global predictor (BYOL, MoCo-v3)
     pred_hidden: int = 4096
 
 
@@ -112,9 +122,10 @@ class CoConfig:
     local_weight: float = 0.3
     #: local_to_global | global_to_local | both (mean of the two)
     direction: str = "both"
-    #: hidden width of the local projector and predictor (applied at every position, so
-    #: smaller than the global heads' by default to keep the step cost low)
+    #: hidden width of the local projector (applied at every position, so smaller than the
+    #: global heads' by default to keep the step cost low)
     proj_hidden: int = 1024
+    #: hidden width of the local predictor
     pred_hidden: int = 1024
     #: average-pool the local map to grid x grid before the local heads (0 = the map as it is)
     grid: int = 0
@@ -128,6 +139,7 @@ class CoConfig:
 
 @dataclass
 class SimCLRConfig:
+    #: temperature of SimCLR's NT-Xent loss
     temperature: float = 0.2
 
 
@@ -149,11 +161,15 @@ class DINOConfig:
     norm_last_layer: bool = True
     #: BatchNorm in the head's MLP (DINO's ``use_bn_in_head``; off in its ResNet-50 recipe)
     head_bn: bool = False
+    #: temperature of the student's softmax
     student_temp: float = 0.1
+    #: temperature of the teacher's softmax (after the warm-up)
     teacher_temp: float = 0.04
     #: teacher temperature at epoch 0, raised linearly to teacher_temp over the warm-up epochs
     teacher_temp_warmup: float = 0.04
+    #: epochs of that warm-up (0 = none)
     teacher_temp_warmup_epochs: int = 0
+    #: EMA rate of the centre subtracted from the teacher's output
     center_momentum: float = 0.9
     #: epochs during which the last layer's gradient is dropped
     freeze_last_layer_epochs: float = 1.0
@@ -178,14 +194,19 @@ class OptimConfig:
     lr: float = 0.2
     #: linear: effective lr = lr * global_batch / 256 (printed at start); none: lr as given
     lr_scaling: str = "linear"
+    #: weight decay
     weight_decay: float = 1.5e-6
+    #: momentum of SGD and LARS
     momentum: float = 0.9
-    #: LARS trust coefficient (eta) and whether the adapted lr is clipped to the base lr
+    #: LARS trust coefficient (eta)
     lars_eta: float = 0.001
+    #: clip LARS's adapted learning rate to the base learning rate
     lars_clip: bool = False
+    #: epochs of linear learning-rate warm-up before the cosine schedule
     warmup_epochs: float = 1.0
     #: final learning rate of the cosine schedule, as a fraction of the peak
     min_lr_ratio: float = 0.0
+    #: AdamW's (beta1, beta2)
     betas: tuple[float, float] = (0.9, 0.999)
     #: clip each parameter's gradient norm to this value (DINO: 3.0); 0 = off
     clip_grad: float = 0.0
@@ -193,31 +214,41 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    #: pre-training epochs
     epochs: int = 10
     #: per-process batch size (global batch = batch_size * world size * accum_steps)
     batch_size: int = 256
+    #: micro-batches whose gradients are accumulated per optimizer step
     accum_steps: int = 1
     #: auto (bf16 autocast on CUDA and on CPUs with native bf16 -- AVX512-BF16 or AMX --, fp32
     #: elsewhere; the choice and its reason are printed) | bf16 | fp32
     precision: str = "auto"
+    #: channels-last memory format (faster convolutions on recent GPUs)
     channels_last: bool = False
+    #: run the model through torch.compile
     compile: bool = False
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
+    #: seeds the weights, the data order and the augmentations (runs that differ only in it are replicas)
     seed: int = 0
+    #: run folder: checkpoint, logs, config
     out_dir: str = "runs/default"
     #: online linear probe on detached, normalised features (needs labels); evaluated on the
     #: validation split every ``probe_eval_every`` epochs (0 = never)
     online_probe: bool = True
+    #: learning rate of the online probe
     probe_lr: float = 1e-3
     #: what the online probe trains on: "clean" (each training image resized as the evaluation
     #: does, carried beside its crops, encoded without gradient in eval mode: the probe then sees
     #: the distribution it is scored on) or "views" (the two augmented global views)
     probe_input: str = "clean"
+    #: epochs between evaluations of the online probe on the validation split (0 = never)
     probe_eval_every: int = 1
+    #: optimizer steps between the lines of metrics.jsonl
     log_every: int = 10
     #: 0 = full epochs; >0 stops each epoch after this many optimizer steps (smoke runs)
     max_steps_per_epoch: int = 0
+    #: mirror the logged metrics to TensorBoard
     tensorboard: bool = True
     #: evaluate with kNN on the validation split after every epoch (0 = never)
     knn_every: int = 0
@@ -233,14 +264,21 @@ class EvalConfig:
     Both use the ``linear_*`` recipe below.
     """
 
+    #: neighbours of the weighted kNN classifier
     knn_k: int = 20
+    #: temperature of the kNN's similarity weights
     knn_temperature: float = 0.07
     #: fast | standard
     linear_protocol: str = "fast"
+    #: epochs of the linear probe
     linear_epochs: int = 100
+    #: learning rate of the linear probe (SGD)
     linear_lr: float = 0.1
+    #: batch size of the linear probe
     linear_batch_size: int = 256
+    #: weight decay of the linear probe
     linear_weight_decay: float = 0.0
+    #: SGD momentum of the linear probe
     linear_momentum: float = 0.9
     #: standard protocol: scale range of the training views' RandomResizedCrop
     linear_crop_scale: tuple[float, float] = (0.08, 1.0)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from . import jsonio
 from .atomic import atomic_write_text
 
 log = logging.getLogger("cossl_train")
@@ -45,7 +45,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+            f.write(jsonio.dumps({"step": step, **values}) + "\n")
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):

@@ -205,7 +205,8 @@ def train_step(parts: TrainParts, views: Sequence[Tensor], labels: Tensor | None
             ema_update_(pairs, tau)
     z = F.normalize(out.embeddings.float(), dim=1)
     result.values = {"loss": loss.item(), "loss_global": out.loss_global.item(), "loss_local": out.loss_local.item(),
-                     "lr": lr, "tau": tau, **{k: v.item() for k, v in out.metrics.items()},
+                     "lr": lr, **({"tau": tau} if pairs else {}),  # no EMA momentum without momentum targets
+                     **{k: v.item() for k, v in out.metrics.items()},
                      # collapse monitor: std of normalised embeddings x sqrt(D); ~1 healthy, 0 collapsed
                      "embedding_std": (z.std(0).mean() * math.sqrt(z.shape[1])).item()}
     return result

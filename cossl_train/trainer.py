@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from . import jsonio
 from .augment import eval_transform
 from .checkpoint import (
     CheckpointError,
@@ -297,7 +298,7 @@ def finish(run: Run, metrics: MetricsLogger, summary: dict[str, Any]) -> dict[st
     metrics.close()
     if run.main:
         summary["checkpoint"] = str(run.checkpoint)
-        (run.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run.out_dir / "summary.json").write_text(jsonio.dumps(summary, indent=2))
     return summary
 
 

@@ -17,12 +17,11 @@ from torch import nn
 
 from cossl_analysis.analyses._common import model_device
 from cossl_analysis.analyses.accuracy import top1
+from cossl_analysis.analyses.defaults import ATTACKS
 from cossl_train.evaluate import eval_mode
 
 __all__ = ["ATTACKS", "AdversarialResult", "adversarial_examples", "adversarial_sweep", "attack_accuracy",
            "default_alpha"]
-
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
 
 
 def default_alpha(eps: float, steps: int) -> float:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cossl_analysis.analyses._common import check_fmap, model_device, model_dtype
+from cossl_analysis.analyses.defaults import DEFAULT_POSITIONS
 from cossl_train.evaluate import eval_mode, pixels
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ __all__ = ["DEFAULT_POSITIONS", "NotVectorisable", "check_positions", "erf_map",
 
 Position = tuple[float, float]
 ErfMethod = Literal["auto", "batched", "per-position"]
-#: Figure 4's normalised (row, col) feature-map positions
-DEFAULT_POSITIONS: tuple[Position, ...] = ((0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5))
 
 
 def position_index(p: float, size: int) -> int:

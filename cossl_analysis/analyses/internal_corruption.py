@@ -17,17 +17,12 @@ from tqdm.auto import tqdm
 
 from cossl_analysis.analyses._common import Data
 from cossl_analysis.analyses.accuracy import probe_accuracy
+from cossl_analysis.analyses.defaults import DEFAULT_STRENGTHS, KINDS
 
 __all__ = ["DEFAULT_STRENGTHS", "KINDS", "STRENGTH_NAMES", "InternalCorruptionResult", "corrupt_features",
            "corrupted", "internal_corruption_sweep"]
 
 CorruptionKind = Literal["noise", "zero", "mask"]
-KINDS: tuple[str, ...] = ("noise", "zero", "mask")
-DEFAULT_STRENGTHS: dict[str, tuple[float, ...]] = {
-    "noise": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
-    "zero": (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
-    "mask": (0.0, 0.1, 0.25, 0.5, 0.75, 0.9),
-}
 #: axis labels of the strength s of each kind
 STRENGTH_NAMES: dict[str, str] = {
     "noise": "noise std / feature-map std",

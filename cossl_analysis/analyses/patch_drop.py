@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from cossl_analysis.analyses._common import Data, iter_batches, model_device
 from cossl_analysis.analyses.accuracy import top1
+from cossl_analysis.analyses.defaults import DEFAULT_FRACTIONS
 from cossl_analysis.analyses.features import feature_map_size, representations
 from cossl_train.encoder import pool_head
 from cossl_train.evaluate import eval_mode
@@ -26,8 +27,6 @@ __all__ = ["DEFAULT_FRACTIONS", "PatchDropResult", "num_dropped", "patch_drop_an
 
 DropMode = Literal["random", "position"]
 PositionOrder = Literal["border", "raster"]
-#: fractions of the local representations dropped by default
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 @dataclass
@@ -145,7 +144,8 @@ def patch_drop_from_features(local: Tensor, fractions: Sequence[float] = DEFAULT
         fraction_dropped=[k / n_pos for k in ks],
         all_but_one=[k == n_pos - 1 for k in ks],
         cosine_mean=[float(c.mean()) for c in cos],
-        cosine_std=[float(c.std(correction=0)) for c in cos],
+        # the sample std (ddof = 1), the package's one rule; none with a single image
+        cosine_std=[float(c.std(correction=1)) if n_img > 1 else math.nan for c in cos],
         accuracy=accuracy,
         intact_accuracy=intact_accuracy,
         num_images=n_img,

@@ -5,6 +5,7 @@ their global representations against that of their local ones, and the Pearson C
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from cossl_analysis.analyses._common import Data
 from cossl_analysis.analyses.features import representations
 
-__all__ = ["SimilarityResult", "pearson", "similarity_analysis", "similarity_from_features"]
+__all__ = ["SimilarityResult", "pearson", "pearson_note", "similarity_analysis", "similarity_from_features"]
 
 SimilarityMode = Literal["random", "same", "all"]
 _PAIR_CHUNK = 65536
@@ -34,12 +35,14 @@ class SimilarityResult:
         local_sim: (N,) local similarity of the pair (definition depends on ``mode``).
         local_positions: (N, 2) flat positions (p in image i, q in image j) drawn in ``"random"``
             mode, None otherwise.
-        pearson_c: Pearson correlation between ``global_sim`` and ``local_sim``.
+        pearson_c: Pearson correlation between ``global_sim`` and ``local_sim``; NaN where it is
+            undefined, and ``note`` says why (JSON files hold null and the note).
         intra_local_sim: (B,) mean cosine between distinct local representations of each image.
         intra_local_mean: mean of ``intra_local_sim``.
         mode: the local-similarity definition.
         num_images: B.
         num_positions: P = h * w.
+        note: why ``pearson_c`` is undefined ("" when it is defined).
     """
 
     pairs: np.ndarray
@@ -52,6 +55,7 @@ class SimilarityResult:
     mode: str
     num_images: int
     num_positions: int
+    note: str = ""
 
     def summary(self) -> dict[str, Any]:
         """Scalar numbers only (for JSON reports)."""
@@ -64,6 +68,7 @@ class SimilarityResult:
             "num_images": self.num_images,
             "num_positions": self.num_positions,
             "mode": self.mode,
+            **({"pearson_c_note": self.note} if self.note else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,8 +81,24 @@ class SimilarityResult:
         positions = d.get("local_positions")
         return cls(**{k: np.asarray(d[k]) for k in ("pairs", "global_sim", "local_sim", "intra_local_sim")},
                    local_positions=None if positions is None or np.size(positions) == 0 else np.asarray(positions),
-                   pearson_c=float(d["pearson_c"]), intra_local_mean=float(d["intra_local_mean"]),
-                   mode=str(d["mode"]), num_images=int(d["num_images"]), num_positions=int(d["num_positions"]))
+                   pearson_c=_number(d["pearson_c"]), intra_local_mean=_number(d["intra_local_mean"]),
+                   mode=str(d["mode"]), num_images=int(d["num_images"]), num_positions=int(d["num_positions"]),
+                   note=str(d.get("note", "")))
+
+
+def _number(value: Any) -> float:
+    """A stored number; null (an undefined value in a JSON file) is NaN."""
+    return math.nan if value is None else float(value)
+
+
+def pearson_note(x: np.ndarray, y: np.ndarray) -> str:
+    """Why the Pearson correlation of ``x`` and ``y`` is undefined, or "" when it is defined."""
+    if len(x) < 2:
+        return f"Pearson C needs at least 2 image pairs (3 images); there {'is' if len(x) == 1 else 'are'} {len(x)}"
+    for name, v in (("global", x), ("local", y)):
+        if not np.ptp(np.asarray(v, dtype=np.float64)) > 0:
+            return f"the {name} similarities of all {len(v)} pairs are equal (a constant map?), so C is undefined"
+    return ""
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -173,6 +194,7 @@ def similarity_from_features(
         mode=mode,
         num_images=n_img,
         num_positions=n_pos,
+        note=pearson_note(global_np, local_np),
     )
 
 

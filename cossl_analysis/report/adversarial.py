@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from cossl_analysis.config import RobustnessConfig
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 
 
-@analysis("adversarial", title="Adversarial attacks (FGSM, PGD)", config=RobustnessConfig, needs_probe=True,
-          check=lambda session: check_dependencies(["adversarial"]), groups=("robustness",), sweep=True,
-          help="accuracy under FGSM and PGD (L-inf) at small budgets",
-          writes="`robustness/adversarial.png`, `robustness/adversarial.json`, `robustness/robustness.csv`")
+@section("adversarial", check=lambda session: check_dependencies(["adversarial"]))
 def adversarial_section(session: Session) -> Section:
     cfg = session.config.robustness
     get = accuracy_of(session_sweeps(session, ("adversarial",)))
@@ -29,7 +26,7 @@ def adversarial_section(session: Session) -> Section:
         raw[attack] = {m.label: [get(m.label, "adversarial", attack, eps=e) for e in cfg.eps] for m in session.models}
         steps = f", {cfg.pgd_steps} steps" if attack == "pgd" else ""
         panel = Panel(f"{attack.upper()} (L-inf{steps})", "budget eps (/255; 0 = clean)", "top-1 accuracy (%)",
-                      hline=session.chance)
+                      hline=session.chance, band="std over seeds")
 
         def average(label: str, attack: str = attack) -> float | None:
             values = [a for a, e in zip(raw[attack][label], cfg.eps, strict=True) if e > 0]
@@ -37,14 +34,15 @@ def adversarial_section(session: Session) -> Section:
 
         for g, seeds in acc.items():
             arr = np.array(seeds)
-            panel.series.append(Series(g, [0, *cfg.eps], PCT * arr.mean(axis=0),
+            panel.series.append(Series(session.series_name(g), [0, *cfg.eps], PCT * arr.mean(axis=0),
                                        PCT * arr.std(axis=0, ddof=1) if len(seeds) > 1 else None))
             rows.append([attack.upper(), g, *[pm([s[t + 1] for s in seeds], PCT, 1, n) for t in range(len(cfg.eps))],
                          pm([average(m.label) for m in groups[g]], PCT, 1), session.probe_text(groups[g])])
         panels.append(panel)
         if attacked:
             metrics.append(Metric(f"{attack.upper()} avg (%)", {m.label: PCT * average(m.label)  # type: ignore[operator]
-                                                                for m in session.models}, digits=1))
+                                                                for m in session.models}, digits=1,
+                                  margin=MARGINS["accuracy"]))
     png = session.path("robustness", "adversarial.png")
     save_figure(plot_panels(panels), png)
     write_json({"eps_255": list(cfg.eps), **raw}, session.path("robustness", "adversarial.json"))

@@ -3,6 +3,7 @@ do Pearson C and patch dropping read differently in the heads' space than in the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -16,16 +17,16 @@ from cossl_analysis.analyses.co_objective import (
 )
 from cossl_analysis.analyses.patch_drop import patch_drop_from_features
 from cossl_analysis.analyses.similarity import similarity_from_features
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model, weights_fingerprint
-from cossl_analysis.report.paired import comparisons
+from cossl_analysis.report.paired import MARGINS, comparisons
 from cossl_analysis.report.patch_drop import drop_result, last_point_name
 from cossl_analysis.report.session import PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.similarity import similarity_result
 from cossl_analysis.viz.co_objective import plot_objective_maps
 from cossl_train.config import AugmentConfig
-from cossl_train.paired import paired
+from cossl_train.paired import Paired, paired
 
 #: the second view, in words (the section and docs say which views were used)
 VIEWS = ("view a: the evaluation images as they are; view b: the same images through the training augmentation of "
@@ -54,16 +55,31 @@ def _views(session: Session) -> tuple[Tensor, Tensor]:
     return a.to(session.device), b.to(session.device)
 
 
+#: bump when the computation behind a stored record changes (what a key maps to)
+COMPUTATION = 2
+
+
+def record_params(session: Session, method_fingerprint: str) -> dict[str, Any]:
+    """Everything the stored record depends on besides the checkpoint's encoder and probe and the images
+    (in the store key already): the whole method's weights, the second view's augmentation (every
+    ``augment.*`` setting of the evaluation config), the seed, the batch size (the heads' batch
+    statistics) and the similarity and patch-drop settings of the heads' space."""
+    cfg = session.config
+    assert session.eval_config is not None
+    return {"method": method_fingerprint, "computation": COMPUTATION, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "augment": dataclasses.asdict(session.eval_config.augment),
+            "similarity": [cfg.similarity.mode, cfg.similarity.max_pairs],
+            "patch_drop": [list(cfg.patch_drop.fractions), cfg.patch_drop.mode, cfg.patch_drop.order]}
+
+
 def _record(session: Session, m: Model) -> dict[str, Any]:
-    """Everything the section shows for one checkpoint (stored: keyed by the whole method's weights)."""
+    """Everything the section shows for one checkpoint (stored: :func:`record_params`)."""
     from cossl_train.checkpoint import load_method
 
     assert m.path is not None
     method = load_method(m.path, session.device)
     cfg = session.config
-    params = {"method": weights_fingerprint(method), "seed": cfg.seed, "views": "eval+augment-v1",
-              "similarity": [cfg.similarity.mode, cfg.similarity.max_pairs],
-              "patch_drop": [list(cfg.patch_drop.fractions), cfg.patch_drop.mode, cfg.patch_drop.order]}
+    params = record_params(session, weights_fingerprint(method))
 
     def compute() -> dict[str, Any]:
         a, b = _views(session)
@@ -72,13 +88,15 @@ def _record(session: Session, m: Model) -> dict[str, Any]:
         floor = co_objective(method, a, b, bs, path="global")
         h, w = session.feature_map(m)
         glob, loc = head_space_features(method, a, bs)
-        heads_c = (similarity_from_features(glob.cpu(), loc.cpu(), mode=cfg.similarity.mode,  # type: ignore[arg-type]
-                                            seed=cfg.seed, max_pairs=cfg.similarity.max_pairs).pearson_c
-                   if loc.shape[1] >= 2 else None)
+        heads = (similarity_from_features(glob.cpu(), loc.cpu(), mode=cfg.similarity.mode,  # type: ignore[arg-type]
+                                          seed=cfg.seed, max_pairs=cfg.similarity.max_pairs)
+                 if loc.shape[1] >= 2 else None)
         pd = cfg.patch_drop
         drop = patch_drop_from_features(session.features(m)[1], pd.fractions, pd.mode, pd.order,  # type: ignore[arg-type]
                                         cfg.seed, head_space_pool_head(method), feature_map=(h, w), batch_size=bs)
-        return {"objective": own.to_dict(), "floor": floor.to_dict(), "heads_pearson_c": heads_c,
+        return {"objective": own.to_dict(), "floor": floor.to_dict(),
+                "heads_pearson_c": None if heads is None else heads.pearson_c,
+                "heads_pearson_c_note": "one local query per image" if heads is None else heads.note,
                 "heads_drop": drop.to_dict()}
 
     record = dict(session.cached(m, "co_objective", params, compute))
@@ -103,23 +121,30 @@ def _verdicts(session: Session, objective: dict[str, ObjectiveResult], floors: d
             c = against[g]
             p = paired(f"{g} (local heads)", f"{c.b} (global heads at every position)", "own-image retrieval",
                        [PCT * objective[a.label].retrieval for a, _ in c.pairs],
-                       [PCT * objective[b.label].retrieval for _, b in c.pairs], " points")
+                       [PCT * objective[b.label].retrieval for _, b in c.pairs], " points", MARGINS["accuracy"])
             note = f" ({c.note})" if c.note else ""
         else:
             p = paired(f"{g} (local heads)", f"{g}'s own global heads at every position", "own-image retrieval",
                        [PCT * objective[m.label].retrieval for m in models],
-                       [PCT * floors[m.label].retrieval for m in models], " points")
+                       [PCT * floors[m.label].retrieval for m in models], " points", MARGINS["accuracy"])
             note = " (no base-method group in the comparison, so each checkpoint's own global heads are the floor)"
-        better = p.mean > 0 and p.resolved
-        out.append(f"{g}: its local queries {'do' if better else 'do not'} find their own image's target better "
-                   f"than the base model's global heads applied at every position{note}. {p.sentence(1)}")
+        out.append(f"{g}: {_which_way(p)}{note}. {p.sentence(1)}")
     return out
 
 
-@analysis("co_objective", title="The CO objective",
-          help="the CO term's own objective on held-out images (each position's local query against the other "
-               "view's global targets), and Pearson C and patch dropping in the heads' space",
-          writes="`co_objective/co_objective.png`, `co_objective/co_objective.json`")
+def _which_way(p: Paired) -> str:
+    """Does the CO group's local retrieval clear the floor, in words that claim no more than the seeds
+    resolve: better or worse (resolved), no better and no worse (the interval is narrow), or cannot tell."""
+    floor = "the base model's global heads applied at every position"
+    if p.resolved:
+        return (f"its local queries find their own image's target {'better' if p.mean > 0 else 'worse'} than {floor}")
+    if p.negligible:
+        return f"its local queries find their own image's target no better and no worse than {floor}"
+    seeds = "one seed" if p.n < 2 else f"{p.n} seeds (±{p.resolvable:.1f} points)"
+    return f"we cannot tell with {seeds} whether its local queries find their own image's target better than {floor}"
+
+
+@section("co_objective")
 def co_objective_section(session: Session) -> Section:
     trained = [m for m in session.models if not m.is_external]
     skipped = [m.label for m in session.models if m.is_external]
@@ -150,12 +175,13 @@ def co_objective_section(session: Session) -> Section:
                    col(ms, lambda m: records[m.label]["backbone_drop"]["cosine_mean"][-1]),
                    col(ms, lambda m: records[m.label]["heads_drop"]["cosine_mean"][-1])] for g, ms in groups.items()]
     png = session.path("co_objective", "co_objective.png")
-    save_figure(plot_objective_maps({g: objective[ms[0].label] for g, ms in groups.items()}), png, dpi=110)
+    save_figure(plot_objective_maps({g: [objective[m.label] for m in ms] for g, ms in groups.items()},
+                                    {g: [session.seed_name(m) for m in ms] for g, ms in groups.items()}), png, dpi=110)
     write_json(records, session.path("co_objective", "co_objective.json"))
     verdicts = _verdicts(session, objective, floors, trained)
 
-    def metric(name: str, value: Any, digits: int = 3) -> Metric:
-        return Metric(name, {m.label: value(m) for m in trained}, digits=digits)
+    def metric(name: str, value: Any, digits: int = 3, margin: str = "cosine") -> Metric:
+        return Metric(name, {m.label: value(m) for m in trained}, digits=digits, margin=MARGINS[margin])
 
     return Section(
         text=[f"On the {len(session.data)} evaluation images: {VIEWS}. For every position of view a, the local "
@@ -168,8 +194,8 @@ def co_objective_section(session: Session) -> Section:
               "Pearson C and patch dropping are given in the backbone's space (the similarity and patch-drop "
               "sections) and in the heads' space (the queries the objective compares; patch dropping re-pooled "
               "through pool MLP, projector and predictor). Mean ± std over seeds." + skip_text, *verdicts],
-        figures=[FigureRef(session.rel(png), "own-image cosine and retrieval per position, first seed of each "
-                           "group")],
+        figures=[FigureRef(session.rel(png), "own-image cosine and retrieval per position, the mean of each group's "
+                           "seeds (named above each column); retrieval coloured from chance up")],
         tables=[Table("the objective on held-out images",
                       ["group", "seeds", "local queries", "own cosine", "other images' cosine", "retrieval (%)",
                        "chance (%)", "global heads at every position: retrieval (%)", "global query: own cosine",
@@ -178,7 +204,8 @@ def co_objective_section(session: Session) -> Section:
                       ["group", "Pearson C (backbone)", "Pearson C (heads)", f"cosine, {last} dropped (backbone)",
                        f"cosine, {last} dropped (heads)"], space_rows)],
         files=["co_objective/co_objective.json"], summary=records,
-        metrics=[metric("CO objective: own-image retrieval (%)", lambda m: PCT * objective[m.label].retrieval, 1),
+        metrics=[metric("CO objective: own-image retrieval (%)", lambda m: PCT * objective[m.label].retrieval, 1,
+                        "accuracy"),
                  metric("CO objective: own - other images' cosine",
                         lambda m: objective[m.label].own_cosine - objective[m.label].other_cosine),
                  metric("Pearson C, heads' space", lambda m: records[m.label]["heads_pearson_c"]),

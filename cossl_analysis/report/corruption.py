@@ -5,20 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from cossl_analysis.analyses.corruption import COMMON_CORRUPTIONS, corruption_set_text, corruption_summary
-from cossl_analysis.config import RobustnessConfig
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, check_dependencies, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
 from cossl_analysis.viz.robustness import plot_corruption_bars
 
 
-@analysis("corruption", title="Image corruptions (ImageNet-C)", config=RobustnessConfig, needs_probe=True,
-          check=lambda session: check_dependencies(["corruption"]), groups=("robustness",), sweep=True,
-          help="clean and corrupted accuracy under the 19 corruptions of imagecorruptions (ImageNet-C)",
-          writes="`robustness/corruption.png`, `robustness/corruption_by_name.png`, `robustness/corruption.json`, "
-                 "`robustness/robustness.csv`")
+@section("corruption", check=lambda session: check_dependencies(["corruption"]))
 def corruption_section(session: Session) -> Section:
     cfg = session.config.robustness
     get = accuracy_of(session_sweeps(session, ("corruption",)))
@@ -32,20 +28,25 @@ def corruption_section(session: Session) -> Section:
     swept_common = [c for c in cfg.corruptions if c in COMMON_CORRUPTIONS]
     extra = [c for c in cfg.corruptions if c not in COMMON_CORRUPTIONS]
     which = corruption_set_text(cfg.corruptions, cfg.severities)
-    curve_over = (f"mean over the {len(swept_common)} ImageNet-C corruptions of the mean" if swept_common
-                  else f"mean over the {len(extra)} extra corruptions (no ImageNet-C one swept)")
+    averaged = swept_common or extra
+    named = ", ".join(averaged) if len(averaged) <= 3 else f"{len(averaged)} corruptions"
+    curve_over = (f"mean over the ImageNet-C corruptions swept ({named})" if swept_common
+                  else f"mean over the extra corruptions ({named}; no ImageNet-C one swept)")
     sev = Panel(curve_over, "severity (0 = clean)", "top-1 accuracy (%)", hline=session.chance,
-                xticks=[0, *cfg.severities])
+                xticks=[0, *cfg.severities], band="std over seeds")
     for g, seeds in val.items():
         curves = np.array([[s["clean"], *[s["by_severity"][v] for v in cfg.severities]] for s in seeds])
-        sev.series.append(Series(g, [0, *cfg.severities], PCT * curves.mean(axis=0),
+        sev.series.append(Series(session.series_name(g), [0, *cfg.severities], PCT * curves.mean(axis=0),
                                  PCT * curves.std(axis=0, ddof=1) if len(seeds) > 1 else None))
     png = session.path("robustness", "corruption.png")
-    save_figure(plot_panels([sev]), png)
+    save_figure(plot_panels([sev], width=6.0), png)
     bars = session.path("robustness", "corruption_by_name.png")
-    save_figure(plot_corruption_bars(cfg.corruptions, {g: [PCT * np.mean([s["by_name"][c] for s in seeds])
-                                                           for c in cfg.corruptions] for g, seeds in val.items()},
-                                     session.chance), bars)
+    by_name = {session.series_name(g): np.array([[PCT * s["by_name"][c] for c in cfg.corruptions] for s in seeds])
+               for g, seeds in val.items()}
+    severities = ", ".join(str(v) for v in cfg.severities)
+    save_figure(plot_corruption_bars(cfg.corruptions, {g: v.mean(axis=0) for g, v in by_name.items()}, session.chance,
+                                     errors={g: v.std(axis=0, ddof=1) for g, v in by_name.items() if len(v) > 1},
+                                     title=f"top-1 per corruption, mean over severities {severities}"), bars)
     mean_name = f"ImageNet-C mean (%): {which}"
     main = Table("clean and corrupted top-1 (%)", ["group", "seeds", "clean", f"mean of {which}",
                  f"mean of the {len(extra)} extra", "relative drop (%)", "probe"],
@@ -76,8 +77,9 @@ def corruption_section(session: Session) -> Section:
                  FigureRef(session.rel(bars), "accuracy per corruption")],
         tables=[main, per_name], files=["robustness/corruption.json", "robustness/robustness.csv"],
         summary=summary,
-        metrics=[Metric("probe top-1 (%)", per_model("clean"), digits=1, n_images=n),
-                 *([Metric(mean_name, per_model("mean_corruption_accuracy"), digits=1)] if swept_common else []),
+        metrics=[Metric("probe top-1 (%)", per_model("clean"), digits=1, n_images=n, margin=MARGINS["accuracy"]),
+                 *([Metric(mean_name, per_model("mean_corruption_accuracy"), digits=1, margin=MARGINS["accuracy"])]
+                   if swept_common else []),
                  *([Metric(f"mean of the {len(extra)} extra corruptions (%)", per_model("extra_corruption_accuracy"),
-                           digits=1)] if extra else [])],
+                           digits=1, margin=MARGINS["accuracy"])] if extra else [])],
     )

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 
 from cossl_analysis.analyses.erf import erf_map, erf_stats, position_indices, rf_centres
-from cossl_analysis.config import ErfConfig
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm_rows
-from cossl_analysis.viz.erf import plot_erf_comparison, plot_erf_means
+from cossl_analysis.viz.erf import normalised_maps, plot_erf_comparison, plot_erf_means
 
 
 def _record(session: Session, model: Model) -> dict[str, Any]:
@@ -28,11 +28,12 @@ def _record(session: Session, model: Model) -> dict[str, Any]:
     return session.cached(model, "erf", params, compute)
 
 
-@analysis("erf", title="Effective receptive fields (Figure 4)", config=ErfConfig,
-          help="effective receptive fields of local representations (Figure 4)",
-          writes="`erf/figure4.png`, `erf/erf_mean.png`, `erf/erf.json`, `erf/<label>_maps.npy`")
+@section("erf")
 def erf_section(session: Session) -> Section:
     cfg = session.config.erf
+    if cfg.images > len(session.data):
+        session.note(f"erf.images={cfg.images} asked for, but there are {len(session.data)} evaluation images: the "
+                     f"ERFs are computed on {len(session.data)}")
     records = {m.label: _record(session, m) for m in session.models}
     per_model = {}
     for m in session.models:
@@ -42,7 +43,9 @@ def erf_section(session: Session) -> Section:
         per_model[m.label] = {"num_images": len(maps), "feature_map": [h, w], "positions": [
             {"position": list(p), "index": list(ij), **erf_stats(mean[t])}
             for t, (p, ij) in enumerate(zip(cfg.positions, position_indices(cfg.positions, h, w), strict=True))]}
-    first = {g: models[0] for g, models in session.groups().items()}
+    # figure 4 draws one model per group, named with its seed; the means average every seed's maps
+    first = {f"{g} ({session.seed_name(models[0])})" if session.seed_name(models[0]) != g else g: models[0]
+             for g, models in session.groups().items()}
     show = min(cfg.show, cfg.images, len(session.data))
     images = session.data.pixels[:show]
     fig4, fig_mean = session.path("erf", "figure4.png"), session.path("erf", "erf_mean.png")
@@ -51,8 +54,14 @@ def erf_section(session: Session) -> Section:
                if m.config is not None}
     save_figure(plot_erf_comparison(images, {g: np.asarray(records[m.label]["maps"])[:show] for g, m in first.items()},
                                     cfg.positions, centres=centres), fig4, dpi=100)
-    save_figure(plot_erf_means({g: np.asarray(records[m.label]["maps"]).mean(axis=0) for g, m in first.items()},
-                               cfg.positions), fig_mean, dpi=100)
+    # each seed's image-averaged maps scaled to their maximum before the seeds are averaged: the figure is
+    # about shape and extent, and one seed's larger gradients would otherwise stand for the group
+    def scaled_mean(m: Model) -> np.ndarray:
+        return normalised_maps(np.asarray(records[m.label]["maps"]).mean(axis=0)[None])[0]
+
+    means = {session.series_name(g): np.mean([scaled_mean(m) for m in models], axis=0)
+             for g, models in session.groups().items()}
+    save_figure(plot_erf_means(means, cfg.positions), fig_mean, dpi=100)
     radius = session.per_group(lambda m: [p["rms_radius"] for p in per_model[m.label]["positions"]])
     header = ["group", *[f"({p[0]:g}, {p[1]:g})" for p in cfg.positions]]
     write_json(per_model, session.path("erf", "erf.json"))
@@ -60,16 +69,17 @@ def erf_section(session: Session) -> Section:
     return Section(
         text=[f"Gradient magnitude of the channel sum of the local representation at each normalised position, "
               f"with respect to the input pixels (summed over colour channels), on the first {n_img} evaluation "
-              f"images. The figure shows the first seed of each group on {show} image(s) (crosses: centres of the "
-              "theoretical receptive fields) and the maps averaged over the images; the table gives the RMS radius "
-              "(pixels) of the averaged map, mean ± std over seeds."],
-        figures=[FigureRef(session.rel(fig4), "ERFs per image, first seed of each group"),
-                 FigureRef(session.rel(fig_mean), "ERFs averaged over the images, first seed of each group")],
+              f"images. The first figure shows one seed of each group (named beside its rows) on {show} image(s) "
+              "(crosses: centres of the theoretical receptive fields), the second the maps averaged over the "
+              "images and the group's seeds; the table gives the RMS radius (pixels) of each model's averaged map, "
+              "mean ± std over seeds."],
+        figures=[FigureRef(session.rel(fig4), "ERFs per image, one seed of each group (named)"),
+                 FigureRef(session.rel(fig_mean), "ERFs averaged over the images and each group's seeds")],
         tables=[Table("ERF RMS radius (px) per position", header, pm_rows(radius, digits=2))],
         files=["erf/erf.json", *[f"erf/{m.slug}_maps.npy" for m in session.models]],
         summary=per_model,
         metrics=[Metric("ERF RMS radius (px)", {m.label: _mean_radius(per_model[m.label]) for m in session.models},
-                        digits=2)],
+                        digits=2, margin=MARGINS["radius"])],
     )
 
 

@@ -5,7 +5,6 @@ for notebooks and scripts; the report's sections use the same writers."""
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,31 +16,25 @@ from torch import Tensor
 from cossl_analysis.analyses.internal_corruption import InternalCorruptionResult
 from cossl_analysis.analyses.patch_drop import PatchDropResult
 from cossl_analysis.analyses.similarity import SimilarityResult
+from cossl_train import jsonio
 
 __all__ = ["save_erf", "save_figure", "save_internal_corruption", "save_patch_drop", "save_similarity", "to_jsonable",
            "write_json", "write_pairs"]
 
 
 def to_jsonable(obj: Any) -> Any:
-    """numpy/torch scalars and arrays (recursively) as plain Python, for json.dump."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Tensor):
-        return obj.detach().cpu().tolist()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+    """numpy/torch scalars and arrays (recursively) as plain Python; non-finite floats are kept (the
+    files the package writes turn them into null: :func:`write_json`)."""
+    return jsonio.plain(obj, nonfinite=lambda x: x)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """``obj`` as indented JSON at ``path`` (parents created)."""
+    """``obj`` as indented, valid JSON at ``path`` (parents created): a number that is not finite
+    (an undefined Pearson C, the std of one seed) is ``null``, with its reason beside it where the
+    result has one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(obj), indent=2))
+    path.write_text(jsonio.dumps(obj, indent=2))
     return path
 
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import numpy as np
 
 from cossl_analysis.analyses.internal_corruption import STRENGTH_NAMES
-from cossl_analysis.config import InternalCorruptionConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import accuracy_of, resolve_layer, session_sweeps
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
@@ -25,11 +25,7 @@ def _check(session: Session) -> None:
             raise AnalysisError(f"{m.label}: {err}") from None
 
 
-@analysis("internal_corruption", title="Internal corruption and internal masking", config=InternalCorruptionConfig,
-          needs_probe=True, check=_check, groups=("robustness",), sweep=True,
-          help="probe accuracy under internal noise, zeroing or masking of a feature map",
-          writes="`internal_corruption/internal.png`, `internal_corruption/internal.json`, "
-                 "`robustness/robustness.csv`")
+@section("internal_corruption", check=_check)
 def internal_corruption_section(session: Session) -> Section:
     cfg = session.config.internal_corruption
     get = accuracy_of(session_sweeps(session, ("internal_corruption",)))
@@ -49,10 +45,10 @@ def internal_corruption_section(session: Session) -> Section:
         acc = session.per_group(curve)
         raw[kind] = {"strengths": s, "per_checkpoint": {m.label: curve(m) for m in session.models}}
         panel = Panel(f"internal {kind} at {', '.join(sorted(layers))}", STRENGTH_NAMES[kind], "top-1 accuracy (%)",
-                      hline=session.chance)
+                      hline=session.chance, band="std over seeds")
         for g, seeds in acc.items():
             mean, std = np.mean(seeds, axis=0), (np.std(seeds, axis=0, ddof=1) if len(seeds) > 1 else None)
-            panel.series.append(Series(g, s, PCT * mean, None if std is None else PCT * std))
+            panel.series.append(Series(session.series_name(g), s, PCT * mean, None if std is None else PCT * std))
         panels.append(panel)
         rows = [[g, *[pm([seed[t] for seed in seeds], PCT, 1, n) for t in range(len(s))],
                  pm([average(m) for m in models], PCT, 1), session.probe_text(models)]
@@ -61,7 +57,7 @@ def internal_corruption_section(session: Session) -> Section:
                             ["group", *[f"{v:g}" for v in s], "average (s > 0)", "probe"], rows, BINOMIAL_NOTE))
         metrics.append(Metric(f"internal {kind} avg (%)",
                               {m.label: None if average(m) is None else PCT * average(m)  # type: ignore[operator]
-                               for m in session.models}, digits=1))
+                               for m in session.models}, digits=1, margin=MARGINS["accuracy"]))
     png = session.path("internal_corruption", "internal.png")
     save_figure(plot_panels(panels), png)
     write_json({"layer": sorted(layers), **raw}, session.path("internal_corruption", "internal.json"))

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.sweeps import clean_accuracy
 from cossl_analysis.viz.panels import Panel, Series, plot_panels
@@ -43,34 +44,38 @@ def rf_text(model: Model) -> str:
 
 
 def crop_curves(models: Sequence[Model], clean: Mapping[str, float]) -> dict[str, list[CropPoint]]:
-    """Curve name -> its points by increasing c_min: one curve per (group, backbone), named by the
-    group, and by the backbone's RF where the comparison has several backbones; external models
-    (no pre-training crop) are left out."""
+    """Curve name -> its points by increasing c_min: one curve per label and setup but for c_min and
+    the backbone (the groups with c_min left out of their names), and per backbone, named by its RF,
+    where the comparison has several; external models (no pre-training crop) are left out."""
+    from cossl_analysis.report.setups import REPLICA_KEYS, setup_names
+
     trained = [m for m in models if not m.is_external]
     several = len({m.backbone for m in trained}) > 1
+    names = setup_names(trained, (*REPLICA_KEYS, "augment.c_min", "backbone."))
     curves: dict[str, dict[float, CropPoint]] = {}
-    for m in trained:
+    for m, group in zip(trained, names, strict=True):
         assert m.c_min is not None
-        name = f"{m.group}, {rf_text(m)}" if several else m.group
+        name = f"{group}, {rf_text(m)}" if several else group
         point = curves.setdefault(name, {}).setdefault(m.c_min, CropPoint(m.c_min, [], []))
         point.labels.append(m.label)
         point.accuracy.append(clean[m.label])
     return {name: [points[c] for c in sorted(points)] for name, points in curves.items()}
 
 
-@analysis("large_crop", title="Large-crop study", needs_probe=True, groups=("robustness",),
-          help="clean accuracy against the minimum crop scale each checkpoint was pre-trained with",
-          writes="`robustness/large_crop.png`, `robustness/large_crop.json`, `robustness/robustness.csv`")
+@section("large_crop")
 def large_crop_section(session: Session) -> Section:
     clean = clean_accuracy(session)
     curves = crop_curves(session.models, clean)
     n = len(session.data)
-    panel = Panel("clean top-1 against pre-training c_min (band: std over seeds)",
-                  "pre-training minimum crop scale c_min", "top-1 accuracy (%)", hline=session.chance)
+    panel = Panel("clean top-1 against pre-training c_min", "pre-training minimum crop scale c_min",
+                  "top-1 accuracy (%)", hline=session.chance, band="std over seeds", xlim=(0.0, 1.0))
     for name, points in curves.items():
         stats = [p.mean_std for p in points]
         spread = [PCT * s for _, s in stats] if any(len(p.accuracy) > 1 for p in points) else None
-        panel.series.append(Series(name, [p.c_min for p in points], [PCT * m for m, _ in stats], spread))
+        seeds = sorted({len(p.accuracy) for p in points})
+        count = "/".join(map(str, seeds)) + (" seeds" if seeds != [1] else " seed")
+        panel.series.append(Series(f"{name} ({count} per point)", [p.c_min for p in points],
+                                   [PCT * m for m, _ in stats], spread))
     png = session.path("robustness", "large_crop.png")
     save_figure(plot_panels([panel]), png)
     single = {name: points[0].c_min for name, points in curves.items() if len(points) == 1}
@@ -100,5 +105,5 @@ def large_crop_section(session: Session) -> Section:
         figures=[FigureRef(session.rel(png), "accuracy against pre-training c_min")], tables=[table],
         files=["robustness/large_crop.json", "robustness/robustness.csv"],
         metrics=[Metric("probe top-1 (%)", {m.label: PCT * clean[m.label] for m in session.models}, digits=1,
-                        n_images=n)],
+                        n_images=n, margin=MARGINS["accuracy"])],
     )

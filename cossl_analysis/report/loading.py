@@ -96,6 +96,8 @@ class Model:
     pretrained: Pretrained | None = None
     #: scores of a probe trained by this package (probe_top1, knn_top1 on the full evaluation split, n_val)
     probe_scores: dict[str, float] | None = None
+    #: the label given, where models under it were told apart by setup (``report.setups``); "" = ``group``
+    family: str = ""
 
     @property
     def is_external(self) -> bool:

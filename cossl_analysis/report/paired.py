@@ -9,26 +9,31 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from cossl_analysis.report.loading import Model
-from cossl_train.config import to_dict
+from cossl_analysis.report.setups import setup_distance
 from cossl_train.paired import Paired, paired
 
-__all__ = ["Comparison", "Metric", "comparisons", "pair_seeds", "paired_rows"]
+__all__ = ["MARGINS", "Comparison", "Metric", "comparisons", "pair_seeds", "paired_rows"]
+
+#: kind of number -> the difference too small to matter (docs/analysis.md, "Where groups meet")
+MARGINS: dict[str, float] = {"accuracy": 1.0, "cosine": 0.02, "radius": 0.5}
 
 
 @dataclass
 class Metric:
     """One summary number of a section, per model (label -> value, None where it does not apply),
     in display units. ``n_images``: the number is one top-1 (%) on that many images, which carries
-    a binomial error (shown beside a single seed)."""
+    a binomial error (shown beside a single seed). ``margin``: a difference too small to matter for
+    this number (:data:`MARGINS`); a paired comparison says "no difference" only when its whole 95%
+    interval lies within it, and never where it is None."""
 
     name: str
     values: dict[str, float | None]
     digits: int = 3
     n_images: int | None = None
     unit: str = ""
+    margin: float | None = None
 
 
 @dataclass
@@ -55,26 +60,6 @@ def _base_of(models: Sequence[Model]) -> str | None:
 def _method_of(models: Sequence[Model]) -> str | None:
     names = {m.method_name for m in models}
     return names.pop() if len(names) == 1 else None
-
-
-#: config keys that a CO group and its base group may differ in without being different setups
-_OWN_KEYS = ("method.", "co.", "train.seed", "train.out_dir")
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix[:-1]: tree}
-    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-
-
-def _setup_distance(a: Sequence[Model], b: Sequence[Model]) -> int:
-    """How many training settings (outside the method, the CO term and the seed) the first models
-    of two groups differ in: a sweep's CO group meets the base group of its own combination."""
-    ca, cb = getattr(a[0], "config", None), getattr(b[0], "config", None)
-    if ca is None or cb is None:
-        return 0
-    fa, fb = _flat(to_dict(ca)), _flat(to_dict(cb))
-    return sum(fa.get(k) != fb.get(k) for k in fa.keys() | fb.keys() if not k.startswith(_OWN_KEYS))
 
 
 def pair_seeds(a: Sequence[Model], b: Sequence[Model]) -> tuple[list[tuple[Model, Model]], str, list[str]]:
@@ -113,7 +98,7 @@ def comparisons(groups: Mapping[str, Sequence[Model]]) -> list[Comparison]:
     for g in names:
         base = _base_of(groups[g])
         candidates = [h for h in names if h != g and base is not None and _method_of(groups[h]) == base]
-        partner = min(candidates, key=lambda h: _setup_distance(groups[g], groups[h]), default=None)
+        partner = min(candidates, key=lambda h: setup_distance(groups[g], groups[h]), default=None)
         if partner is not None:
             pairs, note, left = pair_seeds(groups[g], groups[partner])
             out.append(Comparison(g, partner, pairs, note, "CO against its base method", left))
@@ -140,7 +125,7 @@ def paired_of(metric: Metric, comparison: Comparison) -> tuple[Paired, list[str]
         seeds.append(str(ma.seed) if ma.seed is not None and ma.seed == mb.seed else f"{ma.label} / {mb.label}")
     if not va:
         return None
-    return paired(comparison.a, comparison.b, metric.name, va, vb, metric.unit), seeds
+    return paired(comparison.a, comparison.b, metric.name, va, vb, metric.unit, metric.margin), seeds
 
 
 def paired_rows(metrics: Sequence[Metric], found: Sequence[Comparison]) -> list[dict[str, object]]:
@@ -159,12 +144,5 @@ def paired_rows(metrics: Sequence[Metric], found: Sequence[Comparison]) -> list[
                          "positive": p.positive, "n": p.n,
                          "resolvable": None if math.isinf(p.resolvable) else p.resolvable,
                          "summary": p.summary(metric.digits), "sentence": p.sentence(metric.digits),
-                         "which_way": _which_way(p, metric.digits), "note": c.note})
+                         "which_way": p.verdict(metric.digits), "margin": metric.margin, "note": c.note})
     return rows
-
-
-def _which_way(p: Paired, digits: int) -> str:
-    """The sentence's verdict alone, without the numbers it restates."""
-    where = f"{p.metric}: {p.a} - {p.b} = {p.summary(digits)}: "
-    sentence = p.sentence(digits)
-    return sentence[len(where):] if sentence.startswith(where) else sentence

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from cossl_analysis.analyses.patch_drop import PatchDropResult, patch_drop_from_features
-from cossl_analysis.config import PatchDropConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import (
     BINOMIAL_NOTE,
     PCT,
@@ -65,19 +65,17 @@ def drop_result(session: Session, m: Model, accuracy: bool | None = None) -> dic
     return session.cached(m, "patch_drop", drop_params(session, accuracy), compute)
 
 
-@analysis("patch_drop", title="Patch dropping", config=PatchDropConfig, check=_check,
-          needs_probe=lambda cfg: cfg.patch_drop.accuracy, without_probe="patch_drop.accuracy=false",
-          help="global representation and probe accuracy as local representations are dropped",
-          writes="`patch_drop/patch_drop.png`, `patch_drop/patch_drop.json`")
+@section("patch_drop", check=_check)
 def patch_drop_section(session: Session) -> Section:
     cfg = session.config.patch_drop
     results = {m.label: drop_result(session, m) for m in session.models}
     means, stds = seed_curves(results, session, ("cosine_mean", "accuracy"))
     spread = session.spread_name("std over images")
     png = session.path("patch_drop", "patch_drop.png")
-    curves = {g: PatchDropResult.from_dict(r) for g, r in means.items()}
-    bands = {g: PatchDropResult.from_dict(r) for g, r in stds.items()} if spread == "std over seeds" else None
-    save_figure(plot_patch_drop(curves, bands, spread), png)
+    curves = {session.series_name(g): PatchDropResult.from_dict(r) for g, r in means.items()}
+    bands = ({session.series_name(g): PatchDropResult.from_dict(r) for g, r in stds.items()}
+             if spread == "std over seeds" else None)
+    save_figure(plot_patch_drop(curves, bands, spread, chance=session.chance if cfg.accuracy else None), png)
     write_json({"per_checkpoint": results, "per_group_mean": means, "per_group_std": stds},
                session.path("patch_drop", "patch_drop.json"))
     some = PatchDropResult.from_dict(next(iter(results.values())))
@@ -86,7 +84,7 @@ def patch_drop_section(session: Session) -> Section:
     cos = session.per_group(lambda m: results[m.label]["cosine_mean"])
     tables = [Table("cosine to the intact global representation", ["group", *names], pm_rows(cos))]
     metrics = [Metric(f"cosine, {last} dropped", {m.label: results[m.label]["cosine_mean"][-1]
-                                                   for m in session.models})]
+                                                   for m in session.models}, margin=MARGINS["cosine"])]
     if cfg.accuracy:
         acc = session.per_group(lambda m: results[m.label]["accuracy"])
         probes = {g: session.probe_text(models) for g, models in session.groups().items()}

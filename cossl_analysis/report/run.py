@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.registry import Analysis, plan
-from cossl_analysis.report.paired import Metric, comparisons, paired_rows
+from cossl_analysis.report.paired import MARGINS, Metric, comparisons, paired_rows
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, Section, Session, Table, open_session, pm
 
 __all__ = ["run_analyses", "write_report"]
@@ -51,7 +51,8 @@ def probe_metrics(session: Session) -> list[Metric]:
     n = {int(s["n_val"]) for s in scores if s is not None}
     size = n.pop() if len(n) == 1 else None
     return [Metric(f"{name} top-1, full evaluation split (%)", {m.label: m.probe_scores[key]  # type: ignore[index]
-                                                                 for m in session.models}, digits=1, n_images=size)
+                                                                 for m in session.models}, digits=1, n_images=size,
+                   margin=MARGINS["accuracy"])
             for name, key in (("probe", "probe_top1"), ("kNN", "knn_top1"))]
 
 
@@ -125,7 +126,8 @@ def render(session: Session, sections: Sequence[Section], command: str, argv: Se
         data={"description": data.description, "n": len(data), "split_size": data.split_size,
               "subset": data.indices is not None, "seed": session.config.seed, "resolution": data.images.shape[-1],
               "num_classes": data.num_classes, "skipped": data.skipped},
-        computed=session.store.puts, reused=session.store.reused, checkpoints=_models_table(session),
+        computed=session.store.puts, reused=session.store.reused, notes=session.notes,
+        checkpoints=_models_table(session),
         summary=summary, paired=paired, sections=sections, files=files,
         options=json.dumps(session.config.as_dict(), indent=1, default=str))
     path = session.out / f"{command}.html"
@@ -149,7 +151,8 @@ def _record_run(session: Session, command: str, argv: Sequence[str], sections: S
     header = summary.header
     runs[command] = {
         "argv": list(argv), "options": session.config.as_dict(), "overrides": session.overrides,
-        "device": str(session.device), "html": html.name, "files": sorted({f for s in sections for f in s.files}),
+        "device": str(session.device), "html": html.name, "notes": list(session.notes),
+        "files": sorted({f for s in sections for f in s.files}),
         "evaluation": {"description": data.description, "split": data.split, "n_images": len(data),
                        "split_size": data.split_size, "indices": data.indices, "skipped": data.skipped,
                        "resolution": int(data.images.shape[-1]), "labelled": data.labels is not None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,15 @@ class Session:
     scratch: dict[str, Any] = field(default_factory=dict, repr=False)
     #: the config the evaluation images come from (its data, augment and eval sections)
     eval_config: Config | None = None
+    #: what the reader must know about this run (images fewer than asked, a fallback data set, groups
+    #: split): at the top of the page, in the manifest, and on stderr as they are found
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Record ``text`` for the page and the manifest, and say it on stderr now (logger ``cossl_analysis``)."""
+        if text not in self.notes:
+            self.notes.append(text)
+            logging.getLogger("cossl_analysis").warning("note: %s", text)
 
     def groups(self) -> dict[str, list[Model]]:
         """Group -> its checkpoints (the seeds), in the order given."""
@@ -138,6 +148,20 @@ class Session:
                     text = re.sub(r"\(external\.resolution=(\d+), or resolution=\d+ in Python\)",
                                   r"(augment.resolution=\1)", text)
                 raise AnalysisError(f"{m.label} ({m.source}): {text}" if m.source not in text else text) from None
+
+    @staticmethod
+    def seed_name(model: Model) -> str:
+        """How a figure names one seed: ``seed 1`` (``train.seed``), else the model's label."""
+        return f"seed {model.seed}" if model.seed is not None else model.label
+
+    def series_name(self, group: str) -> str:
+        """A group as a figure's legend names it: ``BYOL (3 seeds)`` or, for one model, which one
+        (``BYOL (seed 0)``)."""
+        models = self.groups()[group]
+        if len(models) > 1:
+            return f"{group} ({len(models)} seeds)"
+        name = self.seed_name(models[0])
+        return group if name == models[0].label else f"{group} ({name})"
 
     def spread_name(self, single: str) -> str:
         """What a band shows: the std over seeds when a group has several, else ``single``."""
@@ -210,6 +234,7 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
     setting that would spare it, and ``before_probes`` refuses what it must before any probe is
     trained (the analyses' checks)."""
     from cossl_analysis.report.probes import check_probe_kinds, ensure_probes
+    from cossl_analysis.report.setups import split_groups
     from cossl_train.runtime import resolve_device
 
     if config.threads is not None:
@@ -218,6 +243,7 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
     ext = config.external
     models = load_models(paths, labels, device, layer=ext.layer, global_pool=ext.global_pool, mean=ext.mean,
                          std=ext.std, resolution=ext.resolution)
+    models, group_notes = split_groups(models)  # only replicas are seeds of one group
     check_resolutions(models)
     cfg = evaluation_config(models, overrides, ext.resolution)
     for m in models:  # external models run at the evaluation images' side (their descriptions say so)
@@ -233,12 +259,36 @@ def open_session(paths: Sequence[str | Path], out: Path, config: AnalysisConfig,
         config = dataclasses.replace(config, robustness=robustness)
     session = Session(models, data, config, out, ResultStore(out / "cells.json"), device, list(overrides), progress,
                       eval_config=cfg)
+    for text in [*group_notes, *data_notes(models, overrides, cfg), *image_notes(data, config.images)]:
+        session.note(text)
     if before_probes is not None:
         before_probes(session)
     out.mkdir(parents=True, exist_ok=True)
     if need_probes and config.train_probe != "false":
         session.models = ensure_probes(models, cfg, out / "probes", device, progress, config.train_probe)
     return session
+
+
+def data_notes(models: Sequence[Model], overrides: Sequence[str], cfg: Config) -> list[str]:
+    """The fallback of a comparison of external models only, said aloud: without a checkpoint's data
+    config and without ``data.*`` settings, the images are the package's embedded digit scenes, not
+    the data the models were trained on."""
+    if any(not m.is_external for m in models) or any(o.startswith("data.") for o in overrides):
+        return []
+    return [f"no cossl checkpoint and no data.* setting: the evaluation images are the package's embedded digit "
+            f"scenes (data.dataset={cfg.data.dataset}), not the data the external models were trained on; pass "
+            "data.dataset=imagefolder data.root=DIR (and data.val_root=DIR) to evaluate on your own images"]
+
+
+def image_notes(data: EvalSet, requested: int) -> list[str]:
+    """What differs between the images asked for (``images=N``, 0 = all) and those used."""
+    notes = []
+    if requested > data.split_size:
+        notes.append(f"images={requested} asked for, but the evaluation split ({data.description}) holds "
+                     f"{data.split_size}: all {data.split_size} are used")
+    if data.skipped:
+        notes.append(f"{data.skipped} unreadable image(s) skipped: {len(data)} evaluation images are used")
+    return notes
 
 
 def _require_probe_files(models: Sequence[Model], what: str, without: str = "") -> None:
@@ -270,5 +320,7 @@ def seed_curves(results: dict[str, dict[str, Any]], session: Session,
                 continue
             stack = np.array([results[m.label][key] for m in models], dtype=float)
             means[group][key] = stack.mean(axis=0).tolist()
-            stds[group][key] = (stack.std(axis=0, ddof=1) if len(models) > 1 else np.zeros(stack.shape[1])).tolist()
+            # sample std (ddof = 1); one seed has none (NaN: no band, null in JSON)
+            spread = stack.std(axis=0, ddof=1) if len(models) > 1 else np.full(stack.shape[1], np.nan)
+            stds[group][key] = spread.tolist()
     return means, stds

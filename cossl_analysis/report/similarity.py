@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from cossl_analysis.analyses.similarity import SimilarityResult, similarity_from_features
-from cossl_analysis.config import SimilarityConfig
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.registry import analysis
+from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json, write_pairs
 from cossl_analysis.report.loading import Model
+from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.viz import similarity as viz
 
@@ -18,8 +18,9 @@ GLOBALS = {"head": "what the probe reads (after the pool MLP where the backbone 
 
 
 def _check(session: Session) -> None:
-    if len(session.data) < 2:
-        raise AnalysisError("the similarity analysis needs images=2 or more")
+    if len(session.data) < 3:
+        raise AnalysisError(f"the similarity analysis needs images=3 or more (Pearson C needs at least 2 image pairs); "
+                            f"the evaluation set has {len(session.data)}")
     session.require_map("the similarity analysis")
 
 
@@ -45,9 +46,7 @@ def similarity_result(session: Session, m: Model) -> SimilarityResult:
     return SimilarityResult.from_dict(session.cached(m, "similarity", params, compute))
 
 
-@analysis("similarity", title="Global against local similarity (Figure 3B)", config=SimilarityConfig, check=_check,
-          help="global against local cosine similarity and Pearson C (Figure 3B)",
-          writes="`similarity/similarity.png`, `similarity/similarity.csv` (every pair), `similarity/similarity.json`")
+@section("similarity", check=_check)
 def similarity_section(session: Session) -> Section:
     cfg, seed = session.config.similarity, session.config.seed
     results = {m.label: similarity_result(session, m) for m in session.models}
@@ -56,14 +55,18 @@ def similarity_section(session: Session) -> Section:
     firsts = {g: models[0] for g, models in session.groups().items()}
     first = {g: results[m.label] for g, m in firsts.items()}
     png = session.path("similarity", "similarity.png")
-    titles = {g: (f"{g}: C = {pm(c[g], digits=2)}" + (f" over {len(c[g])} seeds" if len(c[g]) > 1 else "")
-                  + f"\nscatter: {m.label}" + (" (first seed)" if len(c[g]) > 1 else "")
+    c_text = {g: pm(c[g], digits=2) for g in c}
+    titles = {g: (f"{g}: " + ("C undefined (see the table)" if c_text[g] == "-" else f"C = {c_text[g]}")
+                  + (f" over {len(c[g])} seeds" if len(c[g]) > 1 else "")
+                  + (f"\nscatter: {m.label} (first seed)" if len(c[g]) > 1 else f"\nscatter: {session.series_name(g)}")
                   + f"\nglobal: {global_text(session, m)}") for g, m in firsts.items()}
     save_figure(viz.plot_similarity_panels(first, seed=seed, titles=titles), png, dpi=120)
     write_pairs(results, session.path("similarity", "similarity.csv"))
     summaries = {label: {**r.summary(), "global": cfg.global_rep} for label, r in results.items()}
     write_json(summaries, session.path("similarity", "similarity.json"))
-    rows = [[g, str(len(c[g])), pm(c[g]), pm(intra[g]), str(first[g].summary()["num_pairs"])] for g in c]
+    rows = [[g, str(len(c[g])), pm(c[g]), pm(intra[g]), str(first[g].num_images), str(first[g].summary()["num_pairs"])]
+            for g in c]
+    undefined = [f"{m.label}: {results[m.label].note}" for m in session.models if results[m.label].note]
     globals_used = sorted({global_text(session, m) for m in session.models})
     return Section(
         text=[f"For every pair of evaluation images: cosine similarity of their global representations against "
@@ -75,8 +78,11 @@ def similarity_section(session: Session) -> Section:
         figures=[FigureRef(session.rel(png), "global against local similarity; each scatter is its group's first "
                            "seed, C is over the seeds")],
         tables=[Table("Pearson C and intra-image local similarity",
-                      ["group", "seeds", "Pearson C", "intra-image local similarity", "pairs"], rows)],
+                      ["group", "seeds", "Pearson C", "intra-image local similarity", "images", "pairs"], rows,
+                      ("Pearson C is undefined (shown as -, null in the JSON files) for " + "; ".join(undefined) + "."
+                       if undefined else ""))],
         files=["similarity/similarity.json", "similarity/similarity.csv"],
         summary=summaries,
-        metrics=[Metric("Pearson C", {m.label: results[m.label].pearson_c for m in session.models})],
+        metrics=[Metric("Pearson C", {m.label: results[m.label].pearson_c for m in session.models},
+                        margin=MARGINS["cosine"])],
     )

@@ -5,7 +5,6 @@ in ``cells.json`` (arrays in ``cells/*.npz``), both written atomically after eve
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report.files import to_jsonable
+from cossl_train import jsonio
 from cossl_train.atomic import atomic_write
 
 __all__ = ["ResultStore"]
@@ -37,7 +37,7 @@ class ResultStore:
         self._reused: set[str] = set()
         if self.path.is_file():
             try:
-                data = json.loads(self.path.read_text())
+                data = jsonio.loads(self.path.read_text())
             except (OSError, ValueError) as err:
                 raise AnalysisError(f"{self.path} is not readable ({err}); delete it to start afresh") from None
             if not isinstance(data, dict) or data.get("format") != _FORMAT:
@@ -87,7 +87,8 @@ class ResultStore:
         self.records[key] = plain
         self.puts += 1
         payload = {"format": _FORMAT, "version": _VERSION, "cells": self.records}  # the on-disk key of version 2
-        text = json.dumps(payload, indent=1, sort_keys=True).encode()
+        # valid JSON that reads back exactly: a NaN is stored as {"__float__": "nan"}
+        text = jsonio.dumps(payload, nonfinite=jsonio.tag, indent=1, sort_keys=True).encode()
         atomic_write(self.path, lambda handle: handle.write(text))
 
     def cached(self, key: str, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:

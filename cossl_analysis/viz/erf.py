@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -100,6 +101,10 @@ def plot_erf_comparison(images: Tensor | Mapping[str, Tensor], maps: Mapping[str
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_title("image", fontsize=9)
+    cross = "; +: centre of the theoretical receptive field" if centres else ""
+    title = (f"ERF of the local representation at each normalised position (row, col), over the grey image; "
+             f"each map scaled to its own maximum{cross}")
+    fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -129,6 +134,8 @@ def plot_erf_means(means: Mapping[str, np.ndarray], positions: Sequence[Position
                 axes[r, c].set_title(f"({pos[0]:g}, {pos[1]:g})", fontsize=9)
             if c == 0:
                 axes[r, c].set_ylabel(label, fontsize=9)
-    fig.suptitle("effective receptive fields, averaged over images", fontsize=10)
+    title = ("effective receptive fields at each normalised position (row, col), averaged; each map scaled to its "
+             "maximum")
+    fig.suptitle(textwrap.fill(title, int(11 * fig.get_figwidth())), fontsize=10)
     fig.tight_layout()
     return fig

@@ -38,6 +38,10 @@ class Panel:
     log_x: bool = False
     #: (x, text): a dotted vertical line marking a special point (e.g. "all but one")
     marker: tuple[float, str] | None = None
+    #: what the bands show ("std over seeds"), named in the legend when a band is drawn
+    band: str = ""
+    #: the x range (None: matplotlib's)
+    xlim: tuple[float, float] | None = None
 
 
 def new_axes(n: int, size: tuple[float, float], axes: Sequence[Axes] | None = None,
@@ -64,12 +68,19 @@ def plot_panels(panels: Sequence[Panel], width: float = 5.0, height: float = 4.0
             if s.spread is not None:
                 spread = np.asarray(s.spread, dtype=float)
                 ax.fill_between(x, y - spread, y + spread, color=colour, alpha=0.2, linewidth=0)
+                if len(x) == 1:  # a band of one point has no width: an error bar shows it
+                    ax.errorbar(x, y, yerr=spread, color=colour, capsize=4, linewidth=1)
         if panel.hline is not None:
             ax.axhline(panel.hline, color="gray", linestyle=":", linewidth=1, label=panel.hline_label)
         if panel.marker is not None:
             ax.axvline(panel.marker[0], color="gray", linestyle=":", linewidth=1)
             ax.text(panel.marker[0], 0.02, f" {panel.marker[1]}", rotation=90, transform=ax.get_xaxis_transform(),
                     ha="right", va="bottom", fontsize=8, color="gray")
+        if panel.band and any(s.spread is not None and np.isfinite(np.asarray(s.spread, dtype=float)).any()
+                              for s in panel.series):
+            ax.fill_between([], [], [], color="gray", alpha=0.2, linewidth=0, label=f"band: {panel.band}")
+        if panel.xlim is not None:
+            ax.set_xlim(*panel.xlim)
         if panel.log_x:
             ax.set_xscale("symlog", linthresh=0.5)
         if panel.xticks is not None:

@@ -24,16 +24,18 @@ def dropped_axis(result: PatchDropResult) -> tuple[list[float], list[str]]:
 
 
 def drop_panels(curves: Mapping[str, PatchDropResult], spreads: Mapping[str, PatchDropResult] | None = None,
-                spread_name: str = "std over images") -> list[Panel]:
+                spread_name: str = "std over images", chance: float | None = None) -> list[Panel]:
     """Cosine (and accuracy, where present) against the fraction dropped, one curve per label;
-    ``spreads`` holds the bands to draw in the same form (default: the std over images)."""
+    ``spreads`` holds the bands to draw in the same form (default: the std over images); ``chance``
+    (%) is a dotted line on the accuracy panel."""
     x, names = dropped_axis(next(iter(curves.values())))
     how = sorted({r.mode if r.mode == "random" else f"position/{r.order}" for r in curves.values()})
     xlabel = f"fraction of local representations dropped, k / P ({', '.join(how)})"
     last = [(v, "all but one") for v, n in zip(x, names, strict=True) if n.endswith("(all but one)")]
-    cosine = Panel(f"cosine to the intact global representation (band: {spread_name})", xlabel, "cosine",
-                   marker=last[0] if last else None)
-    accuracy = Panel("linear-probe accuracy", xlabel, "top-1 accuracy (%)", marker=cosine.marker)
+    cosine = Panel("cosine to the intact global representation", xlabel, "cosine", marker=last[0] if last else None,
+                   band=spread_name)
+    accuracy = Panel("linear-probe accuracy", xlabel, "top-1 accuracy (%)", marker=cosine.marker, hline=chance,
+                     band=spread_name if spreads is not None else "")
     for label, r in curves.items():
         spread = spreads[label] if spreads is not None else None
         cosine.series.append(Series(label, r.fraction_dropped, r.cosine_mean,
@@ -45,6 +47,7 @@ def drop_panels(curves: Mapping[str, PatchDropResult], spreads: Mapping[str, Pat
 
 
 def plot_patch_drop(results: Mapping[str, PatchDropResult], spreads: Mapping[str, PatchDropResult] | None = None,
-                    spread_name: str = "std over images", axes: Sequence[Axes] | None = None) -> Figure:
+                    spread_name: str = "std over images", axes: Sequence[Axes] | None = None,
+                    chance: float | None = None) -> Figure:
     """The panels of :func:`drop_panels`, side by side."""
-    return plot_panels(drop_panels(results, spreads, spread_name), axes=axes)
+    return plot_panels(drop_panels(results, spreads, spread_name, chance), axes=axes)

@@ -20,19 +20,25 @@ T = TypeVar("T")
 
 
 def plot_corruption_bars(names: Sequence[str], values: Mapping[str, Sequence[float]], chance: float,
-                         ax: Axes | None = None) -> Figure:
-    """Horizontal bars: one row per corruption (canonical order from the top), one bar per group."""
+                         ax: Axes | None = None, errors: Mapping[str, Sequence[float]] | None = None,
+                         title: str = "") -> Figure:
+    """Horizontal bars: one row per corruption (canonical order from the top), one bar per group;
+    ``errors`` (label -> per corruption): error bars (the std over seeds), for the groups that have them."""
     fig, (ax,) = new_axes(1, (7, max(3.5, 0.3 * len(names) + 1.5)), None if ax is None else [ax])
     height = 0.8 / len(values)
     y = np.arange(len(names))
     for k, (g, v) in enumerate(values.items()):
-        ax.barh(y + (k - (len(values) - 1) / 2) * height, v, height=height, color=f"C{k % 10}", label=g)
+        err = None if errors is None or g not in errors else errors[g]
+        ax.barh(y + (k - (len(values) - 1) / 2) * height, v, height=height, color=f"C{k % 10}", label=g,
+                xerr=err, error_kw={"capsize": 3, "elinewidth": 1})
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=8)
     ax.invert_yaxis()
-    ax.axvline(chance, color="gray", linestyle=":", linewidth=1)
-    ax.set_xlabel("top-1 accuracy (%), mean over severities and seeds")
-    ax.legend(fontsize=8)
+    ax.axvline(chance, color="gray", linestyle=":", linewidth=1, label="chance")
+    ax.set_xlabel("top-1 accuracy (%)" + ("; error bars: std over seeds" if errors else ""))
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 

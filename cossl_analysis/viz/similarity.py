@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -12,6 +13,9 @@ from cossl_analysis.analyses.similarity import SimilarityResult
 from cossl_analysis.viz.panels import new_axes
 
 __all__ = ["plot_similarity_panels"]
+
+#: characters of a title line on one panel (4.2 inches at 10 pt)
+TITLE_WIDTH = 46
 
 
 def plot_similarity_panels(results: Mapping[str, SimilarityResult], max_points: int = 5000, seed: int = 0,
@@ -32,7 +36,10 @@ def plot_similarity_panels(results: Mapping[str, SimilarityResult], max_points: 
                    label=f"image pairs ({len(res.local_sim)})")
         ax.axvline(res.intra_local_mean, color=color, linestyle="--", linewidth=1.5,
                    label=f"intra-image local ({res.intra_local_mean:.2f})")
-        ax.set_title((titles or {}).get(label, f"{label}: C = {res.pearson_c:.2f}"), fontsize=10)
+        c = "C undefined" if np.isnan(res.pearson_c) else f"C = {res.pearson_c:.2f}"
+        title = (titles or {}).get(label, f"{label}: {c}")
+        # each line wrapped to the panel's width, so that neighbouring titles never run into each other
+        ax.set_title("\n".join(textwrap.fill(line, TITLE_WIDTH) for line in title.splitlines()), fontsize=10)
         ax.set_xlabel("cosine similarity of local representations")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right", markerscale=2)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import jsonio
 from ..atomic import atomic_write_text
 from ..config import Config, apply_overrides, load_config, to_dict
 from ..errors import USER_ERRORS, ConfigError, CosslError, report
-from ..paired import Paired, mean_std, paired
+from ..paired import Paired, mean_std, mean_std_text, paired
 from ..trainer import CHECKPOINT_NAME
 from .runs import ensure_evaluated, ensure_trained
 
@@ -34,6 +35,8 @@ log = logging.getLogger("cossl_train")
 
 RANDOM = "random init"
 METRICS = ("linear_top1", "linear_top5", "knn_top1")
+#: a difference of top-1 (points) too small to matter: "no difference" only within it (cossl_train.paired)
+ACCURACY_MARGIN = 1.0
 #: keys a sweep may not set: the comparison itself sets them (--methods, --seeds, --out)
 RESERVED = ("method.name", "train.seed", "train.out_dir")
 
@@ -145,7 +148,7 @@ def _random_scores(cfg: Config, cache: Path, progress: bool) -> dict[str, float]
     device = resolve_device(cfg.train.device)
     res = evaluate_encoder(build_encoder(cfg).to(device), cfg, device=device, progress=progress)
     scores = {m: res[m] for m in METRICS}
-    atomic_write_text(cache, json.dumps({"settings": key, "scores": scores}, indent=2) + "\n")
+    atomic_write_text(cache, jsonio.dumps({"settings": key, "scores": scores}, indent=2) + "\n")
     return scores
 
 
@@ -193,7 +196,7 @@ def paired_rows(comp: Comparison) -> list[tuple[Combo, Paired]]:
         for a, b in pairs:
             for metric, label in (("linear_top1", "linear top-1"), ("knn_top1", "kNN top-1")):
                 out.append((combo, paired(a, b, label, comp.values(a, metric, combo), comp.values(b, metric, combo),
-                                          unit=" pt")))
+                                          unit=" pt", margin=ACCURACY_MARGIN)))
     return out
 
 
@@ -207,11 +210,11 @@ def format_table(comp: Comparison) -> str:
             "weighted kNN top-1 (%) | vs | linear top-1 diff | kNN top-1 diff | training (s/run) |")
     lines = [head, ("|---" if sweep else "") + "|---|---:|---:|---:|---|---:|---:|---:|"]
     for combo, name in comp.rows():
-        cells = [f"{m:.2f} ± {s:.2f}" for m, s in (mean_std(comp.values(name, k, combo)) for k in METRICS)]
+        cells = [mean_std_text(comp.values(name, k, combo)) for k in METRICS]
         ref = reference(name, comp.methods) if name != RANDOM else comp.methods[0]
         diffs = ["", ""] if name == ref else [
-            "{:+.2f} ± {:.2f}".format(*mean_std([a - b for a, b in zip(
-                comp.values(name, metric, combo), comp.values(ref, metric, combo), strict=True)]))
+            mean_std_text([a - b for a, b in zip(comp.values(name, metric, combo), comp.values(ref, metric, combo),
+                                                 strict=True)], sign=True)
             for metric in ("linear_top1", "knn_top1")]
         secs = statistics.fmean(comp.seconds[combo, name].values())
         lead = f"| {combo_label(combo)} " if sweep else ""
@@ -239,7 +242,7 @@ def write_results(comp: Comparison, out: str | Path) -> Path:
                              *(comp.scores[combo, name][seed][m] for m in METRICS),
                              round(comp.seconds[combo, name][seed], 2)])
     atomic_write_text(out / "results.csv", buffer.getvalue())
-    atomic_write_text(out / "results.json", json.dumps(_as_json(comp), indent=2) + "\n")
+    atomic_write_text(out / "results.json", jsonio.dumps(_as_json(comp), indent=2) + "\n")
     write_curves(comp, out)
     return out / "results.md"
 
@@ -310,9 +313,9 @@ def write_curves(comp: Comparison, out: str | Path) -> Path | None:
                 arr = np.array([v[:n] for v in per[col]])
                 x = np.arange(1, n + 1)
                 label = name + (f" [{combo_label(combo)}]" if combo else "")
-                ax.plot(x, arr.mean(0), marker="o", label=f"{label} ({len(arr)} seeds)")
-                ax.fill_between(x, arr.mean(0) - arr.std(0, ddof=1 if len(arr) > 1 else 0),
-                                arr.mean(0) + arr.std(0, ddof=1 if len(arr) > 1 else 0), alpha=0.2)
+                ax.plot(x, arr.mean(0), marker="o", label=f"{label} ({len(arr)} seed{'s' if len(arr) > 1 else ''})")
+                if len(arr) > 1:  # one seed has no spread to draw
+                    ax.fill_between(x, arr.mean(0) - arr.std(0, ddof=1), arr.mean(0) + arr.std(0, ddof=1), alpha=0.2)
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         if ax.lines:  # a panel no run logged (the online probe off) has no legend

@@ -7,7 +7,6 @@ pair and the budget were chosen, and the README has the result.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .. import jsonio
 from ..atomic import atomic_write_text
 from ..config import Config, load_config
 from ..errors import CosslError
@@ -114,7 +114,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bo
     else:
         bar.bar.close()
     wall = time.perf_counter() - t0
-    atomic_write_text(out / "timings.json", json.dumps({"wall_seconds": round(wall, 1), "stages": bar.times},
+    atomic_write_text(out / "timings.json", jsonio.dumps({"wall_seconds": round(wall, 1), "stages": bar.times},
                                                        indent=2) + "\n")
     print(f"\nwall time {wall:.0f} s (stages in {out / 'timings.json'}); table {table}; runs in {out}/")
     if page is not None:

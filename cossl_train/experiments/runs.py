@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import jsonio
 from ..atomic import atomic_write_text
 from ..config import Config, to_dict
 
@@ -53,7 +54,7 @@ def ensure_evaluated(ckpt: Path, cfg: Config, progress: bool = True) -> dict[str
     if stored is not None:
         return stored
     record = {**evaluate_checkpoint(ckpt, cfg, progress=progress), "eval": eval_settings(cfg)}
-    atomic_write_text(ckpt.parent / EVAL_NAME, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(ckpt.parent / EVAL_NAME, jsonio.dumps(record, indent=2) + "\n")
     log.info("%s: %s top-1 %.2f%% top-5 %.2f%%, kNN top-1 %.2f%% (epoch %d)", ckpt.parent.name,
              PROTOCOLS[record["linear_protocol"]], record["linear_top1"], record["linear_top5"], record["knn_top1"],
              record["epoch"])

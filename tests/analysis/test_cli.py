@@ -217,7 +217,7 @@ def test_every_command_evaluates_the_same_images(tiny_checkpoints: dict, tmp_pat
 def test_repeated_labels_are_seeds_of_one_group(tiny_checkpoints: dict, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two checkpoints labelled alike form one group: one panel (its first seed), C as mean ± std."""
+    """Two replicas labelled alike form one group: one panel (its first seed), C as mean ± std."""
     import cossl_analysis.viz.similarity as S
 
     figures = []
@@ -230,11 +230,17 @@ def test_repeated_labels_are_seeds_of_one_group(tiny_checkpoints: dict, tmp_path
     monkeypatch.setattr(S, "plot_similarity_panels", capture)
     out = tmp_path / "out"
     ckpts = _checkpoints(tiny_checkpoints)
-    code, _, err = _run(capsys, "similarity", *ckpts, ckpts[0], "--labels", "X,X,Y", "--out", out, "images=6",
-                        "--no-progress")
+    from cossl_train.checkpoint import load_checkpoint as load_state
+    from cossl_train.checkpoint import save_checkpoint
+
+    state = load_state(ckpts[0])  # a replica of the BYOL run: recorded with another seed
+    state["config"]["train"]["seed"] = 1
+    save_checkpoint(tmp_path / "replica" / "checkpoint.pt", state)
+    code, _, err = _run(capsys, "similarity", ckpts[0], tmp_path / "replica", ckpts[1], "--labels", "X,X,Y",
+                        "--out", out, "images=6", "--no-progress")
     assert code == 0, err
     models = _json(out / "manifest.json")["commands"]["similarity"]["models"]
-    assert [(m["label"], m["group"]) for m in models] == [("X (byol)", "X"), ("X (co_byol)", "X"), ("Y", "Y")]
+    assert [(m["label"], m["group"]) for m in models] == [("X seed=0", "X"), ("X seed=1", "X"), ("Y", "Y")]
     (fig,) = figures
     axes = [ax for ax in fig.axes if ax.collections]
     assert [ax.get_title().split(":")[0] for ax in axes] == ["X", "Y"]
@@ -301,6 +307,8 @@ def _unlabelled_folder(root: Path, n: int = 12) -> Path:
         ("old_option", "--erf-images was replaced by the setting erf.images: pass erf.images=..."),
         ("unknown_setting", "bad config key or value 'erf.imgs'"),
         ("no_out", "the following arguments are required: --out"),
+        ("two_images", "needs images=3 or more (Pearson C needs at least 2 image pairs)"),
+        ("one_pair", "similarity.max_pairs=1 must be at least 2"),
     ],
 )
 def test_errors_are_one_line(case: str, expected: str, tiny_checkpoints: dict, tmp_path: Path,
@@ -330,7 +338,12 @@ def test_errors_are_one_line(case: str, expected: str, tiny_checkpoints: dict, t
         args += ["--erf-images", "3"]
     elif case == "unknown_setting":
         args += ["erf.imgs=3"]
-    code, _, err = _run(capsys, *args, *([] if case == "no_out" else ["--out", out]), "images=4", "--no-progress")
+    elif case == "one_pair":
+        args = ["similarity", good, "similarity.max_pairs=1"]
+    images = "images=2" if case == "two_images" else "images=4"
+    if case == "two_images":
+        args = ["similarity", good]
+    code, _, err = _run(capsys, *args, *([] if case == "no_out" else ["--out", out]), images, "--no-progress")
     assert code == 2
     lines = err.splitlines()
     assert len(lines) == 1, err
@@ -377,3 +390,32 @@ def test_package_imports_lazily() -> None:
     assert cossl_analysis.load_checkpoint is load_checkpoint
     with pytest.raises(AttributeError, match="replaced by AnalysisConfig"):
         cossl_analysis.AnalysisOptions  # noqa: B018 - the name of an earlier version
+
+
+def test_dir_shows_the_api_alone() -> None:
+    """Tab completion and ``help()`` read ``dir()``: the API and the documented subpackages, none of the
+    lazy loader's own helpers (``Any``, ``TYPE_CHECKING``, ``annotations``, ``importlib``)."""
+    import cossl_analysis
+
+    shown = {name for name in dir(cossl_analysis) if not name.startswith("__")}
+    assert shown == set(cossl_analysis.__all__) | {"analyses", "config", "external", "report", "viz"}
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(dir(cossl_analysis))
+
+
+def test_help_and_argument_errors_load_no_numerical_stack() -> None:
+    """``--help``, an argument error and a bad setting answer without importing torch and the rest of the
+    stack (their start-up is seconds on a small CPU; benchmarks/cli_startup.py prints the times)."""
+    check = (
+        "import sys\n"
+        "from cossl_analysis.cli import main\n"
+        "argvs = (['--help'], ['similarity', '--help'], ['report', '--help'], ['erf', 'x.pt'], ['nope'],\n"
+        "         ['erf', 'x.pt', '--out', 'o', 'images=-1'], ['erf', 'x.pt', '--out', 'o', 'erf.nope=1'])\n"
+        "codes = [main(list(a)) for a in argvs]\n"
+        "heavy = {'torch', 'torchvision', 'captum', 'scipy', 'matplotlib', 'timm'} & set(sys.modules)\n"
+        "assert codes == [0, 0, 0, 2, 2, 2, 2] and not heavy, (codes, heavy)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage: cossl-analysis" in proc.stdout and "images=-1 must be >= 0" in proc.stderr

@@ -56,6 +56,9 @@ def test_groups_and_sweeps() -> None:
         "corruption"]
 
 
-def test_a_name_registers_once() -> None:
+def test_a_name_registers_once_and_only_if_declared() -> None:
+    registry.registered()[0].build  # noqa: B018 - loads the report, which registers every builder
     with pytest.raises(ValueError, match="registered twice"):
-        registry.analysis("erf", title="again", help="again")(lambda session: None)  # type: ignore[arg-type,return-value]
+        registry.section("erf")(lambda session: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ValueError, match="declare it there first"):
+        registry.section("nope")(lambda session: None)  # type: ignore[arg-type,return-value]

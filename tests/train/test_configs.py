@@ -226,3 +226,31 @@ def test_model_trains_one_step_at_width_8(name: str) -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     if cfg.method.name.startswith("co_"):
         assert out.loss_local > 0
+
+
+def test_every_config_key_has_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cossl-train config --explain``: one line per key of the config, value and description, the
+    descriptions read from the ``#:`` comment above each field (so a new field without one fails here)."""
+    from cossl_train.cli import main
+    from cossl_train.config_help import describe
+
+    def leaves(d: dict, prefix: str = "") -> list[str]:
+        return [k for key, v in d.items() for k in (leaves(v, f"{prefix}{key}.") if isinstance(v, dict)
+                                                     else [f"{prefix}{key}"])]
+
+    rows = describe()
+    assert [key for key, _, _ in rows] == leaves(to_dict(Config()))  # every key, in the config's order
+    assert not [key for key, _, text in rows if not text]
+    texts = {k: t for k, _, t in rows}
+    assert texts["augment.jitter_p"] == "probability that a view is colour-jittered (BYOL: 0.8)"
+    assert main(["config", "--explain", "train.epochs=5", "method.name=simclr"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(rows)
+    epochs = next(line for line in lines if line.startswith("train.epochs="))
+    assert epochs.split() == ["train.epochs=5", "pre-training", "epochs"]
+    assert any(line.startswith("method.simclr.temperature=0.2 ") and "NT-Xent" in line for line in lines)
+    import doctest
+
+    import cossl_train.config_help
+
+    assert doctest.testmod(cossl_train.config_help).failed == 0

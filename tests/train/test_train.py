@@ -54,6 +54,10 @@ def test_short_run_lowers_the_loss(tmp_path: Path, method: str) -> None:
     assert float(rows[-1]["embedding_std"]) > 0.2
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 6 and state["global_step"] == 24
+    # the EMA momentum tau is logged only by methods that have a momentum branch (SimCLR has none)
+    momentum = any(k.startswith("target_") for k in state["model"])
+    assert momentum is (base != "simclr")
+    assert ("tau" in rows[0]) is momentum and ("tau=" in (tmp_path / "train.log").read_text()) is momentum
     if method.startswith("co_"):
         assert float(rows[-1]["loss_local"]) > 0
     else:

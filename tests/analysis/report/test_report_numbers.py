@@ -33,12 +33,13 @@ QUIET = ["--no-progress", "robustness.workers=1"]
 
 @pytest.fixture(scope="module")
 def seeds(tiny_checkpoints: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
-    """(method, train.seed) -> checkpoint: the session's seed-0 pair and a seed-1 pair; ("mlp", 0) has a pool MLP."""
+    """(method, train.seed) -> checkpoint: the session's seed-0 pair and a seed-1 pair trained alike (replicas:
+    only the seed differs); ("mlp", 0) has a pool MLP."""
     root = tmp_path_factory.mktemp("seeds")
     out = {("byol", 0): tiny_checkpoints["byol"], ("co_byol", 0): tiny_checkpoints["co_byol"]}
     for method, seed, extra in (("byol", 1, []), ("co_byol", 1, []), ("mlp", 0, ["backbone.pool_mlp=true"])):
         name = "byol" if method == "mlp" else method
-        cfg = load_config(None, [*TINY_OVERRIDES, f"method.name={name}", "train.epochs=2", f"train.seed={seed}",
+        cfg = load_config(None, [*TINY_OVERRIDES, f"method.name={name}", "train.epochs=3", f"train.seed={seed}",
                                  f"train.out_dir={root / f'{method}{seed}'}", *extra])
         pretrain(cfg, progress=False)
         out[(method, seed)] = root / f"{method}{seed}" / "checkpoint.pt"
@@ -214,9 +215,10 @@ def test_patch_drop_says_all_but_one_only_when_it_is(seeds: dict, tmp_path: Path
 
 def test_large_crop_curves_follow_labels_and_backbones() -> None:
     def model(label: str, group: str, backbone: str, c_min: float) -> Any:
-        cfg = SimpleNamespace(backbone=SimpleNamespace(name=backbone, small_image=False, width=64),
-                              augment=SimpleNamespace(resolution=224))
-        return SimpleNamespace(label=label, group=group, backbone=backbone, c_min=c_min, config=cfg, is_external=False)
+        cfg = load_config(None, [f"backbone.name={backbone}", "backbone.small_image=false", "augment.resolution=224",
+                                 f"augment.c_min={c_min}", f"train.seed={label[-1]}"])
+        return SimpleNamespace(label=label, group=group, backbone=backbone, c_min=c_min, config=cfg, is_external=False,
+                               epoch=10)
 
     models = [model("a1", "CO", "rf_resnet50_rf43", 0.2), model("a2", "CO", "rf_resnet50_rf43", 0.2),
               model("a3", "CO", "rf_resnet50_rf43", 0.7), model("b1", "CO", "resnet50", 0.2),
@@ -231,8 +233,8 @@ def test_large_crop_curves_follow_labels_and_backbones() -> None:
 
 def test_large_crop_groups_by_label_with_spread_over_seeds(seeds: dict, tmp_path: Path) -> None:
     """Two seeds of one label at one c_min are one point with its std; a copy pre-trained (as recorded)
-    at another c_min is the curve's second point; the methods' names play no part."""
-    state = load_state(seeds[("co_byol", 0)])
+    at another c_min is the curve's second point."""
+    state = load_state(seeds[("byol", 0)])
     state["config"]["augment"]["c_min"] = 0.5
     save_checkpoint(tmp_path / "c05" / "checkpoint.pt", state)
     out = tmp_path / "out"
@@ -307,3 +309,107 @@ def test_overrides_apply_to_external_only_comparisons() -> None:
     assert (cfg.data.dataset, cfg.augment.resolution) == ("digits", 48)
     assert evaluation_config([external]).data.dataset == "scenes"  # type: ignore[list-item]
     assert apply_overrides(cfg, []).augment.resolution == 48
+
+
+# ------------------------------------------------------------------------------------------------
+# only replicas are seeds; a sweep over method.* settings pairs within its combination
+# ------------------------------------------------------------------------------------------------
+
+
+def _config_group(name: str, method: str, *overrides: str, seeds: tuple[int, ...] = (0, 1)) -> list[Any]:
+    cfg = [load_config(None, [f"method.name={method}", *overrides, f"train.seed={s}"]) for s in seeds]
+    return [SimpleNamespace(label=f"{name} s{s}", group=name, method_name=method, seed=s, config=c, epoch=10)
+            for s, c in zip(seeds, cfg, strict=True)]
+
+
+@pytest.mark.parametrize("key", ["method.simclr.temperature", "method.ema_base"])
+def test_a_sweep_over_method_settings_pairs_within_its_combination(key: str) -> None:
+    """CO-SimCLR at T=0.5 meets SimCLR at T=0.5, not the first SimCLR group (T=0.1): a method's own
+    settings are part of the combination; only the method's name and the CO term may differ."""
+    from cossl_analysis.report.paired import comparisons
+
+    groups = {f"{m} {v}": _config_group(f"{m} {v}", m.lower().replace("-", "_"), f"{key}={v}")
+              for m in ("SimCLR", "CO-SimCLR") for v in (0.1, 0.5)}
+    found = {c.a: c.b for c in comparisons(groups)}  # type: ignore[arg-type]
+    assert found == {"CO-SimCLR 0.1": "SimCLR 0.1", "CO-SimCLR 0.5": "SimCLR 0.5"}
+
+
+def _model(label: str, *overrides: str, seed: int = 0, epoch: int = 3, spec: str = "") -> Any:
+    from torch import nn
+
+    from cossl_analysis.report.loading import Model
+
+    if spec:
+        return Model(label, label, spec, nn.Identity(), None, "none", "none")
+    cfg = load_config(None, [*overrides, f"train.seed={seed}", f"train.out_dir=runs/{label}{seed}{epoch}"])
+    pre = SimpleNamespace(config=cfg, path=Path(f"runs/{label}{seed}/checkpoint.pt"), epoch=epoch)
+    return Model(label, label, "ckpt", nn.Identity(), None, "none", "none", pre)  # type: ignore[arg-type]
+
+
+def test_only_replicas_are_seeds_of_one_group() -> None:
+    from cossl_analysis.report.setups import split_groups
+
+    seeds = [_model("BYOL", seed=0), _model("BYOL", "train.log_every=3", seed=1)]  # logging is not a setup
+    assert split_groups(seeds) == (seeds, [])
+    models, notes = split_groups([*seeds, _model("BYOL", "augment.c_min=0.5"), _model("BYOL", epoch=2),
+                                  _model("R", spec="torchvision:resnet18@a.pth"),
+                                  _model("R", spec="torchvision:resnet18@b.pth")])
+    assert [m.group for m in models] == ["BYOL (augment.c_min=0.08, epoch=3)"] * 2 + [
+        "BYOL (augment.c_min=0.5, epoch=3)", "BYOL (augment.c_min=0.08, epoch=2)", "R", "R"]
+    assert [m.label for m in models][:2] == ["BYOL (augment.c_min=0.08, epoch=3) seed=0",
+                                             "BYOL (augment.c_min=0.08, epoch=3) seed=1"]
+    assert {m.family for m in models} == {"BYOL", "R"}
+    (note,) = notes
+    assert note.startswith("the models labelled 'BYOL' are not seeds of one setup, so they are shown as 3 groups")
+    mixed, _ = split_groups([_model("X", spec="torchvision:resnet18"), _model("X", spec="torchvision:resnet50")])
+    assert [m.group for m in mixed] == ["X (torchvision:resnet18)", "X (torchvision:resnet50)"]
+
+
+def test_a_report_does_not_average_different_models(seeds: dict, tmp_path: Path) -> None:
+    """A checkpoint recorded with another co.local_weight under the same label as two replicas: the
+    replicas are one group of 2 seeds, the other checkpoint a group of its own, and the page says why."""
+    state = load_state(seeds[("co_byol", 0)])
+    state["config"]["co"]["local_weight"] = 0.7
+    save_checkpoint(tmp_path / "w07" / "checkpoint.pt", state)
+    out = tmp_path / "out"
+    _run("similarity", seeds[("co_byol", 0)], seeds[("co_byol", 1)], tmp_path / "w07" / "checkpoint.pt",
+         "--labels", "CO,CO,CO", "--out", out, "images=8", *QUIET)
+    record = _manifest(out, "similarity")
+    groups = [m["group"] for m in record["models"]]
+    assert groups == ["CO (co.local_weight=0.3)", "CO (co.local_weight=0.3)", "CO (co.local_weight=0.7)"]
+    seeds_column = {row[0]: row[1] for row in record["summary_table"]["rows"]}
+    assert seeds_column == {"CO (co.local_weight=0.3)": "2", "CO (co.local_weight=0.7)": "1"}
+    assert any("labelled 'CO' are not seeds of one setup" in n for n in record["notes"])
+    assert "are not seeds of one setup" in (out / "similarity.html").read_text()
+
+
+def test_figures_name_the_seeds_they_draw(seeds: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legends count a group's seeds or name its one seed; Figure 4 names the seed it draws; the ERF means
+    and the CO-objective maps average every seed of a group and name them."""
+    import cossl_analysis.report.co_objective as co
+    import cossl_analysis.report.erf as erf
+    import cossl_analysis.report.internal_corruption as internal
+
+    seen: dict[str, Any] = {}
+
+    def spy(module: Any, name: str) -> None:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: (seen.setdefault(name, (a, k)), original(*a, **k))[1])
+
+    for module, name in ((internal, "plot_panels"), (erf, "plot_erf_comparison"), (erf, "plot_erf_means"),
+                         (co, "plot_objective_maps")):
+        spy(module, name)
+    order = [seeds[("byol", 0)], seeds[("byol", 1)], seeds[("co_byol", 0)]]
+    for command in ("internal-corruption", "erf", "co-objective"):
+        _run(command, *order, "--labels", "B,B,C", "--out", tmp_path / "o", "images=8", "erf.images=2",
+             "internal_corruption.kinds=[mask]", "internal_corruption.strengths=[0,0.5]", *QUIET)
+    (panel,) = seen["plot_panels"][0][0]
+    assert [s.label for s in panel.series] == ["B (2 seeds)", "C (seed 0)"] and panel.band == "std over seeds"
+    assert list(seen["plot_erf_comparison"][0][1]) == ["B (seed 0)", "C (seed 0)"]
+    means = seen["plot_erf_means"][0][0]
+    assert list(means) == ["B (2 seeds)", "C (seed 0)"]
+    per_seed = [np.load(tmp_path / "o" / "erf" / f).mean(axis=0) for f in ("B_seed_0_maps.npy", "B_seed_1_maps.npy")]
+    scaled = [m / m.reshape(len(m), -1).max(axis=1)[:, None, None] for m in per_seed]
+    np.testing.assert_allclose(means["B (2 seeds)"], np.mean(scaled, axis=0), rtol=1e-5)
+    maps, names = seen["plot_objective_maps"][0]
+    assert [len(v) for v in maps.values()] == [2, 1] and names == {"B": ["seed 0", "seed 1"], "C": ["seed 0"]}

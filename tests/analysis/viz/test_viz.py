@@ -148,3 +148,93 @@ def test_every_plot_draws_on_given_axes_and_returns_their_figure() -> None:
         axes = list(fig.subplots(1, n, squeeze=False)[0])
         assert plot(axes) is fig
         assert all(ax.has_data() for ax in axes)
+
+
+def _text_boxes(fig) -> list[tuple[str, object]]:  # noqa: ANN001
+    """(text, its box in pixels) of every title, axis label and suptitle drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    texts += [fig._suptitle] if fig._suptitle is not None else []
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text()]
+
+
+def _overlaps(fig) -> list[tuple[str, str]]:  # noqa: ANN001
+    boxes = _text_boxes(fig)
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
+
+
+def _objective(retrieval_map: np.ndarray, cosine_map: np.ndarray, n: int = 250) -> object:
+    from cossl_analysis.analyses.co_objective import ObjectiveResult
+
+    return ObjectiveResult("global heads at every position (never trained for it)", float(cosine_map.mean()), 0.1,
+                           float(retrieval_map.mean()), 1 / n, cosine_map, retrieval_map, 0.6, 0.5, n)
+
+
+def test_objective_maps_draw_the_seed_mean_from_chance_with_the_seeds_named() -> None:
+    from cossl_analysis.viz.co_objective import plot_objective_maps
+
+    a = _objective(np.array([[0.01, 0.02], [0.03, 0.04]]), np.full((2, 2), 0.40))
+    b = _objective(np.array([[0.03, 0.02], [0.01, 0.00]]), np.full((2, 2), 0.44))
+    c = _objective(np.array([[0.05, 0.01], [0.01, 0.01]]), np.full((2, 2), 0.30))
+    fig = plot_objective_maps({"CO-BYOL": [a, b], "BYOL": c}, {"CO-BYOL": ["seed 0", "seed 1"], "BYOL": ["seed 3"]})
+    shown = {ax.get_title().splitlines()[0]: ax for ax in fig.axes if ax.images and ax.get_title()}
+    assert "mean of 2 seeds: seed 0, seed 1" in shown["CO-BYOL"].get_title()
+    assert shown["BYOL"].get_title().endswith("seed 3")
+    retrieval = [ax for ax in fig.axes if ax.images and "chance" in ax.get_xlabel()]
+    first = retrieval[0].images[0]
+    np.testing.assert_allclose(first.get_array(), [[2.0, 2.0], [2.0, 2.0]])  # 100 x the mean of the two seeds
+    # the colours run from chance (0.4 %) to the largest value drawn (5 %), not over 0-100 %
+    assert first.get_clim() == pytest.approx((0.4, 5.0))
+    cosine = [ax for ax in fig.axes if ax.images and "own" in ax.get_xlabel()][0].images[0]
+    assert cosine.get_clim() == pytest.approx((0.30, 0.42))  # smallest to largest drawn (0.42: the CO mean)
+    assert not _overlaps(fig)
+
+
+def test_titles_of_neighbouring_panels_never_overlap() -> None:
+    results = {"BYOL": _similarity(0, 0.5), "CO-BYOL": _similarity(1, 3.0)}
+    long = "global: spatial mean of the map, then the pool MLP (similarity.global=head)"
+    titles = {g: f"{g}: C = 0.65 ± 0.05 over 2 seeds\nscatter: {g} seed=0 (first seed)\n{long}" for g in results}
+    assert not _overlaps(plot_similarity_panels(results, titles=titles))
+
+
+def test_panels_name_their_band_and_show_a_single_point_with_its_error_bar() -> None:
+    from cossl_analysis.viz.panels import Panel, Series, plot_panels
+
+    panel = Panel("clean top-1 against c_min", "c_min", "top-1 (%)", hline=10.0, band="std over seeds",
+                  xlim=(0.0, 1.0), series=[Series("A (2 seeds per point)", [0.08], [32.0], [3.0]),
+                                           Series("B (2 seeds per point)", [0.08, 0.5], [28.0, 30.0], [1.0, 2.0])])
+    (ax,) = plot_panels([panel]).axes
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "band: std over seeds" in legend and "chance" in legend
+    (bar,) = ax.containers  # the single point's error bar; B's band is a band
+    np.testing.assert_allclose(bar.lines[2][0].get_segments()[0][:, 1], [29.0, 35.0])
+    assert ax.get_xlim() == (0.0, 1.0)
+    bare = plot_panels([Panel("t", "x", "y", band="std over seeds", series=[Series("A (seed 0)", [0, 1], [1, 2])])])
+    assert not any("band" in t.get_text() for t in bare.axes[0].get_legend().get_texts())  # no band, not named
+
+
+def test_corruption_bars_have_error_bars_a_title_and_chance_named() -> None:
+    from cossl_analysis.viz.robustness import plot_corruption_bars
+
+    values = {"A (2 seeds)": [30.0, 20.0], "B (seed 0)": [25.0, 15.0]}
+    fig = plot_corruption_bars(["gaussian_noise", "contrast"], values, 10.0, errors={"A (2 seeds)": [2.0, 1.0]},
+                               title="top-1 per corruption")
+    (ax,) = fig.axes
+    assert ax.get_title() == "top-1 per corruption" and "std over seeds" in ax.get_xlabel()
+    assert "chance" in [t.get_text() for t in ax.get_legend().get_texts()]
+    with_errors = [c for c in ax.containers if getattr(c, "errorbar", None) is not None]
+    assert len(with_errors) == 1  # A's bars only
+
+
+def test_patch_drop_accuracy_panel_has_chance() -> None:
+    from cossl_analysis.analyses.patch_drop import patch_drop_from_features
+    from cossl_analysis.viz.patch_drop import drop_panels
+
+    local = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(0))
+    drop = patch_drop_from_features(local, fractions=[0, 0.5, 1], probe=torch.nn.Linear(3, 2),
+                                    labels=torch.arange(6) % 2)
+    cosine, accuracy = drop_panels({"a": drop}, chance=50.0)
+    assert accuracy.hline == 50.0 and cosine.hline is None and cosine.band == "std over images"

@@ -136,3 +136,15 @@ def test_a_bad_analysis_setting_is_one_line_before_any_training(tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("cossl-train compare: error:") and "\n" not in err and "nope" in err, err
     assert not (tmp_path / "a").exists()
+
+
+def test_one_seed_prints_no_spread() -> None:
+    """A comparison of one seed per method shows each value alone, never "± 0.00", and says it cannot tell."""
+    from cossl_train.experiments.compare import Comparison, format_paired, format_table
+
+    scores = {((), m): {0: {"linear_top1": top1, "linear_top5": 90.0, "knn_top1": top1 - 5}}
+              for m, top1 in (("byol", 50.0), ("co_byol", 52.5))}
+    comp = Comparison(["byol", "co_byol"], [0], scores=scores, seconds={k: {0: 1.0} for k in scores})
+    table = format_table(comp)
+    assert "± 0.00" not in table and "52.50 (n = 1)" in table and "+2.50 (n = 1)" in table
+    assert "+2.50 pt (n = 1; resolves nothing): cannot tell with one seed" in format_paired(comp)
