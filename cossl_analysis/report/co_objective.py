@@ -56,7 +56,7 @@ def _views(session: Session) -> tuple[Tensor, Tensor]:
 
 
 #: bump when the computation behind a stored record changes (what a key maps to)
-COMPUTATION = 2
+COMPUTATION = 3  # 3: global heads on local rows read with the rows' own statistics, over all images at once
 
 
 def record_params(session: Session, method_fingerprint: str) -> dict[str, Any]:
