@@ -129,6 +129,11 @@ class ExternalEncoder(nn.Module):
         return self.features.poolable_subsets
 
     @property
+    def pooling_kind(self) -> str:
+        """``mean``, ``map`` or ``pass`` (see ``FeatureMap.pooling_kind``)."""
+        return self.features.pooling_kind
+
+    @property
     def map_description(self) -> str:
         return self.features.map_text
 

@@ -13,6 +13,7 @@ from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm_rows
 from cossl_analysis.viz.erf import plot_erf_comparison, plot_erf_means
+from cossl_train.backbones import list_backbones
 
 
 def _record(session: Session, model: Model) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def erf_section(session: Session) -> Section:
     fig4, fig_mean = session.path("erf", "figure4.png"), session.path("erf", "erf_mean.png")
     # the theoretical receptive fields of the backbones the RF calculator knows (not external models)
     centres = {g: rf_centres(m.config, cfg.positions, images.shape[-1]) for g, m in first.items()
-               if m.config is not None}
+               if m.config is not None and m.config.backbone.name in list_backbones()}
     save_figure(plot_erf_comparison(images, {g: np.asarray(records[m.label]["maps"])[:show] for g, m in first.items()},
                                     cfg.positions, centres=centres), fig4, dpi=100)
     save_figure(plot_erf_means({g: np.asarray(records[m.label]["maps"]).mean(axis=0) for g, m in first.items()},

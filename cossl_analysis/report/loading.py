@@ -151,7 +151,7 @@ class Model:
     @property
     def global_description(self) -> str:
         """The global representation in words (figures name it)."""
-        text = getattr(self.encoder, "global_description", None)
+        text = getattr(self.encoder, "global_description", None) or getattr(self.encoder, "global_text", None)
         if text is not None:
             return str(text)
         return "spatial mean of the map" + ("" if isinstance(pool_head(self.encoder), nn.Identity)
@@ -163,7 +163,9 @@ class Model:
         text = getattr(self.encoder, "description", None)
         if text is not None:
             return str(text)
-        return f"local = the {self.backbone} feature map; global = {self.global_description}"
+        how = getattr(getattr(self.encoder, "backbone", None), "map_text", None)
+        return (f"local = the {self.backbone} feature map{f' ({how})' if how else ''}; "
+                f"global = {self.global_description}")
 
     @property
     def slug(self) -> str:
