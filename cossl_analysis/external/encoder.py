@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from cossl_analysis.analyses._common import model_device
 from cossl_analysis.errors import AnalysisError
 from cossl_train.backbones.external import FeatureMap, feature_map, rule_for
-from cossl_train.backbones.external.feature_map import check_layer
+from cossl_train.backbones.external.featuremap import check_layer
 from cossl_train.encoder import Encoder, Normalize
 from cossl_train.errors import BackboneError
 

@@ -159,9 +159,9 @@ def parse_spec(spec: str) -> ModelSpec:
     if prefix in LIBRARIES:
         name, weights = _split_weights(text, rest, f"{prefix} model")
         return ModelSpec(prefix, name, weights, text)  # type: ignore[arg-type]
-    if prefix == MODULE_PREFIX and ":" in rest.partition("@")[0]:
+    if prefix == MODULE_PREFIX:
         module, _, function = rest.partition(":")
-        found = _callable(text, module.strip(), function, explicit=True)
+        found = _callable(text, module.strip(), function if ":" in rest.partition("@")[0] else "", explicit=True)
         assert found is not None
         return ModelSpec("callable", found.name, found.weights, text)
     if prefix.lower() in _URL_SCHEMES and rest.startswith("//"):

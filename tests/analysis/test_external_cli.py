@@ -131,10 +131,13 @@ def test_a_timm_resnet_and_a_tiny_timm_vit(files: dict[str, Any], tmp_path: Path
         assert all(p["total"] > 0 for label in erf for p in erf[label]["positions"])
     vit = _manifest(tmp_path / "tinyvit", "similarity")["models"][0]["representations"]
     assert "patch tokens of forward_features (class token dropped), 192 channels, 2x2 at 32 px" in vit
-    # the class token cannot be re-pooled from kept positions: refused, with the setting that would do
+    # the class token cannot be re-pooled from kept positions: the model is left out, with the setting that would do
     code, err = _run(capsys, "patch-drop", "tinyvit:build", "--out", tmp_path / "token", *files["data"],
                      "patch_drop.accuracy=false", *SMALL)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "pass external.global_pool=mean" in err
+    assert code == 0, err
+    html = (tmp_path / "token" / "patch-drop.html").read_text()
+    assert "Left out: tinyvit:build (class token)" in html and "external.global_pool=mean analyses" in html
+    assert not (tmp_path / "token" / "patch_drop" / "patch_drop.json").exists()
 
 
 BAD = {

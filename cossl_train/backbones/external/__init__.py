@@ -11,7 +11,7 @@ from torch import nn
 
 from .base import Pooling, Rule, Shared
 from .densenet import TorchvisionDenseNet
-from .feature_map import FeatureMap
+from .featuremap import FeatureMap
 from .generic import Generic
 from .swin import TimmChannelsLast, TorchvisionSwin
 from .timm_cnn import TimmCNN

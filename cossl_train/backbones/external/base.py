@@ -201,14 +201,19 @@ def shape_text(out: Any) -> str:
     return f"a {type(out).__name__}"
 
 
-def tokens_to_map(tokens: Tensor, grid: tuple[int, int], prefix: int, where: str) -> tuple[Tensor, Tensor | None]:
+def tokens_to_map(tokens: Tensor, grid: tuple[int, int], prefix: int, where: str,
+                  exact: bool = False) -> tuple[Tensor, Tensor | None]:
     """(B, N, C) tokens -> ((B, C, h, w) map of the patch tokens, (B, P, C) prefix tokens or None).
 
     ``grid`` is the patch grid (h, w) of the input ((0, 0) when unknown: then the patch tokens must
-    fill a square grid); ``prefix`` the class/distillation/register tokens in front of them.
+    fill a square grid); ``prefix`` the class/distillation/register tokens in front of them, which an
+    inner layer's output may lack unless ``exact`` (the model's own final tokens).
     """
     b, n, c = tokens.shape
     h, w = grid
+    if exact and h * w and n != h * w + prefix:
+        raise BackboneError(f"{where} gives {n} tokens ({prefix} prefix), which do not fill the {h}x{w} patch grid; "
+                            "give it square images of a side its patch size divides")
     if h * w == 0 or n not in (h * w, h * w + prefix):
         side = int(round((n - prefix) ** 0.5)) if n > prefix else 0
         if side > 0 and side * side == n - prefix:

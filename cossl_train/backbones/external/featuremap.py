@@ -79,6 +79,7 @@ class FeatureMap(nn.Module):
     (B, D)); ``pool(fmap)`` (B, C, h, w) -> (B, D).
 
     >>> import timm, torch
+    >>> from cossl_train.backbones.external import feature_map
     >>> vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=0)
     >>> fm = feature_map(vit)
     >>> fmap, g = fm.forward_global(torch.randn(2, 3, 32, 32))
@@ -246,7 +247,8 @@ class FeatureMap(nn.Module):
                 return self.rule.finish(self.net, raw), None
             return (raw.permute(0, 3, 1, 2) if self._layer_nhwc else raw), None
         if isinstance(raw, Tensor) and raw.dim() == 3 and self.rule.tokens:
-            return tokens_to_map(raw, self.rule.grid(self.net, z), self.rule.prefix_tokens(self.net), where)
+            return tokens_to_map(raw, self.rule.grid(self.net, z), self.rule.prefix_tokens(self.net), where,
+                                 exact=self.layer is None)
         hint = "" if self.layer is not None else "; name the layer whose output is the map"
         raise BackboneError(f"{where} gives {shape_text(raw)}, not a (B, C, h, w) feature map{hint}")
 
