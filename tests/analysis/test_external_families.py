@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 from torchvision.models.convnext import CNBlockConfig
 
+from cossl_analysis import patch_drop_analysis
 from cossl_analysis.errors import AnalysisError
 from cossl_analysis.external import from_module
 
@@ -201,3 +202,14 @@ def test_distilled_deit_global_names_both_tokens() -> None:
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(enc.embed(x), model.forward_features(enc.normalize(x))[:, 0])
+
+
+@pytest.mark.parametrize("pool, what", [("token", "class token"), ("max", "max over the patch tokens")])
+def test_patch_dropping_refuses_a_global_that_is_not_the_mean_of_positions(pool: str, what: str) -> None:
+    enc = from_module(_vit(global_pool=pool))
+    images = torch.rand(4, 3, 32, 32)
+    with pytest.raises(AnalysisError, match=f"is {what}.*cannot be re-pooled from a subset"):
+        patch_drop_analysis(enc, images, fractions=[0.0, 0.5])
+    enc.global_pool = "mean"  # asked for: the mean of the patch tokens (then fc_norm) re-pools
+    result = patch_drop_analysis(enc, images, fractions=[0.0, 0.5])
+    assert result.cosine_mean[0] == pytest.approx(1.0, abs=1e-6) and result.cosine_mean[1] < 1.0
