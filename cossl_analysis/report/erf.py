@@ -29,6 +29,33 @@ def _record(session: Session, model: Model) -> dict[str, Any]:
     return session.cached(model, "erf", params, compute)
 
 
+def zero_erf_note(session: Session, model: Model, maps: np.ndarray) -> str | None:
+    """Why the ERFs of ``model`` are zero, when they are, checked on the model itself: the channel
+    sum of its local representations may be the same for every input, and then its gradient -- the
+    ERF as defined here -- vanishes (what is computed is rounding). None when nothing is to explain."""
+    import torch
+
+    from cossl_analysis.analyses._common import model_device, model_dtype
+    from cossl_train.evaluate import eval_mode
+
+    real = session.data.pixels[:2]
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([real, noise]).to(model_device(model.encoder), model_dtype(model.encoder))
+    with eval_mode(model.encoder), torch.no_grad():
+        fmap = model.encoder(x).double()
+    sums = fmap.sum(dim=1)
+    if (sums - sums.mean()).abs().max() <= 1e-5 * max(float(fmap.abs().max()), 1e-12):
+        return (f"{model.label}: its ERFs are zero (up to rounding: the largest value is {float(maps.max()):.1g}) "
+                "because the channel sum of its local representations is the same for every input "
+                f"({float(sums.mean()):.2g} here, on real and noise images), so its gradient, the ERF as defined here, "
+                "vanishes. A final LayerNorm whose gains are all equal does this: a randomly initialised ViT (gain 1, "
+                "bias 0: every position's channels sum to 0). Trained gains differ, and so does the ERF.")
+    if not maps.any():
+        return (f"{model.label}: every ERF is zero: the channel sum of its local representations does not change "
+                "with the input pixels at these images.")
+    return None
+
+
 @analysis("erf", title="Effective receptive fields (Figure 4)", config=ErfConfig,
           help="effective receptive fields of local representations (Figure 4)",
           writes="`erf/figure4.png`, `erf/erf_mean.png`, `erf/erf.json`, `erf/<label>_maps.npy`")
@@ -43,6 +70,9 @@ def erf_section(session: Session) -> Section:
         per_model[m.label] = {"num_images": len(maps), "feature_map": [h, w], "positions": [
             {"position": list(p), "index": list(ij), **erf_stats(mean[t])}
             for t, (p, ij) in enumerate(zip(cfg.positions, position_indices(cfg.positions, h, w), strict=True))]}
+        note = zero_erf_note(session, m, maps)
+        if note is not None:
+            per_model[m.label]["note"] = note
     first = {g: models[0] for g, models in session.groups().items()}
     show = min(cfg.show, cfg.images, len(session.data))
     images = session.data.pixels[:show]
@@ -63,7 +93,8 @@ def erf_section(session: Session) -> Section:
               f"with respect to the input pixels (summed over colour channels), on the first {n_img} evaluation "
               f"images. The figure shows the first seed of each group on {show} image(s) (crosses: centres of the "
               "theoretical receptive fields) and the maps averaged over the images; the table gives the RMS radius "
-              "(pixels) of the averaged map, mean ± std over seeds."],
+              "(pixels) of the averaged map, mean ± std over seeds.",
+              *[r["note"] for r in per_model.values() if "note" in r]],
         figures=[FigureRef(session.rel(fig4), "ERFs per image, first seed of each group"),
                  FigureRef(session.rel(fig_mean), "ERFs averaged over the images, first seed of each group")],
         tables=[Table("ERF RMS radius (px) per position", header, pm_rows(radius, digits=2))],

@@ -140,6 +140,22 @@ def test_a_timm_resnet_and_a_tiny_timm_vit(files: dict[str, Any], tmp_path: Path
     assert not (tmp_path / "token" / "patch_drop" / "patch_drop.json").exists()
 
 
+def test_the_zero_erf_of_a_fresh_vit_is_explained(files: dict[str, Any], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "freshvit.py").write_text(
+        "import timm\n\n\ndef build():\n"
+        "    return timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, depth=1, num_classes=0)\n")
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "erf", "freshvit:build", "--out", tmp_path / "out", *files["data"], *SMALL)
+    assert code == 0, err
+    (record,) = json.loads((tmp_path / "out/erf/erf.json").read_text()).values()
+    # a fresh final LayerNorm (gain 1, bias 0): every position's channels sum to 0, whatever the image
+    assert max(p["total"] for p in record["positions"]) < 1e-3
+    assert "the channel sum of its local representations is the same for every input" in record["note"]
+    assert "randomly initialised ViT" in (tmp_path / "out/erf.html").read_text()
+
+
 BAD = {
     "unknown library": ("hf:facebook/dino-vitb16", [], "unknown library 'hf'"),
     "unknown torchvision model": ("torchvision:resnet5", [], "unknown torchvision model 'resnet5'"),
