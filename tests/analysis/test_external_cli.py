@@ -140,6 +140,37 @@ def test_a_timm_resnet_and_a_tiny_timm_vit(files: dict[str, Any], tmp_path: Path
     assert not (tmp_path / "token" / "patch_drop" / "patch_drop.json").exists()
 
 
+def test_every_result_file_says_where_the_weights_came_from(files: dict[str, Any], tiny_checkpoints: dict,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    weights = files["weights"]["resnet18"]
+    spec = f"torchvision:resnet18@{weights}"
+    out = tmp_path / "out"
+    for command in ("similarity", "erf"):
+        code, err = _run(capsys, command, tiny_checkpoints["byol"], spec, "--labels", "BYOL,R18", "--out", out,
+                         *files["data"], "augment.resolution=64", *SMALL)
+        assert code == 0, err
+    records = {m["label"]: m["provenance"] for m in _manifest(out, "similarity")["models"]}
+    r18, byol = records["R18"], records["BYOL"]
+    assert r18["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert r18["pretrained"] == "torchvision weights=None (nothing downloaded)"
+    trunk = [k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")]
+    assert r18["loaded"] == r18["architecture_keys"] == len(trunk) and r18["missing"] == []
+    assert r18["dropped"] == {"fc": 2} and r18["weights"] == str(weights.resolve())
+    checkpoint = Path(tiny_checkpoints["byol"])
+    assert byol["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest() and byol["missing"] == []
+    assert "cossl-train pretrain, epoch 3" in byol["pretrained"]
+    written = [p for p in out.rglob("*.json") if p.name not in ("manifest.json", "cells.json")]
+    assert written
+    for path in written:  # every result file carries both records, under each model's own or at the top
+        data = json.loads(path.read_text())
+        found = data.get("provenance") or {label: data[label]["provenance"] for label in ("BYOL", "R18")}
+        assert found == records, path
+    html = (out / "similarity.html").read_text()
+    assert f"sha256 {r18['sha256'][:12]}" in html and f"sha256 {byol['sha256'][:12]}" in html
+
+
 def test_the_zero_erf_of_a_fresh_vit_is_explained(files: dict[str, Any], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
