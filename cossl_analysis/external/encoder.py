@@ -63,7 +63,8 @@ class ExternalEncoder(nn.Module):
 
     Attributes:
         features: the :class:`~cossl_train.backbones.external.FeatureMap` of the network.
-        net: the network run on the normalised images (the model itself).
+        net: the network run on the normalised images (the model itself; module names such as
+            ``net.layer3`` are its own).
         normalize: ``(x - mean) / std``, per channel.
         head: what ``pool`` applies after the spatial mean (``nn.Identity()`` for a plain mean).
         num_features: width D of the global representation (what a probe reads).
@@ -82,7 +83,10 @@ class ExternalEncoder(nn.Module):
     def __init__(self, features: FeatureMap, mean: Sequence[float], std: Sequence[float], source: str) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
-        self.features = features
+        # The network is registered once, as ``net``: module names (``net.layer3``) and state-dict
+        # keys are the network's own; the feature map runs that same object.
+        self.net = features.net
+        self.__dict__["features"] = features
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.source = source
@@ -93,10 +97,6 @@ class ExternalEncoder(nn.Module):
         log.info("%s", self.description)
 
     # -- the contract --------------------------------------------------------------------------
-    @property
-    def net(self) -> nn.Module:
-        return self.features.net
-
     @property
     def head(self) -> nn.Module:
         return self.features.head

@@ -34,7 +34,7 @@ __all__ = ["SweepPoint", "SweepResult", "accuracy_of", "check_dependencies", "cl
 
 #: the intermediate map of ``layer="auto"``: the last-but-one stage of a ResNet, in a cossl encoder
 #: (its own backbone, or a torchvision / timm one) and in an external one
-AUTO_LAYERS = ("backbone.layer3", "net.layer3", "backbone.net.layer3", "features.net.layer3")
+AUTO_LAYERS = ("backbone.layer3", "net.layer3", "backbone.net.layer3")
 AUTO_LAYER = AUTO_LAYERS[0]
 
 

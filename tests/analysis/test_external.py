@@ -281,8 +281,7 @@ def test_timm_convnext_keeps_its_pre_logits_head_and_copies(tmp_path):
         assert torch.allclose(fmap, feats, atol=1e-5)
         assert torch.allclose(enc.pool(fmap), ref.forward_head(feats, pre_logits=True), atol=1e-5)
     assert "pre-logits head" in enc.global_description and enc.poolable_subsets
-    assert enc.state_dict().keys() == {"normalize.mean", "normalize.std",
-                                      *(f"features.net.{k}" for k in enc.net.state_dict())}
+    assert enc.state_dict().keys() == {"normalize.mean", "normalize.std", *(f"net.{k}" for k in enc.net.state_dict())}
     twin = copy.deepcopy(enc)
     assert twin.head._module is twin.net  # the copy's head follows the copy's network
     with torch.no_grad():
@@ -328,7 +327,7 @@ def test_timm_vit_patch_tokens_as_the_map(vit, caplog):
             enc.pool(fmap.clone())
     assert enc.global_pool == "token" and not enc.poolable_subsets and enc.global_description == "class token"
     enc.embed(x.clone().requires_grad_()).sum().backward()  # the cached token carries a graph: copies drop it
-    assert copy.deepcopy(enc).features._last is None
+    assert copy.deepcopy(enc).features._last is None and copy.deepcopy(enc).features.net is not enc.net
     assert "class token dropped" in enc.map_description
     with pytest.raises(AnalysisError, match="global_pool='mean'"):
         require_poolable_subsets(enc)
