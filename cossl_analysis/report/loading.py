@@ -231,14 +231,20 @@ def _registered() -> list[str]:
 
 
 def stamp_provenance(out: Path, files: Sequence[str], models: Sequence[Model]) -> None:
-    """Write each model's :attr:`Model.provenance` into the JSON result files among ``files``: into
-    each model's own record where the file is keyed by model label, else under a top-level
-    ``provenance`` key (label -> record)."""
+    """Write each model's :attr:`Model.provenance` into the JSON result files among ``files``.
+
+    A file keyed by model label (or by group) gets it inside each model's (each group's) own record,
+    so that its keys stay the labels; any other JSON object gets a top-level ``provenance`` (label ->
+    record). A group keyed to a list (the large-crop curves) has no record to hold it: the manifest
+    and the report's models table do."""
     import json
 
     from cossl_analysis.report.files import write_json
 
     records = {m.label: m.provenance for m in models}
+    groups: dict[str, dict[str, Any]] = {}
+    for m in models:
+        groups.setdefault(m.group, {})[m.label] = records[m.label]
     for name in files:
         path = out / name
         if path.suffix != ".json" or not path.is_file():
@@ -246,9 +252,12 @@ def stamp_provenance(out: Path, files: Sequence[str], models: Sequence[Model]) -
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             continue
-        if records and all(isinstance(data.get(label), dict) for label in records):
-            for label, record in records.items():
-                data[label]["provenance"] = record
+        if any(key in records or key in groups for key in data):
+            for key, value in data.items():
+                if isinstance(value, dict) and key in records:
+                    value["provenance"] = records[key]
+                elif isinstance(value, dict) and key in groups:
+                    value["provenance"] = groups[key]
         else:
             data["provenance"] = records
         write_json(data, path)

@@ -162,8 +162,8 @@ def test_every_result_file_says_where_the_weights_came_from(files: dict[str, Any
     assert byol["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest() and byol["missing"] == []
     assert "cossl-train pretrain, epoch 3" in byol["pretrained"]
     written = [p for p in out.rglob("*.json") if p.name not in ("manifest.json", "cells.json")]
-    assert written
-    for path in written:  # every result file carries both records, under each model's own or at the top
+    assert {p.name for p in written} == {"similarity.json", "erf.json"}
+    for path in written:  # both records, at the top or (a file keyed by label) under each model's own
         data = json.loads(path.read_text())
         found = data.get("provenance") or {label: data[label]["provenance"] for label in ("BYOL", "R18")}
         assert found == records, path
