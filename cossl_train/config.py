@@ -402,8 +402,8 @@ def _check_backbone(b: BackboneConfig) -> None:
     except BackboneError as err:
         raise ConfigError(f"backbone.name={b.name!r}: {err}") from None
     if spec.kind == "cossl":
-        raise ConfigError(f"backbone.name={b.name!r} is neither a registered backbone ({', '.join(names)}) nor a "
-                          "model spec (torchvision:NAME, timm:NAME, MODULE:FUNCTION)")
+        raise ConfigError(f"backbone.name={b.name!r} is not one of {', '.join(names)}, nor a model spec "
+                          "(torchvision:NAME, timm:NAME, MODULE:FUNCTION)")
     if spec.weights is not None:
         raise ConfigError(f"backbone.name={b.name!r}: training starts from the architecture's initialisation; "
                           f"drop '@{spec.weights}'")

@@ -126,7 +126,7 @@ def build():
 BAD: dict[str, tuple[list[str], str]] = {
     "unknown timm model": (["backbone.name=timm:no_such_model_xyz"], "unknown timm model 'no_such_model_xyz'"),
     "unknown library": (["backbone.name=hf:facebook/dino"], "unknown library 'hf'"),
-    "neither registered nor a spec": (["backbone.name=resnet_nope"], "neither a registered backbone"),
+    "neither registered nor a spec": (["backbone.name=resnet_nope"], "is not one of resnet18, resnet50, "),
     "weights file": (["backbone.name=timm:resnet18@w.pth"], "drop '@w.pth'"),
     "width with a spec": (["backbone.name=timm:resnet18", "backbone.width=32"],
                           "backbone.width=32 applies to registered backbones"),

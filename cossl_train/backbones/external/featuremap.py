@@ -154,8 +154,11 @@ class FeatureMap(nn.Module):
             except BackboneError:
                 raise
             except Exception as err:  # noqa: BLE001 - e.g. a ViT built for another input size
-                hint = ("; a timm ViT takes other sizes when built with img_size=N (or dynamic_img_size=True)"
-                        if getattr(self.net, "patch_embed", None) is not None else "")
+                hint = ""
+                if getattr(self.net, "dynamic_img_size", False):
+                    hint = "; the image side must be a multiple of its patch size"
+                elif getattr(self.net, "patch_embed", None) is not None:
+                    hint = "; a timm ViT takes other sizes when built with img_size=N (or dynamic_img_size=True)"
                 raise BackboneError(f"{self.source} cannot run on {size} px images ({_first_line(err)}); it was "
                                     f"built for {default_input_size(self.net)} px{hint}") from None
             if decide_layout and self.layer is not None:
