@@ -143,3 +143,15 @@ def test_parse_spec(text: str, kind: str, name: str) -> None:
 def test_bad_specs(text: str, piece: str) -> None:
     with pytest.raises(BackboneError, match=piece):
         spec.parse_spec(text)
+
+
+def test_this_packages_backbones_are_their_own_map() -> None:
+    from cossl_train.backbones import build_backbone
+
+    net = build_backbone("rf_resnet18_rf13", width=8).eval()
+    fm = feature_map(net, input_size=32)
+    z = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fmap, g = fm.forward_global(z)
+        assert torch.equal(fmap, net(z)) and torch.equal(g, net(z).mean(dim=(2, 3)))
+    assert fm.num_features == net.num_features and fm.poolable_subsets and fm.global_text == "spatial mean of the map"
