@@ -167,7 +167,7 @@ class InternalCorruptionConfig:
     strengths: tuple[float, ...] | None = _help(
         None, "strengths of every kind (null: noise 0-4 x feature std, zero 0-1, mask 0-0.9 fractions)")
     layer: str = _help("auto", "encoder submodule to corrupt, e.g. backbone.layer2; '' = the final feature map; "
-                       "auto = backbone.layer3 when the encoder has one, else ''")
+                       "auto = a ResNet's layer3, else a transformer's last-but-one block, else ''")
 
     def __post_init__(self) -> None:
         self.kinds = _choices("internal_corruption.kinds", self.kinds, KINDS)

@@ -3,6 +3,8 @@
 The parts a loop of one's own (plain PyTorch, lightly, ...) needs to add the CO term, each taking
 tensors, each with shapes and a runnable example in its docstring (``help(cossl_train.CoLoss)``):
 
+* the feature map of any backbone: :func:`feature_map` (torchvision, timm or any module ->
+  :class:`FeatureMap`, the map before pooling and the model's own global representation);
 * losses: :class:`CoLoss` (L = (1 - w_s) L_g + w_s L_l around a base loss) and the base losses
   :class:`SimCLRLoss`, :class:`BYOLLoss`, :class:`MoCoV3Loss`, :class:`DINOLoss`;
 * heads: :class:`PerPosition` (a head at every position of a feature map), :class:`MLP`,
@@ -20,12 +22,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names; at run time they load on first use
+    from cossl_train.backbones.external import FeatureMap, feature_map
     from cossl_train.checkpoint import load_method, load_pretrained
     from cossl_train.heads import MLP, DINOHead, PerPosition, grid_pool
     from cossl_train.losses import BYOLLoss, CoLoss, CoLossOutput, DINOLoss, MoCoV3Loss, PairLoss, SimCLRLoss
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
+    "FeatureMap": "backbones.external",
+    "feature_map": "backbones.external",
     "CoLoss": "losses",
     "CoLossOutput": "losses",
     "PairLoss": "losses",
@@ -47,11 +52,13 @@ __all__ = [
     "CoLossOutput",
     "DINOHead",
     "DINOLoss",
+    "FeatureMap",
     "MLP",
     "MoCoV3Loss",
     "PairLoss",
     "PerPosition",
     "SimCLRLoss",
+    "feature_map",
     "grid_pool",
     "load_method",
     "load_pretrained",

@@ -125,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("overrides", nargs="*", help="data/eval overrides, e.g. data.root=/data eval.knn_k=200")
         s.set_defaults(func=func)
 
-    s = sub.add_parser("backbones", help="list backbones with their receptive fields")
+    s = sub.add_parser("backbones", help="list backbones with their receptive fields",
+                       description="The registered backbones. Any other network is backbone.name=torchvision:NAME, "
+                                   "timm:NAME or MODULE:FUNCTION, with its builder's keywords in backbone.kwargs "
+                                   "(docs/training.md, 'Any backbone').")
     s.add_argument("--small-image", action="store_true", help="with the small-image ResNet stem")
     s.set_defaults(func=cmd_backbones)
 

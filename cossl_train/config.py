@@ -85,13 +85,18 @@ class AugmentConfig:
 
 @dataclass
 class BackboneConfig:
-    #: a name from ``cossl-train backbones``
+    #: a name from ``cossl-train backbones``, or a model spec: torchvision:NAME, timm:NAME or
+    #: MODULE:FUNCTION (also module:MODULE:FUNCTION), built freshly initialised (docs/training.md)
     name: str = "resnet18"
-    #: the stem: true = CIFAR-style (3x3 stride-1 first conv, no max-pool), false = ImageNet's
-    #: (7x7 stride 2 + max-pool); unset = the backbone's own (``cossl-train backbones``)
+    #: registered backbones only: the stem: true = CIFAR-style (3x3 stride-1 first conv, no
+    #: max-pool), false = ImageNet's (7x7 stride 2 + max-pool); unset = the backbone's own
     small_image: bool | None = None
-    #: base channel width (64 = the standard ResNet); smaller for tiny models
+    #: registered backbones only: base channel width (64 = the standard ResNet); smaller for tiny
+    #: models (a model spec takes its own widths through backbone.kwargs)
     width: int = 64
+    #: model specs only: keyword arguments of the library's builder or the function, e.g.
+    #: {img_size: 32, patch_size: 4, depth: 4} for timm:vit_tiny_patch16_224
+    kwargs: dict[str, Any] = field(default_factory=dict)
     #: the MLP after average pooling (the paper's RF-limited backbones have one); unset = the
     #: backbone's default (on for the RF-ResNet presets). The global representation that the
     #: projector and every linear probe read is its output.
@@ -415,6 +420,39 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"{key}={[low, high]} must be (min, max) with min <= max")
 
 
+def _check_backbone(b: BackboneConfig) -> None:
+    """A registered name with its options, or a model spec without the options it cannot use."""
+    from .backbones import backbone_defaults, list_backbones
+
+    names = list_backbones()
+    if b.name in names:
+        if b.kwargs:
+            raise ConfigError(f"backbone.kwargs={dict(b.kwargs)} applies to model specs (torchvision:NAME, timm:NAME, "
+                              f"MODULE:FUNCTION), not to {b.name}: it is built from backbone.width and small_image")
+        if b.small_image and not backbone_defaults(b.name)["small_image_available"]:
+            raise ConfigError(f"backbone.small_image=true: {b.name} has no small-image stem")
+        return
+    from .backbones.spec import parse_spec
+    from .errors import BackboneError
+
+    try:
+        spec = parse_spec(b.name)
+    except BackboneError as err:
+        raise ConfigError(f"backbone.name={b.name!r}: {err}") from None
+    if spec.kind == "cossl":
+        raise ConfigError(f"backbone.name={b.name!r} is not one of {', '.join(names)}, nor a model spec "
+                          "(torchvision:NAME, timm:NAME, MODULE:FUNCTION)")
+    if spec.weights is not None:
+        raise ConfigError(f"backbone.name={b.name!r}: training starts from the architecture's initialisation; "
+                          f"drop '@{spec.weights}'")
+    if b.small_image is not None:
+        raise ConfigError(f"backbone.small_image={str(b.small_image).lower()} applies to registered backbones, not to "
+                          f"the model spec {b.name}: leave it unset (set the model's own options in backbone.kwargs)")
+    if b.width != BackboneConfig.width:
+        raise ConfigError(f"backbone.width={b.width} applies to registered backbones, not to the model spec {b.name}: "
+                          "leave it at 64 (set the model's own widths in backbone.kwargs, e.g. embed_dim)")
+
+
 def validate(cfg: Config) -> Config:
     from .methods import method_names
 
@@ -432,12 +470,7 @@ def validate(cfg: Config) -> Config:
     for name in ("batch_size", "epochs", "accum_steps"):
         if getattr(cfg.train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(cfg.train, name)} must be >= 1")
-    from .backbones import backbone_defaults, list_backbones
-
-    if cfg.backbone.name not in list_backbones():
-        raise ConfigError(f"backbone.name={cfg.backbone.name!r} is not one of {', '.join(list_backbones())}")
-    if cfg.backbone.small_image and not backbone_defaults(cfg.backbone.name)["small_image_available"]:
-        raise ConfigError(f"backbone.small_image=true: {cfg.backbone.name} has no small-image stem")
+    _check_backbone(cfg.backbone)
     if cfg.train.seed < 0:
         raise ConfigError(f"train.seed={cfg.train.seed} must be >= 0")
     if not 0 <= cfg.co.local_weight <= 1:

@@ -20,6 +20,10 @@ class CheckpointError(CosslError, ValueError):
     """A checkpoint that cannot be used here."""
 
 
+class BackboneError(CosslError, ValueError):
+    """A backbone or model spec that cannot be built or cannot give a feature map."""
+
+
 class DataError(CosslError, ValueError):
     """Data that cannot be used as configured (missing folder, unlabelled images, empty split...)."""
 

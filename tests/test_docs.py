@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ["docs/analysis.md", "README.md"]
+DOCS = ["docs/analysis.md", "docs/training.md", "README.md"]
 
 
 @pytest.mark.parametrize("name", DOCS)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from cossl_analysis.analyses._common import Data, check_fmap, iter_batches, model_device, model_dtype
+from cossl_analysis.analyses._common import Data, check_fmap, check_model, iter_batches, model_device, model_dtype
 from cossl_train.encoder import pool_features
 from cossl_train.evaluate import eval_mode, pixels
 
@@ -46,6 +46,7 @@ def top1(logits_of: Callable[[Tensor, Tensor], Tensor], inputs: Data, labels: Te
 def classifier_accuracy(classifier: nn.Module, images: Data, labels: Tensor | None = None,
                         batch_size: int = 256) -> float:
     """Top-1 of ``classifier`` ([0, 1] images -> logits) in eval mode on uint8 or float images."""
+    check_model(classifier, images, "classifier")
     device, dtype = model_device(classifier), model_dtype(classifier)
     with eval_mode(classifier), torch.no_grad():
         return top1(lambda x, _: classifier(pixels(x, device, dtype)), images, labels, batch_size)
@@ -54,6 +55,8 @@ def classifier_accuracy(classifier: nn.Module, images: Data, labels: Tensor | No
 def probe_accuracy(model: nn.Module, probe: nn.Module, images: Data, labels: Tensor | None = None,
                    batch_size: int = 64) -> float:
     """Top-1 of probe(pool_features(model, model(x))) in eval mode (an ``Encoder`` pools with its head)."""
+    check_model(model, images)
+    check_model(probe, what="probe")
     device, dtype = model_device(model), model_dtype(model)
 
     def logits(x: Tensor, _: Tensor) -> Tensor:

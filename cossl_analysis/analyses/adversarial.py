@@ -191,9 +191,11 @@ def adversarial_sweep(model: nn.Module, probe: nn.Module | None, images: torch.T
     """FGSM / PGD accuracy of ``probe(pool(model(x)))`` (or of ``model`` itself, a classifier, when
     ``probe`` is None) at every budget; images uint8 or float in [0, 1] (N, 3, H, W), as
     ``cossl-analysis adversarial`` computes them."""
+    from cossl_analysis.analyses._common import check_model
     from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy
     from cossl_train.evaluate import pixels
 
+    check_model(model, images)
     classifier = model if probe is None else ProbeClassifier(model, probe)
     x = pixels(images)
     clean = classifier_accuracy(classifier, x, labels, batch_size)

@@ -17,6 +17,7 @@ so the result does not depend on the batch size.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -44,6 +45,10 @@ class CoParts:
         encoder: images (B, 3, H, W) in [0, 1] -> feature map (B, C, h, w) (normalisation inside).
         global_head: (N, C) spatial means of maps -> (N, D) global queries (pool MLP, projector and
             predictor, whichever the model has). Applied at every position, it gives the floor.
+        pool: the map of the latest ``encoder`` call -> (B, C') global representation that
+            ``global_query`` reads, when it is not the spatial mean (a ViT's class token); None: the
+            global query is ``global_head(spatial mean)``.
+        global_query: (B, C') -> (B, D), used with ``pool`` (default: ``global_head``).
         target: images -> (N, D) global targets (the momentum branch's projection; for a method
             without one, such as SimCLR, the online projection).
         local_head: (B, C, h, w) map -> (B, P, D) local queries (e.g. a
@@ -73,6 +78,8 @@ class CoParts:
     local_head: Callable[[Tensor], Tensor] | None = None
     local_path: str = "local heads"
     modules: Sequence[nn.Module] = field(default=())
+    pool: Callable[[Tensor], Tensor] | None = None
+    global_query: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.global_head, nn.Module):
@@ -102,8 +109,11 @@ class CoParts:
             def local(f: Tensor) -> Tensor:
                 return co.local_queries(method, f)
 
-        return cls(method.encoder, _chain(method.encoder.head, method.projector, method.predictor),
-                   lambda x: global_targets(method, x), local, name, modules=(method,))
+        enc = method.encoder
+        heads = _chain(method.projector, method.predictor)
+        pool, query = (None, None) if enc.poolable_subsets else (enc.pool, heads)  # a class token: read by pool
+        return cls(enc, _chain(enc.mean_head, method.projector, method.predictor), lambda x: global_targets(method, x),
+                   local, name, modules=(method,), pool=pool, global_query=query)
 
 
 def _chain(*heads: nn.Module | None) -> nn.Module:
@@ -137,7 +147,7 @@ class ObjectiveResult:
 def _parts(model: SSLMethod | CoParts, path: QueryPath = "auto") -> CoParts:
     if isinstance(model, CoParts):
         if path == "global":
-            return CoParts(model.encoder, model.global_head, model.target, None, modules=model.modules)
+            return dataclasses.replace(model, local_head=None)
         return model
     if isinstance(model, SSLMethod):
         return CoParts.from_method(model, path)
@@ -152,17 +162,25 @@ def global_targets(method: SSLMethod, images: Tensor) -> Tensor:
     return method.projector(method.encoder.pool(method.encoder(images)))
 
 
-def _encode(parts: CoParts, images: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([parts.encoder(images[s:s + batch_size].float()) for s in range(0, len(images), batch_size)])
+def _encode(parts: CoParts, images: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """(maps (N, C, h, w), global queries (N, D)), in batches of ``batch_size`` images."""
+    fmaps, glob = [], []
+    for s in range(0, len(images), batch_size):
+        f = parts.encoder(images[s:s + batch_size].float())
+        fmaps.append(f)
+        if parts.pool is None:
+            glob.append(parts.global_head(global_pool(f)))
+        else:  # read right after the pass that made ``f`` (a class token belongs to its pass)
+            glob.append((parts.global_query or parts.global_head)(parts.pool(f)))
+    return torch.cat(fmaps), torch.cat(glob)
 
 
-def _queries(parts: CoParts, fmaps: Tensor) -> tuple[str, Tensor, Tensor]:
-    """(path, local queries (N, P, D), global queries (N, D)) of the maps of all images at once."""
-    glob = parts.global_head(global_pool(fmaps))
+def _local_queries(parts: CoParts, fmaps: Tensor) -> tuple[str, Tensor]:
+    """(path, local queries (N, P, D)) of the maps of all images at once."""
     if parts.local_head is not None:
-        return parts.local_path, parts.local_head(fmaps), glob
+        return parts.local_path, parts.local_head(fmaps)
     # the global heads' running statistics belong to global rows: local rows use their own
-    return _UNTRAINED, per_position(parts.global_head, fmaps, update_running_stats=False), glob
+    return _UNTRAINED, per_position(parts.global_head, fmaps, update_running_stats=False)
 
 
 def _map_shape(p: int, fmap: Tensor) -> tuple[int, int]:
@@ -197,8 +215,8 @@ def co_objective(model: SSLMethod | CoParts, view_a: Tensor, view_b: Tensor, bat
     _check_views(view_a, view_b)
     parts = _parts(model, path)
     with eval_mode(*parts.modules):
-        fmaps = _encode(parts, view_a, batch_size)
-        name, local, glob = _queries(parts, fmaps)
+        fmaps, glob = _encode(parts, view_a, batch_size)
+        name, local = _local_queries(parts, fmaps)
         targets = torch.cat([parts.target(view_b[s:s + batch_size].float())
                              for s in range(0, len(view_b), batch_size)])
     hw = _map_shape(local.shape[1], fmaps)
@@ -226,7 +244,8 @@ def head_space_features(model: SSLMethod | CoParts, images: Tensor, batch_size: 
     compares, for Pearson C in the heads' space (``similarity_from_features``)."""
     parts = _parts(model)
     with eval_mode(*parts.modules):
-        _, local, glob = _queries(parts, _encode(parts, images, batch_size))
+        fmaps, glob = _encode(parts, images, batch_size)
+        _, local = _local_queries(parts, fmaps)
     return glob.float(), local.float()
 
 

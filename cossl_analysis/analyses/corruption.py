@@ -560,8 +560,10 @@ def corruption_sweep(model: Any, probe: Any, images: Any, labels: Any, corruptio
     what corruptions work on)."""
     import torch
 
+    from cossl_analysis.analyses._common import check_model
     from cossl_analysis.analyses.accuracy import ProbeClassifier, classifier_accuracy
 
+    check_model(model, images)
     if images.dtype != torch.uint8:
         images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     classifier = model if probe is None else ProbeClassifier(model, probe)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cossl_analysis.analyses._common import check_fmap, model_device, model_dtype
+from cossl_analysis.analyses._common import check_fmap, check_model, model_device, model_dtype
 from cossl_analysis.analyses.defaults import DEFAULT_POSITIONS
 from cossl_train.evaluate import eval_mode, pixels
 
@@ -146,6 +146,7 @@ def erf_map(
         float32 array (P, H, W) if ``average`` else (B, P, H, W): |d sum_c z[c, i, j] / dx| summed over
         input channels, in the units of the raw gradient (no normalisation).
     """
+    check_model(model, images)
     if images.dim() != 4:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     if chunk_size < 1:

@@ -8,7 +8,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cossl_analysis.analyses._common import Data, check_fmap, iter_batches, model_device, model_dtype, num_batches
+from cossl_analysis.analyses._common import (
+    Data,
+    check_fmap,
+    check_model,
+    iter_batches,
+    model_device,
+    model_dtype,
+    num_batches,
+)
 from cossl_train.encoder import local_features, pool_features
 from cossl_train.evaluate import eval_mode, pixels
 
@@ -20,6 +28,7 @@ def representations(model: nn.Module, images: Data, batch_size: int = 64,
                     progress: bool = False) -> tuple[Tensor, Tensor]:
     """(global (B, C), local (B, P, C)) float32 CPU tensors of uint8 or [0, 1] images, in eval
     mode. Memory is B * P * C floats (400 MB for 1000 ResNet-50 images at 224 px): subsample first."""
+    check_model(model, images)
     device, dtype = model_device(model), model_dtype(model)
     glob: list[Tensor] = []
     loc: list[Tensor] = []

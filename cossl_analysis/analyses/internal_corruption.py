@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cossl_analysis.analyses._common import Data
+from cossl_analysis.analyses._common import Data, check_model
 from cossl_analysis.analyses.accuracy import probe_accuracy
 from cossl_analysis.analyses.defaults import DEFAULT_STRENGTHS, KINDS
 
@@ -133,6 +133,7 @@ def internal_corruption_sweep(
     Returns:
         An :class:`InternalCorruptionResult`.
     """
+    check_model(model, images)
     strengths = list(DEFAULT_STRENGTHS[kind] if strengths is None else strengths)
     for s in strengths:
         check_strength(kind, s)

@@ -184,7 +184,14 @@ def patch_drop_analysis(
 
     Returns:
         A :class:`PatchDropResult`.
+
+    Raises:
+        AnalysisError: the model's global representation is not head(mean over positions) (a
+            class token): a subset of positions cannot be re-pooled into it (docs/analysis.md).
     """
+    from cossl_analysis.external.checks import require_poolable_subsets
+
+    require_poolable_subsets(model)
     if labels is None and not isinstance(images, Tensor):
         batches = list(iter_batches(images))
         images = torch.cat([x for x, _ in batches])

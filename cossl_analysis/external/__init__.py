@@ -1,9 +1,11 @@
 """Any model into the analysis layer: torchvision, timm, published SSL checkpoints, Python callables.
 
 * :func:`parse_spec` -> :class:`ModelSpec`: ``PATH`` (a cossl checkpoint), ``torchvision:NAME[@WEIGHTS]``,
-  ``timm:NAME[@WEIGHTS]``, ``MODULE:FUNCTION[@WEIGHTS]``.
+  ``timm:NAME[@WEIGHTS]``, ``MODULE:FUNCTION[@WEIGHTS]`` (the training core's parser,
+  ``cossl_train.backbones.spec``, shared with ``backbone.name``).
 * :func:`load_external`: a non-cossl spec as an :class:`ExternalEncoder` (weights from a local file,
-  in any of the layouts published SSL code writes; nothing is downloaded).
+  in any of the layouts published SSL code writes; nothing is downloaded). The map and the global
+  of each model family are the training core's rules (``cossl_train.backbones.external``).
 * :func:`from_module`: a network already in memory as an :class:`ExternalEncoder`.
 * :func:`require_map_size` / :func:`min_resolution` / :func:`require_poolable_subsets`: the refusals
   of the analyses that compare positions.
@@ -13,10 +15,9 @@ See docs/analysis.md, "Your own model".
 
 from __future__ import annotations
 
-from cossl_analysis.external.build import build_model, load_external
+from cossl_analysis.external.build import build_model, load_external, parse_spec
 from cossl_analysis.external.checks import map_side, min_resolution, require_map_size, require_poolable_subsets
 from cossl_analysis.external.encoder import IMAGENET_MEAN, IMAGENET_STD, ExternalEncoder, GlobalPool, from_module
-from cossl_analysis.external.spec import LIBRARIES, ModelSpec, SpecKind, parse_spec
 from cossl_analysis.external.weights import (
     CONTAINERS,
     HEAD_NAMES,
@@ -27,6 +28,7 @@ from cossl_analysis.external.weights import (
     load_weights,
     read_weights,
 )
+from cossl_train.backbones.spec import LIBRARIES, ModelSpec, SpecKind
 
 __all__ = [
     "CONTAINERS",

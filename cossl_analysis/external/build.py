@@ -1,18 +1,16 @@
 """``load_external``: a model spec (``torchvision:``, ``timm:``, ``MODULE:FUNCTION``) as a ready encoder.
 
 Architectures come from the library with no weights of theirs (torchvision ``weights=None``, timm
-``pretrained=False``): nothing is ever downloaded. Weights come from the local file after ``@``
-(``cossl_analysis.external.weights``).
+``pretrained=False``; ``cossl_train.backbones.library``): nothing is ever downloaded. Weights come
+from the local file after ``@`` (``cossl_analysis.external.weights``); where they came from is the
+encoder's ``provenance``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import importlib
-import importlib.util
+import hashlib
 import logging
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,14 @@ import torch
 from torch import nn
 
 from cossl_analysis.errors import AnalysisError
-from cossl_analysis.external.encoder import ExternalEncoder, GlobalPool, encoder_from_plan, prepare
-from cossl_analysis.external.spec import ModelSpec, cwd_on_path, parse_spec
-from cossl_analysis.external.weights import load_weights
+from cossl_analysis.external.encoder import ExternalEncoder, GlobalPool, analysis_errors, check_model, encoder_of
+from cossl_analysis.external.weights import WeightsFit, load_weights
+from cossl_train.backbones.library import build_model as _build_model
+from cossl_train.backbones.library import classifier_keys
+from cossl_train.backbones.spec import ModelSpec
+from cossl_train.backbones.spec import parse_spec as _parse_spec
 
-__all__ = ["build_model", "load_external"]
+__all__ = ["build_model", "load_external", "parse_spec", "sha256"]
 
 log = logging.getLogger("cossl_analysis")
 
@@ -61,98 +62,50 @@ def _reinit_unloaded(model: nn.Module, loaded: set[str]) -> None:
             module.reset_parameters()
 
 
-def _did_you_mean(name: str, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def _torchvision(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    import torchvision
-
-    names = torchvision.models.list_models(module=torchvision.models)  # classification models only
-    if name not in names:
-        raise AnalysisError(f"unknown torchvision model {name!r}{_did_you_mean(name, names)}")
-    try:
-        model = torchvision.models.get_model(name, weights=None, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise AnalysisError(f"cannot build torchvision:{name} with {dict(kwargs)}: {_first_line(err)}") from None
-    # Like timm's num_classes=0: the classifier is not part of the encoder, and left in place it
-    # would hold fresh random weights (its keys in a file are dropped).
-    names = [n for n, _ in model.named_children()]
-    after = names[names.index("avgpool") + 1:] if "avgpool" in names else [n for n in ("heads", "classifier")
-                                                                             if n in names]
-    for child in after:
-        setattr(model, child, nn.Identity())
-    return model
-
-
-def _timm(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    import timm
-
-    if not timm.is_model(name):
-        raise AnalysisError(f"unknown timm model {name!r}{_did_you_mean(name.split('.')[0], timm.list_models())}")
-    # num_classes=0: the classifier is not part of the encoder (its keys in a file are dropped)
-    options = {"num_classes": 0, **kwargs, "pretrained": False}
-    try:
-        return timm.create_model(name, **options)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise AnalysisError(f"cannot build timm:{name} with {dict(kwargs)}: {_first_line(err)}") from None
-
-
-def _import(module: str) -> Any:
-    if module.endswith(".py"):
-        path = Path(module).expanduser().resolve()
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise AnalysisError(f"cannot import {module}")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault(path.stem, mod)
-        spec.loader.exec_module(mod)
-        return mod
-    with cwd_on_path():
-        return importlib.import_module(module)
-
-
-def _callable(spec: ModelSpec, kwargs: Mapping[str, Any]) -> nn.Module:
-    try:
-        obj: Any = _import(spec.module)
-    except AnalysisError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the user's module failed to import: say so in one line
-        raise AnalysisError(f"cannot import {spec.module!r} for model spec {spec.text!r}: {_first_line(err)}") from None
-    for part in spec.function.split("."):
-        if not hasattr(obj, part):
-            raise AnalysisError(f"{spec.module!r} has no {spec.function!r} (model spec {spec.text!r})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise AnalysisError(f"{spec.module}:{spec.function} is a {type(obj).__name__}, not a function returning "
-                            "an nn.Module")
-    try:
-        model = obj(**kwargs)
-    except Exception as err:  # noqa: BLE001
-        raise AnalysisError(f"calling {spec.module}:{spec.function}() failed: {_first_line(err)}") from None
-    if not isinstance(model, nn.Module):
-        raise AnalysisError(f"{spec.module}:{spec.function}() returned a {type(model).__name__}, not an nn.Module")
-    return model
+def parse_spec(spec: str) -> ModelSpec:
+    """``cossl_train.backbones.spec.parse_spec`` with its errors as ``AnalysisError``."""
+    with analysis_errors():
+        return _parse_spec(spec)
 
 
 def build_model(spec: str | ModelSpec, model_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """The architecture a (non-cossl) spec names, without loading the spec's weights file."""
+    """The architecture a (non-cossl) spec names, without loading the spec's weights file
+    (``cossl_train.backbones.library.build_model``, errors as ``AnalysisError``)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    kwargs = dict(model_kwargs or {})
-    if spec.kind == "torchvision":
-        return _torchvision(spec.name, kwargs)
-    if spec.kind == "timm":
-        return _timm(spec.name, kwargs)
-    if spec.kind == "callable":
-        return _callable(spec, kwargs)
-    raise AnalysisError(f"{spec.text} is a cossl checkpoint: load it with cossl_analysis.load_checkpoint "
-                        "(load_external takes torchvision:, timm: and MODULE:FUNCTION specs)")
+    if spec.kind == "cossl":
+        raise AnalysisError(f"{spec.text} is a cossl checkpoint: load it with cossl_analysis.load_checkpoint "
+                            "(load_external takes torchvision:, timm: and MODULE:FUNCTION specs)")
+    with analysis_errors():
+        return _build_model(spec, model_kwargs)
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _provenance(spec: ModelSpec, fit: WeightsFit | None, skipped: tuple[str, ...], model: nn.Module) -> dict[str, Any]:
+    """Where the encoder's weights came from, for result files and the report."""
+    library = {"torchvision": "torchvision weights=None", "timm": "timm pretrained=False"}.get(spec.kind)
+    record: dict[str, Any] = {"source": spec.text, "architecture": spec.architecture,
+                              "pretrained": f"{library} (nothing downloaded)" if library else "whatever "
+                              f"{spec.module}:{spec.function}() returned"}
+    if fit is None:
+        record["weights"] = ("none: random initialisation" if library else "none: the function's own")
+        return record
+    assert spec.weights is not None
+    total = len([k for k in model.state_dict() if not k.startswith(skipped)])
+    record.update({
+        "weights": str(spec.weights.resolve()), "sha256": sha256(spec.weights),
+        "container": fit.where or "(top level)", "prefix": fit.prefix, "loaded": len(fit.state),
+        "architecture_keys": total, "missing": list(fit.missing), "not_required": list(skipped),
+        "dropped": dict(fit.dropped), "ignored_containers": list(fit.ignored),
+    })
+    return record
 
 
 def load_external(
@@ -187,15 +140,16 @@ def load_external(
     with _no_init() if skip_init else contextlib.nullcontext():
         model = build_model(spec, model_kwargs)
     model = model.to(device)
-    label = spec.text.partition("@")[0]
-    plan = prepare(model, layer, spec.text)
+    check_model(model, layer, spec.text)
     # weights before the encoder is built: it probes the network (and compares its head's outputs)
+    fit, skipped = None, classifier_keys(model)
     if spec.weights is None:
-        log.warning("%s: no weights file given; the architecture keeps its random initialisation", label)
+        log.warning("%s: no weights file given; the architecture keeps its random initialisation", spec.architecture)
     else:
-        fit = load_weights(plan.net, spec.weights, label, skip=plan.skip)
+        fit = load_weights(model, spec.weights, spec.architecture, skip=skipped)
         if skip_init:
-            _reinit_unloaded(plan.net, set(fit.state))
-    encoder = encoder_from_plan(model, plan, mean, std, layer, global_pool, resolution, spec.text)
+            _reinit_unloaded(model, set(fit.state))
+    encoder = encoder_of(model, mean, std, layer, global_pool, resolution, spec.text)
     encoder.weights = spec.weights
+    encoder.provenance = _provenance(spec, fit, skipped, model)
     return encoder.to(device).eval()

@@ -81,10 +81,14 @@ def require_map_size(model: nn.Module, resolution: int, analysis: str, min_side:
 
 
 def require_poolable_subsets(model: nn.Module, analysis: str = "patch dropping") -> None:
-    """``AnalysisError`` when the model's global representation cannot be re-pooled from a subset of
-    positions (an encoder pooling by class token); models without the attribute pool by mean."""
+    """``AnalysisError`` when the model's global representation is not head(mean over positions), so
+    that it cannot be re-pooled from a subset of them (a class token, max or attention pooling);
+    models without the attribute pool by mean."""
     if getattr(model, "poolable_subsets", True):
         return
-    raise AnalysisError(f"{analysis} re-pools the global representation from the kept positions, but "
-                        f"{_name(model)} takes its class token as the global representation; load it with "
-                        "global_pool='mean' (mean of the patch tokens) to run it")
+    what = getattr(model, "global_description", None) or getattr(model, "global_text", None) or "not the mean"
+    fix = ("; load it with global_pool='mean' (mean of the patch tokens) to analyse that instead"
+           if hasattr(model, "features") else "")
+    raise AnalysisError(f"{analysis} re-pools the global representation from the kept positions, but the global "
+                        f"representation of {_name(model)} is {what}, which is not the mean of the positions and "
+                        f"cannot be re-pooled from a subset{fix}")

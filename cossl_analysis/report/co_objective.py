@@ -21,7 +21,7 @@ from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model, weights_fingerprint
 from cossl_analysis.report.paired import MARGINS, comparisons
-from cossl_analysis.report.patch_drop import drop_result, last_point_name
+from cossl_analysis.report.patch_drop import drop_result, last_point_name, repoolable
 from cossl_analysis.report.session import PCT, FigureRef, Metric, Section, Session, Table, pm
 from cossl_analysis.report.similarity import similarity_result
 from cossl_analysis.viz.co_objective import plot_objective_maps
@@ -92,12 +92,14 @@ def _record(session: Session, m: Model) -> dict[str, Any]:
                                           seed=cfg.seed, max_pairs=cfg.similarity.max_pairs)
                  if loc.shape[1] >= 2 else None)
         pd = cfg.patch_drop
+        # re-pooling kept positions needs a global that is head(mean): not a class token
         drop = patch_drop_from_features(session.features(m)[1], pd.fractions, pd.mode, pd.order,  # type: ignore[arg-type]
-                                        cfg.seed, head_space_pool_head(method), feature_map=(h, w), batch_size=bs)
+                                        cfg.seed, head_space_pool_head(method), feature_map=(h, w),
+                                        batch_size=bs) if repoolable(m) else None
         return {"objective": own.to_dict(), "floor": floor.to_dict(),
                 "heads_pearson_c": None if heads is None else heads.pearson_c,
                 "heads_pearson_c_note": "one local query per image" if heads is None else heads.note,
-                "heads_drop": drop.to_dict()}
+                "heads_drop": None if drop is None else drop.to_dict()}
 
     record = dict(session.cached(m, "co_objective", params, compute))
     record["backbone_pearson_c"] = (similarity_result(session, m).pearson_c
@@ -168,12 +170,17 @@ def co_objective_section(session: Session) -> Section:
              col(ms, lambda m: floors[m.label].retrieval, PCT, 1),
              col(ms, lambda m: objective[m.label].global_own_cosine),
              col(ms, lambda m: objective[m.label].global_retrieval, PCT, 1)] for g, ms in groups.items()]
-    some = next(iter(records.values()))
-    last = last_point_name(_drop(some["heads_drop"]))
+    some = next((r["heads_drop"] for r in records.values() if r["heads_drop"] is not None), None)
+    last = last_point_name(_drop(some)) if some is not None else "all but one"
+
+    def dropped(m: Model, space: str) -> float | None:  # None: a global that cannot be re-pooled (class token)
+        record = records[m.label][f"{space}_drop"]
+        return None if record is None else record["cosine_mean"][-1]
+
     space_rows = [[g, col(ms, lambda m: records[m.label]["backbone_pearson_c"]),
                    col(ms, lambda m: records[m.label]["heads_pearson_c"]),
-                   col(ms, lambda m: records[m.label]["backbone_drop"]["cosine_mean"][-1]),
-                   col(ms, lambda m: records[m.label]["heads_drop"]["cosine_mean"][-1])] for g, ms in groups.items()]
+                   col(ms, lambda m: dropped(m, "backbone")), col(ms, lambda m: dropped(m, "heads"))]
+                  for g, ms in groups.items()]
     png = session.path("co_objective", "co_objective.png")
     save_figure(plot_objective_maps({g: [objective[m.label] for m in ms] for g, ms in groups.items()},
                                     {g: [session.seed_name(m) for m in ms] for g, ms in groups.items()}), png, dpi=110)
@@ -209,8 +216,7 @@ def co_objective_section(session: Session) -> Section:
                  metric("CO objective: own - other images' cosine",
                         lambda m: objective[m.label].own_cosine - objective[m.label].other_cosine),
                  metric("Pearson C, heads' space", lambda m: records[m.label]["heads_pearson_c"]),
-                 metric(f"cosine, {last} dropped, heads' space",
-                        lambda m: records[m.label]["heads_drop"]["cosine_mean"][-1])],
+                 metric(f"cosine, {last} dropped, heads' space", lambda m: dropped(m, "heads"))],
     )
 
 

@@ -13,6 +13,7 @@ from cossl_analysis.report.loading import Model
 from cossl_analysis.report.paired import MARGINS
 from cossl_analysis.report.session import FigureRef, Metric, Section, Session, Table, pm_rows
 from cossl_analysis.viz.erf import normalised_maps, plot_erf_comparison, plot_erf_means
+from cossl_train.backbones import list_backbones
 
 
 def _record(session: Session, model: Model) -> dict[str, Any]:
@@ -26,6 +27,33 @@ def _record(session: Session, model: Model) -> dict[str, Any]:
         return {"maps": maps, "feature_map": list(session.feature_map(model))}
 
     return session.cached(model, "erf", params, compute)
+
+
+def zero_erf_note(session: Session, model: Model, maps: np.ndarray) -> str | None:
+    """Why the ERFs of ``model`` are zero, when they are, checked on the model itself: the channel
+    sum of its local representations may be the same for every input, and then its gradient -- the
+    ERF as defined here -- vanishes (what is computed is rounding). None when nothing is to explain."""
+    import torch
+
+    from cossl_analysis.analyses._common import model_device, model_dtype
+    from cossl_train.evaluate import eval_mode
+
+    real = session.data.pixels[:2]
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([real, noise]).to(model_device(model.encoder), model_dtype(model.encoder))
+    with eval_mode(model.encoder), torch.no_grad():
+        fmap = model.encoder(x).double()
+    sums = fmap.sum(dim=1)
+    if (sums - sums.mean()).abs().max() <= 1e-5 * max(float(fmap.abs().max()), 1e-12):
+        return (f"{model.label}: its ERFs are zero (up to rounding: the largest value is {float(maps.max()):.1g}) "
+                "because the channel sum of its local representations is the same for every input "
+                f"({float(sums.mean()):.2g} here, on real and noise images), so its gradient, the ERF as defined here, "
+                "vanishes. A final LayerNorm whose gains are all equal does this: a randomly initialised ViT (gain 1, "
+                "bias 0: every position's channels sum to 0). Trained gains differ, and so does the ERF.")
+    if not maps.any():
+        return (f"{model.label}: every ERF is zero: the channel sum of its local representations does not change "
+                "with the input pixels at these images.")
+    return None
 
 
 @section("erf")
@@ -43,6 +71,9 @@ def erf_section(session: Session) -> Section:
         per_model[m.label] = {"num_images": len(maps), "feature_map": [h, w], "positions": [
             {"position": list(p), "index": list(ij), **erf_stats(mean[t])}
             for t, (p, ij) in enumerate(zip(cfg.positions, position_indices(cfg.positions, h, w), strict=True))]}
+        note = zero_erf_note(session, m, maps)
+        if note is not None:
+            per_model[m.label]["note"] = note
     # figure 4 draws one model per group, named with its seed; the means average every seed's maps
     first = {f"{g} ({session.seed_name(models[0])})" if session.seed_name(models[0]) != g else g: models[0]
              for g, models in session.groups().items()}
@@ -51,7 +82,7 @@ def erf_section(session: Session) -> Section:
     fig4, fig_mean = session.path("erf", "figure4.png"), session.path("erf", "erf_mean.png")
     # the theoretical receptive fields of the backbones the RF calculator knows (not external models)
     centres = {g: rf_centres(m.config, cfg.positions, images.shape[-1]) for g, m in first.items()
-               if m.config is not None}
+               if m.config is not None and m.config.backbone.name in list_backbones()}
     save_figure(plot_erf_comparison(images, {g: np.asarray(records[m.label]["maps"])[:show] for g, m in first.items()},
                                     cfg.positions, centres=centres), fig4, dpi=100)
     # each seed's image-averaged maps scaled to their maximum before the seeds are averaged: the figure is
@@ -72,7 +103,8 @@ def erf_section(session: Session) -> Section:
               f"images. The first figure shows one seed of each group (named beside its rows) on {show} image(s) "
               "(crosses: centres of the theoretical receptive fields), the second the maps averaged over the "
               "images and the group's seeds; the table gives the RMS radius (pixels) of each model's averaged map, "
-              "mean ± std over seeds."],
+              "mean ± std over seeds.",
+              *[r["note"] for r in per_model.values() if "note" in r]],
         figures=[FigureRef(session.rel(fig4), "ERFs per image, one seed of each group (named)"),
                  FigureRef(session.rel(fig_mean), "ERFs averaged over the images and each group's seeds")],
         tables=[Table("ERF RMS radius (px) per position", header, pm_rows(radius, digits=2))],

@@ -20,9 +20,13 @@ from cossl_analysis.viz.panels import Panel, Series, plot_panels
 def _check(session: Session) -> None:
     for m in session.models:
         try:
-            resolve_layer(m.encoder, session.config.internal_corruption.layer)
+            layer = resolve_layer(m.encoder, session.config.internal_corruption.layer)
         except AnalysisError as err:
             raise AnalysisError(f"{m.label}: {err}") from None
+        if layer == "" and getattr(m.encoder, "pooling_kind", "mean") == "pass":
+            raise AnalysisError(f"{m.label}: its global representation ({m.global_description}) is taken in the "
+                                "forward pass, so corrupting the final map after it changes nothing; name an inner "
+                                "layer with internal_corruption.layer (auto: the last-but-one block)")
 
 
 @section("internal_corruption", check=_check)

@@ -153,7 +153,7 @@ class Model:
     @property
     def global_description(self) -> str:
         """The global representation in words (figures name it)."""
-        text = getattr(self.encoder, "global_description", None)
+        text = getattr(self.encoder, "global_description", None) or getattr(self.encoder, "global_text", None)
         if text is not None:
             return str(text)
         return "spatial mean of the map" + ("" if isinstance(pool_head(self.encoder), nn.Identity)
@@ -165,7 +165,9 @@ class Model:
         text = getattr(self.encoder, "description", None)
         if text is not None:
             return str(text)
-        return f"local = the {self.backbone} feature map; global = {self.global_description}"
+        how = getattr(getattr(self.encoder, "backbone", None), "map_text", None)
+        return (f"local = the {self.backbone} feature map{f' ({how})' if how else ''}; "
+                f"global = {self.global_description}")
 
     @property
     def slug(self) -> str:
@@ -182,6 +184,33 @@ class Model:
         return ProbeClassifier(self.encoder, self.probe)
 
     @functools.cached_property
+    def provenance(self) -> dict[str, Any]:
+        """Where the encoder's weights came from: the file and its SHA-256, how the architecture was
+        initialised (``pretrained=``), and which state-dict tensors were loaded and which missing."""
+        if self.pretrained is None:
+            found = getattr(self.encoder, "provenance", None)
+            return dict(found) if found else {"source": self.spec, "weights": "as given (a module in memory)"}
+        from cossl_analysis.external.build import sha256
+
+        pre, keys = self.pretrained, len(self.pretrained.encoder.state_dict())
+        spec_note = "" if pre.config.backbone.name in _registered() else (
+            f"; architecture {pre.config.backbone.name} from its library's initialisation (pretrained=False: "
+            "nothing downloaded)")
+        return {"source": str(pre.path), "weights": str(pre.path.resolve()), "sha256": sha256(pre.path),
+                "pretrained": f"cossl-train pretrain, epoch {pre.epoch}, train.seed={pre.config.train.seed}{spec_note}",
+                "loaded": keys, "architecture_keys": keys, "missing": [], "probe": self.probe_source}
+
+    @property
+    def provenance_text(self) -> str:
+        """:attr:`provenance` in one line, for the report's models table."""
+        p = self.provenance
+        if "sha256" not in p:
+            return f"{p.get('weights')}; {p.get('pretrained', '')}".strip("; ")
+        missing = ", ".join(p.get("missing") or []) or "none"
+        return (f"{p['weights']} (sha256 {p['sha256'][:12]}...): {p['loaded']} of {p['architecture_keys']} tensors "
+                f"loaded, missing: {missing}")
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Hash of the encoder and probe weights (and, for an external model, of where its map and
         global representation come from): what a cached result of this model depends on."""
@@ -195,6 +224,47 @@ class Model:
         """The same model scored with another probe."""
         pretrained = None if self.pretrained is None else replace(self.pretrained, probe=probe)
         return replace(self, probe=probe, probe_source=source, probe_kind=kind, pretrained=pretrained)
+
+
+def _registered() -> list[str]:
+    from cossl_train.backbones import list_backbones
+
+    return list_backbones()
+
+
+def stamp_provenance(out: Path, files: Sequence[str], models: Sequence[Model]) -> None:
+    """Write each model's :attr:`Model.provenance` into the JSON result files among ``files``.
+
+    A file keyed by model label (or by group) gets it inside each model's (each group's) own record,
+    so that its keys stay the labels; any other JSON object gets a top-level ``provenance`` (label ->
+    record). A group keyed to a list (the large-crop curves) has no record to hold it: the manifest
+    and the report's models table do."""
+    import json
+
+    from cossl_analysis.report.files import write_json
+
+    records = {m.label: m.provenance for m in models}
+    groups: dict[str, dict[str, Any]] = {}
+    for m in models:
+        groups.setdefault(m.group, {})[m.label] = records[m.label]
+    for name in files:
+        path = out / name
+        if path.suffix != ".json" or not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            continue
+        if data and all(isinstance(v, list) for v in data.values()):
+            continue  # curves keyed by label (large crop): no record to hold it
+        if any(key in records or key in groups for key in data):
+            for key, value in data.items():
+                if isinstance(value, dict) and key in records:
+                    value["provenance"] = records[key]
+                elif isinstance(value, dict) and key in groups:
+                    value["provenance"] = groups[key]
+        else:
+            data["provenance"] = records
+        write_json(data, path)
 
 
 def _told_apart(model: Any, how: int) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from cossl_analysis.analyses.patch_drop import PatchDropResult, patch_drop_from_features
-from cossl_analysis.errors import AnalysisError
 from cossl_analysis.registry import section
 from cossl_analysis.report.files import save_figure, write_json
 from cossl_analysis.report.loading import Model
@@ -26,15 +26,25 @@ from cossl_train.encoder import pool_head
 
 
 def _check(session: Session) -> None:
-    from cossl_analysis.external import require_poolable_subsets
-
     session.require_map("patch dropping")
-    for m in session.models:
-        try:
-            require_poolable_subsets(m.encoder)
-        except AnalysisError as err:
-            raise AnalysisError(f"{m.label}: {err}".replace("load it with global_pool='mean'",
-                                                            "pass external.global_pool=mean")) from None
+
+
+def repoolable(m: Model) -> bool:
+    """Whether ``m``'s global is head(mean over positions), so a subset of positions re-pools; a
+    class token (or max or attention pooling) is not, and such a model is left out (docs/analysis.md)."""
+    return bool(getattr(m.encoder, "poolable_subsets", True))
+
+
+def left_out_text(models: list[Model]) -> str:
+    """Why models whose global cannot be re-pooled are left out, naming them."""
+    if not models:
+        return ""
+    which = "; ".join(f"{m.label} ({m.global_description})" for m in models)
+    fix = " (external models: external.global_pool=mean analyses the mean of the patch tokens instead)" if any(
+        m.is_external for m in models) else ""
+    return (f" Left out: {which}: their global representation is not the mean of the positions, so it cannot be "
+            f"re-pooled from the kept ones, and patch dropping refuses them rather than average something else"
+            f"{fix}.")
 
 
 def last_point_name(result: PatchDropResult) -> str:
@@ -50,9 +60,11 @@ def drop_params(session: Session, accuracy: bool) -> dict[str, Any]:
             "accuracy": accuracy}
 
 
-def drop_result(session: Session, m: Model, accuracy: bool | None = None) -> dict[str, Any]:
+def drop_result(session: Session, m: Model, accuracy: bool | None = None) -> dict[str, Any] | None:
     """The patch-drop analysis of ``m`` with the run's settings (stored); ``accuracy`` (default:
-    ``patch_drop.accuracy``) scores the probe too."""
+    ``patch_drop.accuracy``) scores the probe too. None for a model left out (:func:`repoolable`)."""
+    if not repoolable(m):
+        return None
     cfg = session.config.patch_drop
     accuracy = cfg.accuracy if accuracy is None else accuracy
 
@@ -68,6 +80,12 @@ def drop_result(session: Session, m: Model, accuracy: bool | None = None) -> dic
 @section("patch_drop", check=_check)
 def patch_drop_section(session: Session) -> Section:
     cfg = session.config.patch_drop
+    left_out = [m for m in session.models if not repoolable(m)]
+    if len(left_out) == len(session.models):
+        return Section(text=["Patch dropping re-pools the global representation from the kept positions." +
+                             left_out_text(left_out)])
+    if left_out:  # the section over the models it applies to
+        session = dataclasses.replace(session, models=[m for m in session.models if repoolable(m)])
     results = {m.label: drop_result(session, m) for m in session.models}
     means, stds = seed_curves(results, session, ("cosine_mean", "accuracy"))
     spread = session.spread_name("std over images")
@@ -97,7 +115,7 @@ def patch_drop_section(session: Session) -> Section:
         text=[f"A fraction of the local representations is dropped after the encoder ({cfg.mode} order) and the "
               f"global representation ({globals_used}) is pooled again from the kept positions. The x axis is the "
               f"fraction actually dropped, k / P (at least one position is always kept; {last_text}). Band: "
-              f"{spread}; tables: mean ± std over seeds."],
+              f"{spread}; tables: mean ± std over seeds." + left_out_text(left_out)],
         figures=[FigureRef(session.rel(png), "cosine and probe accuracy against the fraction dropped")],
         tables=tables, files=["patch_drop/patch_drop.json"], summary={"per_checkpoint": results}, metrics=metrics,
     )

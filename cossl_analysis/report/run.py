@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from cossl_analysis.config import AnalysisConfig
 from cossl_analysis.registry import Analysis, plan
+from cossl_analysis.report.loading import stamp_provenance
 from cossl_analysis.report.paired import MARGINS, Metric, comparisons, paired_rows
 from cossl_analysis.report.session import BINOMIAL_NOTE, PCT, Section, Session, Table, open_session, pm
 
@@ -103,9 +104,9 @@ def _with_paired(section: Section, found: Sequence[Any]) -> Section:
 def _models_table(session: Session) -> Table:
     rows = [[m.label, m.group, m.method, m.source, "-" if m.epoch is None else str(m.epoch),
              "-" if m.seed is None else str(m.seed), "-" if m.c_min is None else f"{m.c_min:g}", m.description,
-             m.probe_source] for m in session.models]
+             m.provenance_text, m.probe_source] for m in session.models]
     return Table("Models", ["label", "group", "method", "checkpoint or spec", "epoch", "seed", "c_min",
-                            "representations", "probe"], rows)
+                            "representations", "weights", "probe"], rows)
 
 
 def render(session: Session, sections: Sequence[Section], command: str, argv: Sequence[str],
@@ -160,7 +161,8 @@ def _record_run(session: Session, command: str, argv: Sequence[str], sections: S
         "models": [{"label": m.label, "group": m.group, "kind": "external" if m.is_external else "cossl",
                     "checkpoint": m.source, "method": m.method_name, "backbone": m.backbone, "epoch": m.epoch,
                     "seed": m.seed, "c_min": m.c_min, "probe": m.probe_source, "probe_kind": PROBE_KINDS[m.probe_kind],
-                    "representations": m.description, "fingerprint": m.fingerprint} for m in session.models],
+                    "representations": m.description, "fingerprint": m.fingerprint, "provenance": m.provenance}
+                   for m in session.models],
         "summary": {s.key: {g: {k.name: _group_cell(k, models) for k in s.metrics}
                             for g, models in session.groups().items()} for s in sections},
         "summary_table": {"header": header, "rows": summary.rows},
@@ -186,6 +188,7 @@ def run_analyses(command: str, paths: Sequence[str | Path], out: Path, config: A
                 for a in tqdm(analyses, desc=command, disable=not progress or len(analyses) < 2)]
     found = comparisons(session.groups())
     sections = [_with_paired(s, found) for s in sections]
+    stamp_provenance(session.out, sorted({f for s in sections for f in s.files}), session.models)
     metrics = run_metrics(session, sections)
     records = paired_rows(metrics, found)
     summary = summary_table(session, metrics)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,18 +33,28 @@ __all__ = ["SweepPoint", "SweepResult", "accuracy_of", "check_dependencies", "cl
            "plan_points", "resolve_layer", "run_sweeps", "session_sweeps"]
 
 #: the intermediate map of ``layer="auto"``: the last-but-one stage of a ResNet, in a cossl encoder
-#: and in an external (torchvision or timm) one
-AUTO_LAYERS = ("backbone.layer3", "net.layer3")
+#: (its own backbone, or a torchvision / timm one) and in an external one
+AUTO_LAYERS = ("backbone.layer3", "net.layer3", "backbone.net.layer3")
 AUTO_LAYER = AUTO_LAYERS[0]
+
+
+def _last_but_one_block(names: list[str]) -> str:
+    """A transformer's last-but-one block (its only block when it has one): ``...blocks.N``."""
+    found = [(m.group(1), int(m.group(2))) for n in names if (m := re.fullmatch(r"(.*blocks)\.(\d+)", n))]
+    if not found:
+        return ""
+    prefix = found[0][0]
+    last = max(i for p, i in found if p == prefix)
+    return f"{prefix}.{max(0, last - 1)}"
 
 
 def resolve_layer(encoder: nn.Module, layer: str) -> str:
     """The submodule name that ``layer`` means for ``encoder`` (``auto``: the first of
-    :data:`AUTO_LAYERS` the encoder has, else "" = the final feature map); one-line error for a
-    name it does not have."""
+    :data:`AUTO_LAYERS` the encoder has, else a transformer's last-but-one block, else "" = the
+    final feature map); one-line error for a name it does not have."""
     names = [n for n, _ in encoder.named_modules()]
     if layer == "auto":
-        return next((n for n in AUTO_LAYERS if n in names), "")
+        return next((n for n in AUTO_LAYERS if n in names), None) or _last_but_one_block(names)
     if layer not in names:
         shallow = [n for n in names if n and n.count(".") <= 1]
         hint = ", ".join(["'' (the output)", *shallow[:12]]) + (", ..." if len(shallow) > 12 else "")

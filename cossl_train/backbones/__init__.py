@@ -1,6 +1,10 @@
 """Backbone registry: every backbone maps (B, 3, H, W) to a feature map (B, C, h, w), exposes
 ``num_features`` (= C) and does no pooling. ``list_backbones``, ``build_backbone``, the per-backbone
-defaults (stem, pool MLP) and ``backbone_info`` (RF, size, output side, without a forward pass)."""
+defaults (stem, pool MLP) and ``backbone_info`` (RF, size, output side, without a forward pass).
+
+Any other network is named by a model spec (``torchvision:NAME``, ``timm:NAME``,
+``MODULE:FUNCTION``; :mod:`.spec`) and used through its family's feature-map rule
+(:mod:`.external`): :func:`spec_backbone`."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from .rf_resnet import RFResNet, RFResNet18, RFResNetSpec
 
 __all__ = [
     "build_backbone",
+    "spec_backbone",
     "list_backbones",
     "backbone_info",
     "backbone_defaults",
@@ -124,6 +129,40 @@ def build_backbone(name: str, *, small_image: bool | None = None, width: int = 6
     if width < 1:
         raise ValueError(f"backbone width must be >= 1, got {width}")
     return entry.factory(_stem(name, entry, small_image), width)
+
+
+def spec_backbone(name: str, kwargs: dict[str, Any] | None = None, input_sizes: tuple[int, ...] = (224,)) -> nn.Module:
+    """The network a model spec names (``torchvision:``, ``timm:``, ``MODULE:FUNCTION``), freshly
+    initialised, as a trainable :class:`~cossl_train.backbones.external.FeatureMap` (its
+    pre-pooling map, ``num_features`` and the model's own global).
+
+    Args:
+        name: the spec (as ``backbone.name``; no weights file).
+        kwargs: keyword arguments of the library's builder (``backbone.kwargs``).
+        input_sizes: the image sides it must run at (training and local crops): each is probed
+            once, so a size the network refuses is one line here, not a traceback in training.
+
+    Raises:
+        BackboneError: one line starting ``backbone.name=<spec>``.
+
+    >>> fm = spec_backbone("timm:vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 1}, (32,))
+    >>> fm.num_features, fm.map_size, fm.global_pool
+    (192, (4, 4), 'token')
+    """
+    from ..errors import BackboneError
+    from .external import feature_map
+    from .library import build_model
+    from .spec import parse_spec
+
+    where = f"backbone.name={name}"
+    try:
+        net = build_model(parse_spec(name), kwargs)
+    except BackboneError as err:
+        raise BackboneError(f"{where}: {err}") from None
+    fm = feature_map(net, input_size=input_sizes[0], source=where)
+    for size in input_sizes[1:]:
+        fm.probe(size)
+    return fm
 
 
 def backbone_info(

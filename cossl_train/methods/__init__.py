@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import Config
-from ..encoder import Encoder
+from ..encoder import Encoder, build_encoder
 from ..losses import PairLoss, view_pairs
 from . import byol, dino, mocov3, simclr
 from .base import MethodOutput, SSLMethod, make_target
@@ -43,21 +43,6 @@ def display_name(name: str) -> str:
     """``co_byol`` -> ``CO-BYOL``."""
     base = DISPLAY_NAMES.get(base_name(name), base_name(name))
     return f"CO-{base}" if name.startswith("co_") else base
-
-
-def build_encoder(cfg: Config) -> Encoder:
-    """The encoder of ``cfg``: backbone (with its default stem unless ``backbone.small_image`` is
-    set), input normalisation, and the MLP after pooling when ``backbone.pool_mlp`` (or the
-    backbone's default) says so."""
-    from ..backbones import backbone_defaults, build_backbone
-    from ..encoder import PoolMLP
-
-    b = cfg.backbone
-    backbone = build_backbone(b.name, small_image=b.small_image, width=b.width)
-    pool_mlp = backbone_defaults(b.name)["pool_mlp"] if b.pool_mlp is None else b.pool_mlp
-    c = backbone.num_features
-    head = PoolMLP(c, b.pool_mlp_hidden or c) if pool_mlp else None
-    return Encoder(backbone, cfg.augment.mean, cfg.augment.std, head=head)
 
 
 def build_method(cfg: Config, encoder: Encoder | None = None) -> SSLMethod:

@@ -139,15 +139,16 @@ class SSLMethod(nn.Module):
         return fmaps, self._project(self.target_projector, reps)
 
     def _encode(self, encoder: Encoder, views: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per view: (feature map, global representation); see ``joint_views``."""
+        """Per view: (feature map, global representation), both from one pass (``encoder.encode``:
+        a ViT's class token is a property of the pass, not of the map); see ``joint_views``."""
         if not self.joint_views:
-            fmaps = [encoder(v) for v in views]
-            return fmaps, [encoder.pool(f) for f in fmaps]
+            encoded = [encoder.encode(v) for v in views]
+            return [f for f, _ in encoded], [h for _, h in encoded]
         fmaps, reps = [], []
         for group in _same_resolution_runs(views):
-            f = encoder(torch.cat(group))
+            f, h = encoder.encode(torch.cat(group))
             fmaps += list(f.chunk(len(group)))
-            reps += list(encoder.pool(f).chunk(len(group)))
+            reps += list(h.chunk(len(group)))
         return fmaps, reps
 
     def _project(self, projector: nn.Module, reps: Sequence[Tensor]) -> list[Tensor]:

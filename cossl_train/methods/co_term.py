@@ -13,8 +13,9 @@ Heads. By default the CO term has its own local projector (widths ``co.proj_hidd
 a momentum method, its momentum copy as the local targets (Figure 1's "two new local projectors").
 ``co.local_targets=global_heads`` takes those targets from the momentum global path at every
 position instead, a space the global target's training ties it to. ``co.shared_heads=true`` uses
-the method's global path for queries and targets (pool MLP, projector, predictor applied at each
-position; one of the paper's ablations). With ``direction=global_to_local`` alone and a momentum
+the method's global path for queries and targets (what follows the spatial mean -- a backbone's own
+step such as ConvNeXt's norm, the pool MLP --, projector and predictor, applied at each position;
+one of the paper's ablations). With ``direction=global_to_local`` alone and a momentum
 method no loss would train a separate local projector, so the targets then come from the global
 path and no local heads are built. Whenever a global head runs on local rows, its BatchNorm
 normalises with their batch statistics and keeps its running statistics for the global rows
@@ -98,7 +99,7 @@ class LocalHeads(nn.Module):
     def local_queries(self, method: SSLMethod, fmap: Tensor) -> Tensor:
         """(B, C, h, w) online map -> (B, P, D) local queries."""
         if self.shared:
-            return per_position(_chain(method.encoder.head, method.projector, method.predictor), fmap, self.grid,
+            return per_position(_chain(method.encoder.mean_head, method.projector, method.predictor), fmap, self.grid,
                                 update_running_stats=False)
         return per_position(_chain(self.local_projector, self.local_predictor), fmap, self.grid)
 
@@ -106,12 +107,12 @@ class LocalHeads(nn.Module):
         """(B, C, h, w) map of the target side -> (B, P, D) raw local targets."""
         if not method.momentum:  # SimCLR: online local embeddings, with their gradient
             if self.global_targets:
-                return per_position(_chain(method.encoder.head, method.projector), fmap, self.grid,
+                return per_position(_chain(method.encoder.mean_head, method.projector), fmap, self.grid,
                                     update_running_stats=False)
             return per_position(_chain(self.local_projector), fmap, self.grid)
         with torch.no_grad():
             if self.global_targets:
-                return per_position(_chain(method.target_encoder.head, method.target_projector), fmap, self.grid,
+                return per_position(_chain(method.target_encoder.mean_head, method.target_projector), fmap, self.grid,
                                     update_running_stats=False)
             return per_position(_chain(self.target_local_projector), fmap, self.grid)
 

@@ -131,10 +131,60 @@ def test_a_timm_resnet_and_a_tiny_timm_vit(files: dict[str, Any], tmp_path: Path
         assert all(p["total"] > 0 for label in erf for p in erf[label]["positions"])
     vit = _manifest(tmp_path / "tinyvit", "similarity")["models"][0]["representations"]
     assert "patch tokens of forward_features (class token dropped), 192 channels, 2x2 at 32 px" in vit
-    # the class token cannot be re-pooled from kept positions: refused, with the setting that would do
+    # the class token cannot be re-pooled from kept positions: the model is left out, with the setting that would do
     code, err = _run(capsys, "patch-drop", "tinyvit:build", "--out", tmp_path / "token", *files["data"],
                      "patch_drop.accuracy=false", *SMALL)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "pass external.global_pool=mean" in err
+    assert code == 0, err
+    html = (tmp_path / "token" / "patch-drop.html").read_text()
+    assert "Left out: tinyvit:build (class token)" in html and "external.global_pool=mean analyses" in html
+    assert not (tmp_path / "token" / "patch_drop" / "patch_drop.json").exists()
+
+
+def test_every_result_file_says_where_the_weights_came_from(files: dict[str, Any], tiny_checkpoints: dict,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    weights = files["weights"]["resnet18"]
+    spec = f"torchvision:resnet18@{weights}"
+    out = tmp_path / "out"
+    for command in ("similarity", "erf"):
+        code, err = _run(capsys, command, tiny_checkpoints["byol"], spec, "--labels", "BYOL,R18", "--out", out,
+                         *files["data"], "augment.resolution=64", *SMALL)
+        assert code == 0, err
+    records = {m["label"]: m["provenance"] for m in _manifest(out, "similarity")["models"]}
+    r18, byol = records["R18"], records["BYOL"]
+    assert r18["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert r18["pretrained"] == "torchvision weights=None (nothing downloaded)"
+    trunk = [k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")]
+    assert r18["loaded"] == r18["architecture_keys"] == len(trunk) and r18["missing"] == []
+    assert r18["dropped"] == {"fc": 2} and r18["weights"] == str(weights.resolve())
+    checkpoint = Path(tiny_checkpoints["byol"])
+    assert byol["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest() and byol["missing"] == []
+    assert "cossl-train pretrain, epoch 3" in byol["pretrained"]
+    written = [p for p in out.rglob("*.json") if p.name not in ("manifest.json", "cells.json")]
+    assert {p.name for p in written} == {"similarity.json", "erf.json"}
+    for path in written:  # both records, at the top or (a file keyed by label) under each model's own
+        data = json.loads(path.read_text())
+        found = data.get("provenance") or {label: data[label]["provenance"] for label in ("BYOL", "R18")}
+        assert found == records, path
+    html = (out / "similarity.html").read_text()
+    assert f"sha256 {r18['sha256'][:12]}" in html and f"sha256 {byol['sha256'][:12]}" in html
+
+
+def test_the_zero_erf_of_a_fresh_vit_is_explained(files: dict[str, Any], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "freshvit.py").write_text(
+        "import timm\n\n\ndef build():\n"
+        "    return timm.create_model('vit_tiny_patch16_224', img_size=32, patch_size=8, depth=1, num_classes=0)\n")
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "erf", "freshvit:build", "--out", tmp_path / "out", *files["data"], *SMALL)
+    assert code == 0, err
+    (record,) = json.loads((tmp_path / "out/erf/erf.json").read_text()).values()
+    # a fresh final LayerNorm (gain 1, bias 0): every position's channels sum to 0, whatever the image
+    assert max(p["total"] for p in record["positions"]) < 1e-3
+    assert "the channel sum of its local representations is the same for every input" in record["note"]
+    assert "randomly initialised ViT" in (tmp_path / "out/erf.html").read_text()
 
 
 BAD = {

@@ -13,6 +13,7 @@ from torch import nn
 
 from cossl_analysis import DEFAULT_POSITIONS, erf_map, position_indices
 from cossl_analysis.analyses.erf import erf_stats, position_index, rf_centres
+from cossl_analysis.errors import AnalysisError
 from cossl_analysis.report import save_erf
 from cossl_train.config import load_config
 from cossl_train.encoder import Encoder
@@ -258,7 +259,8 @@ def test_erf_stats() -> None:
 
 def test_uint8_images_are_pixels_over_255() -> None:
     """uint8 images mean what they mean everywhere in the package (value / 255): on a network with
-    ReLUs and normalisation the gradient depends on the input's scale, so 0-255 floats would differ."""
+    ReLUs and normalisation the gradient depends on the input's scale, so 0-255 floats, which would
+    differ, are refused by an encoder of the package."""
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, stride=2))
     backbone.num_features = 4  # type: ignore[assignment]
@@ -266,7 +268,8 @@ def test_uint8_images_are_pixels_over_255() -> None:
     images = torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8)
     as_uint8 = erf_map(net, images, average=False)
     np.testing.assert_allclose(as_uint8, erf_map(net, images.float() / 255, average=False), rtol=1e-6, atol=0)
-    assert not np.allclose(as_uint8, erf_map(net, images.float(), average=False))
+    with pytest.raises(AnalysisError, match="floats up to 255"):
+        erf_map(net, images.float(), average=False)
 
 
 def test_a_bare_position_pair_is_a_one_line_error() -> None:
