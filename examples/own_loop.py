@@ -15,9 +15,8 @@ import argparse
 import torch
 import torchvision
 import torchvision.transforms.v2 as T
-from torch import nn
 
-from cossl_train import MLP, CoLoss, PerPosition, SimCLRLoss
+from cossl_train import MLP, CoLoss, PerPosition, SimCLRLoss, feature_map
 from cossl_train.data.scenes import digit_scenes
 
 
@@ -39,8 +38,7 @@ def main() -> None:
                          T.ColorJitter(0.4, 0.4), T.ToDtype(torch.float32, scale=True),
                          T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 
-    resnet = torchvision.models.resnet18()
-    backbone = nn.Sequential(*list(resnet.children())[:-2])  # the map before pooling: (B, 512, h, w)
+    backbone = feature_map(torchvision.models.resnet18())  # the map before pooling: (B, 512, h, w)
     projector = MLP(512, 512, 128)  # SimCLR's projection head
     local_projector = PerPosition(MLP(512, 512, 128))  # CO: a projection head at every position
     criterion = CoLoss(SimCLRLoss(temperature=0.2), local_weight=args.local_weight)  # CO
