@@ -257,6 +257,9 @@ class TrainConfig:
     tensorboard: bool = True
     #: evaluate with kNN on the validation split after every epoch (0 = never)
     knn_every: int = 0
+    #: also keep the checkpoint of these epochs, in out_dir/epochNNN/ (points of a budget curve; a
+    #: kept checkpoint is this run at that epoch, on its own schedule, not a shorter run)
+    keep_epochs: tuple[int, ...] = ()
 
 
 @dataclass
@@ -473,6 +476,10 @@ def validate(cfg: Config) -> Config:
     _check_backbone(cfg.backbone)
     if cfg.train.seed < 0:
         raise ConfigError(f"train.seed={cfg.train.seed} must be >= 0")
+    bad = [e for e in cfg.train.keep_epochs if not 1 <= e <= cfg.train.epochs]
+    if bad:
+        raise ConfigError(f"train.keep_epochs={list(cfg.train.keep_epochs)}: {bad[0]} is not an epoch of this run "
+                          f"(1-{cfg.train.epochs})")
     if not 0 <= cfg.co.local_weight <= 1:
         raise ConfigError(f"co.local_weight={cfg.co.local_weight} must lie in [0, 1] (it is w_s in "
                           "L = (1 - w_s) L_g + w_s L_l)")

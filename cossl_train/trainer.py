@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from . import jsonio
+from .atomic import atomic_write, atomic_write_text
 from .augment import eval_transform
 from .checkpoint import (
     CheckpointError,
@@ -288,10 +289,24 @@ def end_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_ste
             "num_classes": data.num_classes, "rng": rng_state(), "world_size": run.world,
             "train_seconds": run.train_seconds,
         })
+        if epoch + 1 in run.cfg.train.keep_epochs:
+            keep_checkpoint(run, epoch + 1)
         metrics.log_epoch(epoch + 1, vals)
         log.info("epoch %d/%d %s", epoch + 1, run.cfg.train.epochs, " ".join(f"{k}={v:.4g}" for k, v in vals.items()))
     dist_utils.barrier()
     return {"epoch": epoch + 1, **vals, "train_seconds": run.train_seconds}
+
+
+def kept_dir(out_dir: Path, epoch: int) -> Path:
+    """Where ``train.keep_epochs`` keeps the checkpoint of ``epoch``."""
+    return Path(out_dir) / f"epoch{epoch:03d}"
+
+
+def keep_checkpoint(run: Run, epoch: int) -> None:
+    """A copy of this epoch's checkpoint (and the run's config) in :func:`kept_dir`, written atomically."""
+    folder = kept_dir(run.out_dir, epoch)
+    atomic_write(folder / CHECKPOINT_NAME, lambda handle: handle.write(run.checkpoint.read_bytes()))
+    atomic_write_text(folder / "config.yaml", (run.out_dir / "config.yaml").read_text())
 
 
 def finish(run: Run, metrics: MetricsLogger, summary: dict[str, Any]) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def test_every_config_key_has_a_description(capsys: pytest.CaptureFixture[str]) 
     from cossl_train.config_help import describe
 
     def leaves(d: dict, prefix: str = "") -> list[str]:
-        return [k for key, v in d.items() for k in (leaves(v, f"{prefix}{key}.") if isinstance(v, dict)
+        return [k for key, v in d.items() for k in (leaves(v, f"{prefix}{key}.") if isinstance(v, dict) and v
                                                      else [f"{prefix}{key}"])]
 
     rows = describe()

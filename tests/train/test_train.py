@@ -345,3 +345,17 @@ def test_multi_crop_run_trains_on_every_view(tmp_path: Path, monkeypatch: pytest
     summary = pretrain(cfg, progress=False)
     assert seen and all(s == [(32, 3, 16, 16)] * 2 + [(32, 3, 8, 8)] * 2 for s in seen)
     assert math.isfinite(summary["loss"])
+
+
+def test_kept_epochs_are_the_runs_checkpoints_at_those_epochs(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, "method.name=co_simclr", "train.epochs=3", "train.max_steps_per_epoch=2",
+               "train.keep_epochs=[1,3]")
+    pretrain(cfg, progress=False)
+    assert sorted(p.name for p in tmp_path.glob("epoch[0-9]*")) == ["epoch001", "epoch003"]
+    first, last = load_checkpoint(tmp_path / "epoch001" / "checkpoint.pt"), load_checkpoint(tmp_path / "epoch003" /
+                                                                                           "checkpoint.pt")
+    assert (first["epoch"], first["global_step"], last["epoch"]) == (1, 2, 3)
+    assert (tmp_path / "epoch003" / "checkpoint.pt").read_bytes() == (tmp_path / "checkpoint.pt").read_bytes()
+    assert (tmp_path / "epoch001" / "config.yaml").read_text() == (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="train.keep_epochs=\\[4\\]: 4 is not an epoch of this run \\(1-3\\)"):
+        tiny(tmp_path, "train.epochs=3", "train.keep_epochs=[4]")
