@@ -1,0 +1,211 @@
+"""Numbers and figures of docs/findings.md, "Looking for the term": every kept and final checkpoint
+of the study's `cossl-train compare` folders, measured the same way.
+
+    python docs/figures/study.py CELL=FOLDER [CELL=FOLDER ...]
+
+A FOLDER is a `compare` output (run folders ``[combination/]method/seedK``, each with the
+checkpoints that ``train.keep_epochs`` kept in ``epochNNN/``); CELL names it in the tables (a sweep's
+combination is appended). For every checkpoint: the fast linear probe and weighted kNN on the
+held-out split (``eval.json`` beside it, reused while current), the last epoch's local and global
+training loss (``epochs.csv``), and the CO objective on 256 held-out images against a second,
+training-augmented view (the report's ``co-objective`` computation and views; a base model is
+read through its global heads at every position: the floor). Results are stored beside each
+checkpoint (``study.json``) and reused. Writes ``study.csv`` (one row per cell, method, seed and
+epoch), ``study_summary.md`` (per cell and epoch: mean ± std over seeds, CO minus base paired by
+seed) and ``study_budget.png`` beside this file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+#: images of the CO objective (the demo's report setting) and the seed of their subset and second view
+IMAGES, SEED = 256, 0
+#: bump when what a study.json holds changes
+VERSION = 1
+COLUMNS = ["cell", "method", "seed", "epoch", "epochs", "linear_top1", "knn_top1", "loss_local", "loss_global",
+           "local_chance", "retrieval", "own_cosine", "other_cosine", "global_retrieval", "path"]
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """Every run folder (one holding checkpoint.pt and a method/seed layout) under ``folder``."""
+    return sorted(p.parent for p in folder.rglob("seed*/checkpoint.pt"))
+
+
+def checkpoints(run: Path) -> list[Path]:
+    """The kept checkpoints of a run (epochNNN/) and its final one, in epoch order."""
+    return [*sorted(run.glob("epoch[0-9][0-9][0-9]/checkpoint.pt")), run / "checkpoint.pt"]
+
+
+def _views(cfg: Any, cache: dict) -> tuple[Any, Any]:
+    """(view a, view b) of the held-out images at the config's resolution, made once per setting."""
+    from cossl_analysis.report.co_objective import second_view
+    from cossl_analysis.report.loading import load_eval_set
+    from cossl_train.evaluate import pixels
+
+    key = json.dumps({"data": cfg.data.__dict__, "augment": cfg.augment.__dict__}, sort_keys=True, default=str)
+    if key not in cache:
+        data = load_eval_set(cfg, IMAGES, seed=SEED, progress=False)
+        cache[key] = (pixels(data.images), second_view(data.images, cfg.augment, SEED))
+    return cache[key]
+
+
+def _epoch_row(run: Path, epoch: int) -> dict[str, str]:
+    with open(run / "epochs.csv") as f:
+        rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) == epoch]
+    return rows[-1] if rows else {}
+
+
+def measure(ckpt: Path, run: Path, views: dict) -> dict[str, Any]:
+    """The study's numbers for one checkpoint (stored in study.json beside it)."""
+    from cossl_analysis.analyses.co_objective import co_objective
+    from cossl_train.checkpoint import file_stamp, load_checkpoint, load_method
+    from cossl_train.config import from_dict
+    from cossl_train.experiments.runs import ensure_evaluated
+
+    store = ckpt.parent / "study.json"
+    stamp = {"version": VERSION, "images": IMAGES, "seed": SEED, **file_stamp(ckpt)}
+    if store.is_file():
+        stored = json.loads(store.read_text())
+        if stored.get("stamp") == stamp:
+            return stored["values"]
+    state = load_checkpoint(ckpt)
+    cfg = from_dict(state["config"])
+    evaluation = ensure_evaluated(ckpt, cfg, progress=False)
+    a, b = _views(cfg, views)
+    objective = co_objective(load_method(ckpt), a, b)
+    epoch = int(state["epoch"])
+    losses = _epoch_row(run, epoch)
+    values = {"method": cfg.method.name, "seed": cfg.train.seed, "epoch": epoch, "epochs": cfg.train.epochs,
+              "linear_top1": evaluation["linear_top1"], "knn_top1": evaluation["knn_top1"],
+              "loss_local": float(losses["loss_local"]) if losses.get("loss_local") else None,
+              "loss_global": float(losses["loss_global"]) if losses.get("loss_global") else None,
+              "local_chance": math.log(cfg.train.batch_size), "retrieval": 100 * objective.retrieval,
+              "own_cosine": objective.own_cosine, "other_cosine": objective.other_cosine,
+              "global_retrieval": 100 * objective.global_retrieval, "path": objective.path}
+    store.write_text(json.dumps({"stamp": stamp, "values": values}, indent=1))
+    return values
+
+
+def collect(cells: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    views: dict = {}
+    rows = []
+    for name, folder in cells:
+        for run in run_folders(folder):
+            combo = run.parent.parent.relative_to(folder).as_posix()
+            cell = name if combo in ("", ".") else f"{name}, {combo.replace('__', ', ')}"
+            for ckpt in checkpoints(run):
+                rows.append({"cell": cell, **measure(ckpt, run, views)})
+                print(f"{cell} {rows[-1]['method']} seed {rows[-1]['seed']} epoch {rows[-1]['epoch']}: "
+                      f"retrieval {rows[-1]['retrieval']:.2f} %", flush=True)
+    return rows
+
+
+def _pm(values: list[float], digits: int = 2) -> str:
+    from cossl_train.paired import mean_std_text
+
+    return mean_std_text(values, digits)
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Per cell and epoch: the base method and its CO form over seeds, and CO - base paired by seed."""
+    from cossl_train.paired import paired
+
+    lines = ["| cell | epoch | seeds | base linear / kNN (%) | local loss below chance (nats) | local retrieval (%) "
+             "CO / base floor | CO - floor (points) | global retrieval (%) CO / base | linear CO - base | "
+             "kNN CO - base |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    keys = sorted({(r["cell"], r["epoch"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for cell, epoch in keys:
+        here = [r for r in rows if r["cell"] == cell and r["epoch"] == epoch]
+        co = {r["seed"]: r for r in here if r["method"].startswith("co_")}
+        base = {r["seed"]: r for r in here if not r["method"].startswith("co_")}
+        seeds = sorted(set(co) & set(base))
+        if not seeds:
+            continue
+
+        def diff(key: str, name: str) -> str:
+            p = paired("CO", "base", name, [co[s][key] for s in seeds], [base[s][key] for s in seeds], " points")
+            return p.summary(2) if len(seeds) > 1 else f"{p.mean:+.2f} (n = 1)"
+
+        below = [co[s]["local_chance"] - co[s]["loss_local"] for s in seeds if co[s]["loss_local"] is not None]
+        lines.append(
+            f"| {cell} | {epoch} | {len(seeds)} | {_pm([base[s]['linear_top1'] for s in seeds])} / "
+            f"{_pm([base[s]['knn_top1'] for s in seeds])} | {_pm(below, 3)} | "
+            f"{_pm([co[s]['retrieval'] for s in seeds], 1)} / {_pm([base[s]['retrieval'] for s in seeds], 1)} | "
+            f"{diff('retrieval', 'local retrieval')} | {_pm([co[s]['global_retrieval'] for s in seeds], 1)} / "
+            f"{_pm([base[s]['global_retrieval'] for s in seeds], 1)} | {diff('linear_top1', 'linear')} | "
+            f"{diff('knn_top1', 'kNN')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """The budget curves: per cell, against the epoch (log x), seed means with the seeds as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
+    panels = [("local loss below chance (nats)", lambda r: r["local_chance"] - r["loss_local"], True),
+              ("local retrieval (%): CO (solid), base floor (dashed)", lambda r: r["retrieval"], False),
+              ("global retrieval (%): CO (solid), base (dashed)", lambda r: r["global_retrieval"], False),
+              ("linear top-1 (%): CO (solid), base (dashed)", lambda r: r["linear_top1"], False)]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, value, co_only) in zip(axes, panels, strict=True):
+        for i, cell in enumerate(cells):
+            for co, style in ((True, "-"), (False, "--")):
+                if co_only and not co:
+                    continue
+                got = [r for r in rows if r["cell"] == cell and r["method"].startswith("co_") == co
+                       and (not co_only or r["loss_local"] is not None)]
+                epochs = sorted({r["epoch"] for r in got})
+                if not epochs:
+                    continue
+                means = [sum(value(r) for r in got if r["epoch"] == e) / sum(r["epoch"] == e for r in got)
+                         for e in epochs]
+                ax.plot(epochs, means, style, color=colours[i % len(colours)], marker="o", ms=3,
+                        label=cell if co else None)
+                ax.scatter([r["epoch"] for r in got], [value(r) for r in got], s=6, color=colours[i % len(colours)],
+                           alpha=0.5)
+        ax.set_xscale("log")
+        ticks = sorted({r["epoch"] for r in rows})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("epoch (checkpoints of one run per seed)")
+        ax.set_title(title, fontsize=9)
+    axes[1].axhline(100 / IMAGES, color="k", lw=0.8, ls=":", label=f"chance (1/{IMAGES})")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit(__doc__)
+    cells = []
+    for spec in argv:
+        name, sep, folder = spec.partition("=")
+        if not sep or not Path(folder).is_dir():
+            raise SystemExit(f"study.py: {spec!r} is not CELL=FOLDER with an existing folder")
+        cells.append((name, Path(folder)))
+    rows = collect(cells)
+    with open(HERE / "study.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows([{k: r.get(k) for k in COLUMNS} for r in rows])
+    (HERE / "study_summary.md").write_text(summary(rows))
+    plot(rows, HERE / "study_budget.png")
+    print(re.sub(r"\n+$", "", summary(rows)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
