@@ -130,7 +130,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         if not seeds:
             continue
 
-        def diff(key: str, name: str) -> str:
+        def diff(key: str, name: str, co: dict = co, base: dict = base, seeds: list = seeds) -> str:
             p = paired("CO", "base", name, [co[s][key] for s in seeds], [base[s][key] for s in seeds], " points")
             return p.summary(2) if len(seeds) > 1 else f"{p.mean:+.2f} (n = 1)"
 
