@@ -230,7 +230,7 @@ def test_every_numeric_key_has_a_range() -> None:
         return out
 
     checked_in_validate = {"augment.c_min", "augment.c_max", "co.local_weight", "co.grid", "train.epochs",
-                           "train.batch_size", "train.accum_steps", "train.seed"}
+                           "train.batch_size", "train.accum_steps", "train.seed", "train.keep_epochs"}
     numeric = {k for k, v in leaves(Config()) if isinstance(v, (int, float, tuple)) and not isinstance(v, bool)}
     assert numeric - set(RANGES) == checked_in_validate
     for key in checked_in_validate:
