@@ -95,11 +95,23 @@ class CoTerm(nn.Module):
             terms.append(sum(self.loss.local_to_global(local_q[a], targets[b]) for a, b in pairs) / len(pairs))
         if self.g2l:
             maps = target_fmaps if target_fmaps is not None else online.fmaps[: len(targets)]
-            raw_local = [self.local_targets(method, self._grid(f)) for f in maps]
+            if self.l2g and self._targets_are_queries(method, target_fmaps):
+                # SimCLR with separate heads: the local targets are the local queries of the same maps
+                # (same projector, no predictor), so reuse them; one forward and backward of the local
+                # projector saved, same loss and gradients (its BatchNorm statistics move once per view)
+                raw_local = local_q[: len(targets)]
+            else:
+                raw_local = [self.local_targets(method, self._grid(f)) for f in maps]
             metrics["co_target_cos"] = target_cosine(raw_local, raw_targets)
             local_t = self.loss.targets(raw_local, epoch)
             terms.append(sum(self.loss.global_to_local(online.queries[a], local_t[b]) for a, b in pairs) / len(pairs))
         return CoOutput(self.loss.pair_scale * sum(terms) / len(terms), metrics)
+
+    def _targets_are_queries(self, method: SSLMethod, target_fmaps: Sequence[Tensor] | None) -> bool:
+        """Whether :meth:`local_targets` of the online maps would recompute :meth:`local_queries`:
+        no momentum branch, separate local heads for both and no local predictor."""
+        return (target_fmaps is None and not method.momentum and not self.shared and not self.global_targets
+                and self.local_predictor is None)
 
     def _grid(self, fmap: Tensor) -> Tensor:
         if self.grid and fmap.shape[-2:] != (self.grid, self.grid):
