@@ -130,8 +130,15 @@ class SeededCrops:
         """Every view of a uint8 batch (B, 3, H, W) with one seed per image: uint8 (B, 3, side, side)
         each, in one batched operation per view."""
         h, w = images.shape[-2:]
-        return [resized_crops(images, boxes, side)
-                for (side, _), boxes in zip(self.plan, self.boxes(seeds, h, w), strict=True)]
+        boxes = self.boxes(seeds, h, w)
+        out: list[Tensor | None] = [None] * len(self.plan)
+        for side in dict.fromkeys(s for s, _ in self.plan):  # views of one side: one call (fewer small ops)
+            views = [v for v, (s, _) in enumerate(self.plan) if s == side]
+            crops = resized_crops(images.repeat(len(views), 1, 1, 1), CropBoxes.concat([boxes[v] for v in views]),
+                                  side)
+            for v, crop in zip(views, crops.chunk(len(views)), strict=True):
+                out[v] = crop
+        return out  # type: ignore[return-value]
 
 
 class TwoViewCrop(SeededCrops):

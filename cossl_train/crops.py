@@ -7,6 +7,7 @@ randomness and resume")."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,12 @@ class CropBoxes:
     def __getitem__(self, i: int) -> tuple[int, int, int, int, bool]:
         return int(self.top[i]), int(self.left[i]), int(self.height[i]), int(self.width[i]), bool(self.flip[i])
 
+    @staticmethod
+    def concat(parts: Sequence[CropBoxes]) -> CropBoxes:
+        """The boxes of ``parts``, one after the other."""
+        return CropBoxes(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                           ("top", "left", "height", "width", "flip")))
+
 
 def _fallback(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
     """torchvision's box when every attempt failed: the whole image, cut to the ratio range."""
@@ -92,7 +99,7 @@ def sample_boxes(u: np.ndarray, height: int, width: int, scale: tuple[float, flo
     flip with p = 0.5.
 
     >>> b = sample_boxes(seed_uniforms([0], 0, DRAWS_PER_VIEW), 32, 32, (0.2, 1.0))
-    >>> 0 < b.height[0] <= 32 and 0 <= b.top[0] <= 32 - b.height[0]
+    >>> bool(0 < b.height[0] <= 32 and 0 <= b.top[0] <= 32 - b.height[0])
     True
     """
     n = u.shape[0]
@@ -114,28 +121,29 @@ def sample_boxes(u: np.ndarray, height: int, width: int, scale: tuple[float, flo
     return CropBoxes(top, left, bh, bw, u[:, -1] < 0.5)
 
 
-def resample_weights(size: int, start: np.ndarray, length: np.ndarray, out: int) -> np.ndarray:
-    """Antialiased bilinear weights (B, out, size) taking pixels ``start .. start + length - 1``
-    of an axis of ``size`` pixels to ``out`` pixels: the triangle filter widened by the
+def resample_weights(size: int, start: np.ndarray, length: np.ndarray, out: int) -> Tensor:
+    """Antialiased bilinear weights, float64 (B, out, size), taking pixels ``start .. start + length
+    - 1`` of an axis of ``size`` pixels to ``out`` pixels: the triangle filter widened by the
     downscaling factor (PIL's and torch's ``antialias=True`` rule), normalised per output pixel.
 
     >>> resample_weights(4, np.array([0]), np.array([4]), 2)[0]
-    array([[0.375, 0.375, 0.25 , 0.   ],
-           [0.   , 0.25 , 0.375, 0.375]])
+    tensor([[0.4286, 0.4286, 0.1429, 0.0000],
+            [0.0000, 0.1429, 0.4286, 0.4286]], dtype=torch.float64)
     """
-    length = length.astype(np.float64).reshape(-1, 1, 1)
-    scale = length / out
-    support = np.maximum(scale, 1.0)
-    centre = scale * (np.arange(out).reshape(1, -1, 1) + 0.5)
-    x = np.arange(size).reshape(1, 1, -1) - start.reshape(-1, 1, 1)  # position inside the crop
-    w = np.clip(1.0 - np.abs((x + 0.5 - centre) / support), 0.0, None)
-    w = np.where((x >= 0) & (x < length), w, 0.0)
-    return w / w.sum(axis=2, keepdims=True)
+    length_ = torch.from_numpy(np.asarray(length, dtype=np.float64)).view(-1, 1, 1)
+    scale = length_ / out
+    centre = scale * (torch.arange(out, dtype=torch.float64).view(1, -1, 1) + 0.5)
+    # position of every input pixel inside the crop
+    x = torch.arange(size, dtype=torch.float64).view(1, 1, -1) - torch.from_numpy(
+        np.asarray(start, dtype=np.float64)).view(-1, 1, 1)
+    w = (x + 0.5 - centre).div_(scale.clamp(min=1.0)).abs_().neg_().add_(1.0).clamp_(min=0.0)
+    w.masked_fill_((x < 0) | (x >= length_), 0.0)
+    return w.div_(w.sum(dim=2, keepdim=True))
 
 
-def _fixed_point(w: np.ndarray) -> Tensor:
+def _fixed_point(w: Tensor) -> Tensor:
     """Weights rounded to multiples of 2**-WEIGHT_BITS, scaled to integers, as float32."""
-    return torch.from_numpy(np.rint(w * 2.0**WEIGHT_BITS).astype(np.float32))
+    return (w * 2.0**WEIGHT_BITS).round_().float()
 
 
 def _round_pixels(x: Tensor) -> Tensor:
@@ -155,13 +163,15 @@ def resized_crops(images: Tensor, boxes: CropBoxes, size: int) -> Tensor:
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected a uint8 (B, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
-    b, _, height, width = images.shape
+    b, c, height, width = images.shape
     if len(boxes) != b:
         raise ValueError(f"{len(boxes)} boxes for {b} images")
-    wx = resample_weights(width, boxes.left, boxes.width, size)
-    wx = np.where(boxes.flip.reshape(-1, 1, 1), wx[:, ::-1], wx)
-    wy = resample_weights(height, boxes.top, boxes.height, size)
-    x = images.float()
-    cols = _round_pixels(torch.matmul(x, _fixed_point(wx).transpose(1, 2).unsqueeze(1)))  # (B, C, H, size)
-    out = _round_pixels(torch.matmul(_fixed_point(wy).unsqueeze(1), cols))  # (B, C, size, size)
+    wx = _fixed_point(resample_weights(width, boxes.left, boxes.width, size))
+    flip = torch.from_numpy(np.asarray(boxes.flip, dtype=bool))
+    wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
+    wy = _fixed_point(resample_weights(height, boxes.top, boxes.height, size))
+    # columns: (B, C*H, W) @ (B, W, size); rows: (B, size, H) @ (B, H, C*size)
+    cols = _round_pixels(torch.bmm(images.float().view(b, c * height, width), wx.transpose(1, 2)))
+    cols = cols.view(b, c, height, size).transpose(1, 2).reshape(b, height, c * size)
+    out = _round_pixels(torch.bmm(wy, cols)).view(b, size, c, size).transpose(1, 2)
     return out.to(torch.uint8).contiguous()
