@@ -303,17 +303,20 @@ class BatchPhotometric(nn.Module):
         # augmentation moves its random sampling to that device, and we want the parameters
         # always drawn on the CPU (one seed -> the same augmentation on CPU and GPU, and only the
         # CPU generator to seed and restore). They hold no learnable state.
-        self._ops: tuple[nn.Module, ...] = (jitter, gray, blur, solarize)
         self.probabilities = {
             "jitter": float(cfg.jitter_p),
             "grayscale": float(cfg.grayscale_p),
             "blur": blur_p,
             "solarize": solarize_p,
         }
+        # A step with p = 0 changes no image but kornia still runs it on the whole batch (a blur of
+        # every image, say): leave it out.
+        self._ops: tuple[nn.Module, ...] = tuple(
+            op for op, p in zip((jitter, gray, blur, solarize), self.probabilities.values(), strict=True) if p > 0)
 
     @property
     def ops(self) -> tuple[nn.Module, ...]:
-        """The kornia augmentations in the order they are applied."""
+        """The kornia augmentations in the order they are applied (those with p > 0)."""
         return self._ops
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
