@@ -185,12 +185,13 @@ def erf_map(
             vectorised backward passes (``torch.autograd.grad(..., is_grads_batched=True)``);
             ``"looped"``: one forward pass per chunk of images, one plain backward pass per position;
             ``"per-position"``: one captum ``Saliency`` call (forward and backward) per position (the
-            reference path); ``"auto"`` (default): one forward pass per chunk of images, and the
-            backward passes vectorised or looped, whichever was faster per position on the first
-            chunk (the first position looped, the next ``chunk_size`` vectorised, both timed; the
-            rest by the faster); looped, with a warning, for a model whose backward pass cannot be
-            vectorised. Never slower than per-position, which repeats the forward pass for every
-            position (docs/analysis.md).
+            reference path); ``"auto"`` (default): one forward pass per chunk of images, then
+            looped backward passes on a CPU (faster than vectorised ones at 224 px, level at 56 px,
+            on 2 cores) and elsewhere vectorised or looped, whichever was faster per position
+            on the first chunk (the first position looped, the next ``chunk_size`` vectorised, both
+            timed; the rest by the faster); looped, with a warning, for a model whose backward pass
+            cannot be vectorised. Never slower than per-position, which repeats the forward pass
+            for every position (docs/analysis.md).
         chunk_size: most (image, position) copies per backward pass (vectorised) or images per
             forward pass (looped); bounds memory.
         progress: show a tqdm bar over the chunks of images.
@@ -222,12 +223,18 @@ def erf_map(
     return out.to(torch.float32).cpu().numpy()
 
 
+def _auto_backward(device: torch.device) -> str:
+    """``auto``'s backward passes: looped on a CPU, where plain passes were faster than vectorised
+    ones at 224 px and level at 56 px (docs/benchmarks.md), else measured on the first chunk."""
+    return "looped" if device.type == "cpu" else "measure"
+
+
 def _batched(model: nn.Module, x: Tensor, flat: Tensor, chunk_size: int, method: str, progress: bool) -> Tensor:
     """One forward pass per chunk of images, the positions' gradients by ``method``'s backward
     passes (``auto``: measured on the first chunk, see :func:`_batched_chunk`)."""
     n_pos = len(flat)
     group = min(n_pos, chunk_size)  # positions per vectorised backward pass
-    backward = {"batched": "vectorised", "looped": "looped", "auto": "measure"}[method]
+    backward = {"batched": "vectorised", "looped": "looped", "auto": _auto_backward(x.device)}[method]
     parts, s = [], 0
     bar = tqdm(total=len(x), desc="erf", disable=not progress, leave=False)
     while s < len(x):
