@@ -26,20 +26,28 @@ from cossl_train.trainer import make_schedule, setup_data
 PHASES = ("augment", "forward", "co_term", "backward", "online probe", "optimizer", "ema")
 
 
-def profile_method(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
-    """Milliseconds per optimizer step in each phase, the loader wait, and images/s, over ``steps``
-    steps after ``warmup`` untimed ones, in the trainer's own order (loader -> device -> step)."""
+def profile_method(cfg: Config, steps: int, warmup: int, top_ops: int = 12) -> dict[str, Any]:
+    """Milliseconds per optimizer step and images/s over ``steps`` steps after ``warmup`` untimed
+    ones, in the trainer's own order (loader -> device -> step), without the profiler; then the same
+    number of steps under ``torch.profiler``: milliseconds per step in each phase and the ``top_ops``
+    operators with the most self time (their share of all self time). The profiler slows small
+    operators most, so its milliseconds add up to more than the step's; read them as shares."""
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
     data = setup_data(cfg, 1)
     parts = build_parts(cfg, rt, make_schedule(cfg, data), data.num_classes)
     parts.method.train()
-    loader = iter(build_loader(data.dataset, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=0,
-                               num_workers=cfg.data.num_workers, drop_last=True, device=rt.device))
+    loader = None
     waits, totals = [], []
 
     def one(micro: int) -> None:
+        nonlocal loader
         t0 = time.perf_counter()
-        batch = next(loader)
+        batch = next(loader, None) if loader is not None else None
+        if batch is None:  # a new loader per epoch, as the trainer builds them
+            loader = iter(build_loader(data.dataset, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
+                                       epoch=micro // data.steps_per_epoch, num_workers=cfg.data.num_workers,
+                                       drop_last=True, device=rt.device))
+            batch = next(loader)
         t1 = time.perf_counter()
         views = [v.to(rt.device) for v in (batch.view1, batch.view2, *batch.local_views)]
         clean = batch.clean.to(rt.device) if batch.clean is not None else None
@@ -53,13 +61,19 @@ def profile_method(cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
         one(i)
     waits.clear()
     totals.clear()
+    for i in range(warmup, warmup + steps):
+        one(i)
+    step_ms, wait_ms = 1e3 * statistics.fmean(totals), 1e3 * statistics.fmean(waits)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(warmup, warmup + steps):
+        for i in range(warmup + steps, warmup + 2 * steps):
             one(i)
-    events = {e.key: e.cpu_time_total / 1e3 / steps for e in prof.key_averages() if e.key in PHASES}
-    step_ms = 1e3 * statistics.fmean(totals)
-    return {"phases_ms": {p: events.get(p, 0.0) for p in PHASES}, "loader_wait_ms": 1e3 * statistics.fmean(waits),
-            "step_ms": step_ms, "images_per_s": cfg.train.batch_size / (step_ms / 1e3), "precision": rt.precision}
+    averages = prof.key_averages()
+    events = {e.key: e.cpu_time_total / 1e3 / steps for e in averages if e.key in PHASES}
+    ops = sorted((e for e in averages if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)
+    all_self = sum(e.self_cpu_time_total for e in averages) or 1.0
+    return {"phases_ms": {p: events.get(p, 0.0) for p in PHASES}, "loader_wait_ms": wait_ms,
+            "step_ms": step_ms, "images_per_s": cfg.train.batch_size / (step_ms / 1e3), "precision": rt.precision,
+            "top_ops": [(e.key, e.self_cpu_time_total / all_self, e.count // steps) for e in ops[:top_ops]]}
 
 
 def time_evaluation(cfg: Config) -> dict[str, float]:
@@ -74,12 +88,21 @@ def time_evaluation(cfg: Config) -> dict[str, float]:
 
 
 def format_profile(results: dict[str, dict[str, Any]]) -> str:
-    cols = ["loader wait", *PHASES, "step"]
-    lines = ["| method | " + " | ".join(f"{c} (ms)" for c in cols) + " | img/s |",
+    cols = ["step", "loader wait", *(f"{p} (profiled)" for p in PHASES)]
+    lines = ["| method | img/s | " + " | ".join(f"{c} (ms)" for c in cols) + " |",
              "|---|" + "---:|" * (len(cols) + 1)]
     for name, r in results.items():
-        cells = [r["loader_wait_ms"], *(r["phases_ms"][p] for p in PHASES), r["step_ms"]]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {r['images_per_s']:.0f} |")
+        cells = [r["step_ms"], r["loader_wait_ms"], *(r["phases_ms"][p] for p in PHASES)]
+        lines.append(f"| {name} | {r['images_per_s']:.0f} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def format_ops(results: dict[str, dict[str, Any]]) -> str:
+    """The operators with the most self time under the profiler, per method."""
+    lines = []
+    for name, r in results.items():
+        lines.append(f"{name}: " + ", ".join(f"{op.removeprefix('aten::')} {share:.0%} ({calls}/step)"
+                                             for op, share, calls in r["top_ops"]))
     return "\n".join(lines)
 
 
@@ -103,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, precision {next(iter(results.values()))['precision']}, batch {base.train.batch_size}, "
           f"{base.augment.resolution} px, {base.backbone.name} width {base.backbone.width}; "
-          f"{args.steps} steps after {args.warmup}; ms per optimizer step (co_term is part of forward):\n")
+          f"{args.steps} steps after {args.warmup}; ms per optimizer step, the step without the profiler, its "
+          "phases under it (co_term is part of forward):\n")
     print(format_profile(results))
+    print("\nOperators with the most self time under the profiler (share of all self time):")
+    print(format_ops(results))
     out: dict[str, Any] = {"methods": results, "overrides": args.overrides, "config": args.config}
     if not args.no_eval:
         out.update(time_evaluation(base))

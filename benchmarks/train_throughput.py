@@ -31,6 +31,8 @@ from cossl_train.optim import effective_lr
 from cossl_train.runtime import Runtime, cpu_native_bf16, resolve_runtime
 from cossl_train.step import Schedule, build_parts, train_step
 
+from .machine import Peak, cpu_peak
+
 METHODS: tuple[str, ...] = tuple(method_names())
 #: methods timed by default (the others on request: --methods all)
 DEFAULT_METHODS: tuple[str, ...] = ("byol", "co_byol", "simclr", "co_simclr")
@@ -70,10 +72,11 @@ def synthetic_source_size(resolution: int) -> int:
     return max(resolution, int(round(resolution * 8 / 7)))
 
 
-def build_dataset(cfg: Config, dataset: str, n: int) -> PretrainDataset:
-    """The pre-training dataset of the benchmark: the embedded digits at the resolution, or ``n``
-    synthetic images, both behind the training pipeline's ``TwoViewCrop``."""
-    if dataset == "digits":
+def build_dataset(cfg: Config, dataset: str | None, n: int) -> PretrainDataset:
+    """The pre-training dataset of the benchmark: the config's (the embedded digits at the
+    resolution without --config), or ``n`` synthetic images cut per image, as files are, behind
+    the training pipeline's ``TwoViewCrop``."""
+    if dataset in (None, "digits"):
         return build_pretrain_dataset(cfg.data, cfg.augment)
     if dataset == "synthetic":
         base = SyntheticImages(n, synthetic_source_size(cfg.augment.resolution))
@@ -200,15 +203,21 @@ def fetch_inputs(ds: Dataset, cfg: Config, rt: Runtime, n: int = INPUT_BATCHES) 
 
 class StepRunner:
     """One method ready to train: ``step(i)`` runs training step ``i`` (``step.train_step``, the
-    trainer's own step, without an online probe) and returns its duration."""
+    trainer's own step, without an online probe) on inputs already on the device and returns its
+    duration; ``loop_step(i)`` runs it as the trainer's loop does, on the next batch of a loader
+    of ``ds`` (built per epoch, ``data.num_workers`` processes for files), the wait for the batch
+    and the copy to the device included."""
 
-    def __init__(self, cfg: Config, rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], total_steps: int) -> None:
-        self.rt, self.inputs = rt, inputs
+    def __init__(self, cfg: Config, rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], total_steps: int,
+                 ds: Dataset | None = None) -> None:
+        self.cfg, self.rt, self.inputs, self.ds = cfg, rt, inputs, ds
         schedule = Schedule(steps_per_epoch=total_steps, total_steps=total_steps, warmup_steps=0,
                             peak_lr=effective_lr(cfg.optim, cfg.train.batch_size), min_lr_ratio=cfg.optim.min_lr_ratio,
                             ema_base=cfg.method.ema_base)
         self.parts = build_parts(cfg, rt, schedule, num_classes=None)
         self.method = self.parts.method
+        self._batches: Any = None
+        self._epoch = 0
 
     def step(self, i: int) -> float:
         _sync(self.rt.device)
@@ -216,6 +225,43 @@ class StepRunner:
         train_step(self.parts, self.inputs[i % len(self.inputs)], None, epoch=0, micro=i, global_step=i)
         _sync(self.rt.device)
         return time.perf_counter() - t0
+
+    def _next_batch(self) -> Any:
+        for _ in range(2):
+            if self._batches is None:
+                self._batches = iter(build_loader(self.ds, self.cfg.train.batch_size, shuffle=True,
+                                                  seed=self.cfg.train.seed, epoch=self._epoch,
+                                                  num_workers=self.cfg.data.num_workers, drop_last=True,
+                                                  device=self.rt.device))
+                self._epoch += 1
+            batch = next(self._batches, None)
+            if batch is not None:
+                return batch
+            self._batches = None
+        raise ValueError(f"batch size {self.cfg.train.batch_size} is larger than the dataset")
+
+    def loop_step(self, i: int) -> float:
+        _sync(self.rt.device)
+        t0 = time.perf_counter()
+        batch = self._next_batch()
+        views = [v.to(self.rt.device, non_blocking=True) for v in (batch.view1, batch.view2, *batch.local_views)]
+        train_step(self.parts, views, None, epoch=0, micro=i, global_step=i)
+        _sync(self.rt.device)
+        return time.perf_counter() - t0
+
+    def count_flops(self, i: int) -> float:
+        """FLOP of training step ``i`` (``torch.utils.flop_counter.FlopCounterMode``: forward and
+        backward of every matrix product and convolution; element-wise work is not counted)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        compiled, self.parts.forward = self.parts.forward, self.parts.model  # the counter sees eager ops only
+        try:
+            with counter:
+                train_step(self.parts, self.inputs[i % len(self.inputs)], None, epoch=0, micro=i, global_step=i)
+        finally:
+            self.parts.forward = compiled
+        return float(counter.get_total_flops())
 
 
 def cpu_memory_probe(cfg: Config, rt: Runtime, inputs: Sequence[tuple[Tensor, Tensor]], warmup: int,
@@ -244,32 +290,43 @@ def _split(steps: int, rounds: int) -> list[int]:
 
 
 def _warm_up(runner: StepRunner, warmup: int, memory: PeakMemory, bar: tqdm) -> dict[str, Any]:
-    """``warmup`` untimed steps; the first step's time, peak memory over build and warm-up, sizes."""
+    """``warmup`` untimed steps, one more counting its FLOPs and one of the trainer's loop (when
+    timed); the first step's time, the FLOP per step, peak memory over build and warm-up, sizes."""
     first = float("nan")
     for i in range(warmup):
         dt = runner.step(i)
         first = dt if i == 0 else first
         bar.update(1)
+    flops = runner.count_flops(warmup)  # one more untimed step, under the FLOP counter
+    if runner.ds is not None:  # the first loader (and its workers) of the trainer's loop, untimed
+        runner.loop_step(warmup + 1)
     peak = memory.read()
-    return {"first_step_s": first, "peak_memory_mib": peak - memory.baseline, "peak_memory_absolute_mib": peak,
-            "memory_before_mib": memory.baseline, "memory_kind": memory.kind,
+    return {"first_step_s": first, "flop_per_step": flops, "peak_memory_mib": peak - memory.baseline,
+            "peak_memory_absolute_mib": peak, "memory_before_mib": memory.baseline, "memory_kind": memory.kind,
             "encoder_params": sum(p.numel() for p in runner.method.encoder.parameters()),
             "params": sum(p.numel() for p in runner.method.parameters())}
 
 
-def _timed_rounds(runners: dict[str, StepRunner], start: int, steps: int, rounds: int,
-                  bar: tqdm) -> dict[str, list[float]]:
-    """Step times of every runner, ``steps`` each, in ``rounds`` rounds of rotated order."""
+def _timed_rounds(runners: dict[str, StepRunner], start: int, steps: int, rounds: int, bar: tqdm,
+                  loop_steps: int = 0) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Step times of every runner, ``steps`` each, in ``rounds`` rounds of rotated order, and in
+    the same rounds ``loop_steps`` steps of the trainer's loop (loader included) each."""
     names = list(runners)
     times: dict[str, list[float]] = {n: [] for n in names}
-    i = start
-    for k, share in enumerate(_split(steps, rounds)):
+    loops: dict[str, list[float]] = {n: [] for n in names}
+    i = start + 2  # after the FLOP-counting step and the loop's warm-up step
+    shares = _split(steps, rounds)
+    loop_shares = [loop_steps // len(shares) + (k < loop_steps % len(shares)) for k in range(len(shares))]
+    for k, (share, loop_share) in enumerate(zip(shares, loop_shares, strict=True)):
         for name in names[k % len(names):] + names[:k % len(names)]:
             for j in range(share):
                 times[name].append(runners[name].step(i + j))
                 bar.update(1)
-        i += share
-    return times
+            for j in range(loop_share):
+                loops[name].append(runners[name].loop_step(i + share + j))
+                bar.update(1)
+        i += share + loop_share
+    return times, loops
 
 
 def _step_statistics(ts: list[float], batch: int) -> dict[str, float]:
@@ -278,6 +335,16 @@ def _step_statistics(ts: list[float], batch: int) -> dict[str, float]:
     return {"images_per_s": batch / median, "images_per_s_mean": batch * len(ts) / sum(ts),
             "step_ms_median": median * 1e3, "step_ms_mean": statistics.fmean(ts) * 1e3,
             "step_ms_p90": ts[min(len(ts) - 1, int(math.ceil(0.9 * len(ts))) - 1)] * 1e3}
+
+
+def _loop_statistics(loop: list[float], steps: list[float], batch: int) -> dict[str, float]:
+    """The loop's images/s (mean over its steps: a loader stall counts) and its ratio to the step's
+    mean images/s measured in the same rounds."""
+    if not loop:
+        return {}
+    loop_ips, step_ips = batch * len(loop) / sum(loop), batch * len(steps) / sum(steps)
+    return {"loop_images_per_s": loop_ips, "loop_step_ms_mean": statistics.fmean(loop) * 1e3,
+            "loop_steps": len(loop), "loop_over_step": loop_ips / step_ips}
 
 
 def _fresh_process_memory(cfgs: dict[str, Config], rts: dict[str, Runtime], inputs: Sequence[tuple[Tensor, Tensor]],
@@ -296,7 +363,8 @@ def _fresh_process_memory(cfgs: dict[str, Config], rts: dict[str, Runtime], inpu
 
 def time_methods(cfgs: dict[str, Config], inputs: Sequence[tuple[Tensor, Tensor]], steps: int,
                  warmup: int, rounds: int = 4, progress: bool = True,
-                 isolate_cpu_memory: bool = True) -> dict[str, dict[str, Any]]:
+                 isolate_cpu_memory: bool = True, ds: Dataset | None = None,
+                 loop_steps: int = 0) -> dict[str, dict[str, Any]]:
     """Time ``steps`` training steps of every method after ``warmup`` untimed ones each.
 
     Methods are built and warmed up one after the other; peak memory is read over each one's
@@ -307,21 +375,29 @@ def time_methods(cfgs: dict[str, Config], inputs: Sequence[tuple[Tensor, Tensor]
     The timed steps then run in ``rounds`` rounds, each method taking its share of steps in every
     round, in an order rotated from round to round: a burst of load from another user of a shared
     machine then falls on all methods alike instead of on one of them, which keeps the CO/base
-    ratios meaningful.
+    ratios meaningful. With a dataset ``ds`` and ``loop_steps``, every round also runs the trainer's
+    loop (:meth:`StepRunner.loop_step`) for each method: its speed beside the step's.
     """
     names = list(cfgs)
-    bar = tqdm(total=(warmup + steps) * len(names), desc="bench", unit="step", leave=False, disable=not progress)
+    loop_steps = loop_steps if ds is not None else 0
+    bar = tqdm(total=(warmup + steps + loop_steps) * len(names), desc="bench", unit="step", leave=False,
+               disable=not progress)
     rts = {name: resolve_runtime(cfg.train.device, cfg.train.precision) for name, cfg in cfgs.items()}
     memory = PeakMemory(rts[names[0]].device)
     runners: dict[str, StepRunner] = {}
     warm: dict[str, dict[str, Any]] = {}
     for name in names:
         memory.reset()
-        runners[name] = StepRunner(cfgs[name], rts[name], inputs, warmup + steps)
+        runners[name] = StepRunner(cfgs[name], rts[name], inputs, warmup + steps + loop_steps + 2,
+                                   ds if loop_steps else None)
         warm[name] = _warm_up(runners[name], warmup, memory, bar)
-    times = _timed_rounds(runners, warmup, steps, rounds, bar)
+    times, loops = _timed_rounds(runners, warmup, steps, rounds, bar, loop_steps)
     bar.close()
-    results = {name: {**_step_statistics(times[name], cfgs[name].train.batch_size), **warm[name]} for name in names}
+    results = {name: {**_step_statistics(times[name], cfgs[name].train.batch_size),
+                      **_loop_statistics(loops[name], times[name], cfgs[name].train.batch_size), **warm[name]}
+               for name in names}
+    for r in results.values():
+        r["gflops_achieved"] = r["flop_per_step"] / 1e9 / (r["step_ms_median"] / 1e3)
     del runners
     gc.collect()
     if memory.device.type == "cuda":
@@ -358,7 +434,9 @@ def time_loader(ds: Dataset, cfg: Config, rt: Runtime, workers: int, batches: in
         epoch += 1
     elapsed = time.perf_counter() - t0
     # the batch that started the clock is not counted: ``batches`` batches arrived after it
-    return {"images_per_s": batches * bs / elapsed, "batches": batches, "workers": workers, "epochs": epoch}
+    batched = bool(getattr(ds, "batchable", False))
+    return {"images_per_s": batches * bs / elapsed, "batches": batches, "workers": 0 if batched else workers,
+            "epochs": epoch, "batched": batched}
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,27 +454,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, or 'all' ({', '.join(METHODS)}; default: {','.join(DEFAULT_METHODS)})")
-    p.add_argument("--backbone", default="resnet18", help="a name from `cossl-train backbones` (default: resnet18)")
-    p.add_argument("--width", type=int, default=16, help="backbone base width (default: 16; 64 = standard)")
-    p.add_argument("--small-image", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--config", metavar="YAML",
+                   help="start from this config (e.g. cossl_train/configs/demo.yaml: the demo's settings); the "
+                        "flags below then change only what they are given for")
+    p.add_argument("--backbone", help=f"a name from `cossl-train backbones` (default: {FLAG_DEFAULTS['backbone']})")
+    p.add_argument("--width", type=int, help=f"backbone base width (default: {FLAG_DEFAULTS['width']}; 64 = standard)")
+    p.add_argument("--small-image", action=argparse.BooleanOptionalAction,
                    help="small-image stem (default: on; --no-small-image for the ImageNet stem)")
-    p.add_argument("--resolution", type=int, default=32, help="crop side in pixels (default: 32)")
-    p.add_argument("--batch-size", type=int, default=64, help="per step (default: 64)")
+    p.add_argument("--resolution", type=int, help=f"crop side in pixels (default: {FLAG_DEFAULTS['resolution']})")
+    p.add_argument("--batch-size", type=int, help=f"per step (default: {FLAG_DEFAULTS['batch_size']})")
     p.add_argument("--steps", type=int, default=20, help="timed steps per method (default: 20)")
+    p.add_argument("--loop-steps", type=int,
+                   help="timed steps of the trainer's loop (loader included) per method (default: as --steps; "
+                        "0: none)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per method before them (default: 3)")
     p.add_argument("--rounds", type=int, default=4,
                    help="timed steps are interleaved across methods in this many rounds (default: 4)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "both"),
                    help="auto (default): bf16 on CUDA and on CPUs with native bf16, else fp32; both: time every "
                         "method in fp32 and in bf16 in the same run")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is in warm-up)")
-    p.add_argument("--optim", default="lars", choices=("lars", "sgd", "adamw"), help="default: lars")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the loader timing (default: 2)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: off")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the model (compile time is in warm-up; default: off)")
+    p.add_argument("--optim", choices=("lars", "sgd", "adamw"), help=f"default: {FLAG_DEFAULTS['optim']}")
+    p.add_argument("--workers", type=int,
+                   help=f"DataLoader workers for images read from files (default: {FLAG_DEFAULTS['workers']}; images "
+                        "held in memory are cut a batch at a time without workers)")
     p.add_argument("--loader-batches", type=int, default=20, help="batches timed for the loader (default: 20)")
-    p.add_argument("--dataset", default="digits", choices=("digits", "synthetic"),
-                   help="digits (embedded) or synthetic random uint8 images (default: digits)")
+    p.add_argument("--dataset", choices=("digits", "synthetic"),
+                   help="digits (embedded) or synthetic random uint8 images, read per image like files (default: "
+                        "digits, or the config's data with --config)")
+    p.add_argument("--cores", type=int, help="cores of the peak FLOP/s (default: torch's threads)")
+    p.add_argument("--clock-ghz", type=float, help="clock of the peak FLOP/s (default: /proc/cpuinfo's cpu MHz)")
+    p.add_argument("--fp32-flop-per-cycle", type=int,
+                   help="fp32 FLOP per cycle and core (default: from torch's CPU capability; docs/benchmarks.md)")
+    p.add_argument("--bf16-flop-per-cycle", type=int, help="bf16 FLOP per cycle and core (default: likewise)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true")
@@ -404,17 +497,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the benchmark's settings when no --config is given (a CPU proxy of about a minute)
+FLAG_DEFAULTS: dict[str, Any] = {"backbone": "resnet18", "width": 16, "small_image": True, "resolution": 32,
+                                 "batch_size": 64, "device": "auto", "channels_last": False, "compile": False,
+                                 "optim": "lars", "workers": 2, "dataset": "digits"}
+_FLAG_KEYS = {"backbone": "backbone.name", "width": "backbone.width", "small_image": "backbone.small_image",
+              "resolution": "augment.resolution", "batch_size": "train.batch_size", "device": "train.device",
+              "channels_last": "train.channels_last", "compile": "train.compile", "optim": "optim.name",
+              "workers": "data.num_workers"}
+
+
+def _value(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def bench_config(args: argparse.Namespace, precision: str) -> Config:
-    """The benchmark's config: defaults, the flags, then the trailing overrides."""
-    flags = [
-        f"backbone.name={args.backbone}", f"backbone.width={args.width}",
-        f"backbone.small_image={str(args.small_image).lower()}", f"augment.resolution={args.resolution}",
-        f"train.batch_size={args.batch_size}", f"train.precision={precision}",
-        f"train.channels_last={str(args.channels_last).lower()}", f"train.compile={str(args.compile).lower()}",
-        f"train.device={args.device}", f"optim.name={args.optim}", "data.dataset=digits",
-        f"data.digits_size={args.resolution}", f"data.num_workers={args.workers}",
-    ]
-    return load_config(None, [*flags, *args.overrides])
+    """The benchmark's config: ``--config`` (or the defaults with :data:`FLAG_DEFAULTS`), the flags
+    given, then the trailing overrides. Without --config the data are the embedded digits at the
+    crop's side."""
+    given = {k: getattr(args, k) for k in _FLAG_KEYS if getattr(args, k) is not None}
+    flags = {**({} if args.config else {k: FLAG_DEFAULTS[k] for k in _FLAG_KEYS}), **given}
+    overrides = [f"{_FLAG_KEYS[k]}={_value(v)}" for k, v in flags.items()] + [f"train.precision={precision}"]
+    if not args.config or args.dataset == "digits":
+        side = load_config(args.config, [*overrides, *args.overrides]).augment.resolution
+        overrides += ["data.dataset=digits", f"data.digits_size={side}"]
+    return load_config(args.config, [*overrides, *args.overrides])
 
 
 def _load_average() -> float:
@@ -454,14 +561,24 @@ def step_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return ratios
 
 
-def format_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) -> str:
-    lines = [f"{'method':<16}{'img/s':>9}{'step ms':>10}{'vs base':>9}{'peak MiB':>10}{'first step s':>14}"]
+def format_table(results: dict[str, dict[str, Any]], ratios: dict[str, float], peak: Peak | None = None) -> str:
+    """One row per method: the step (images/s, median ms, against its base), the trainer's loop
+    (images/s and its share of the step's), FLOP per step, achieved GFLOP/s and share of the peaks."""
+    head = (f"{'method':<16}{'img/s':>8}{'step ms':>9}{'vs base':>8}{'loop img/s':>11}{'loop/step':>10}"
+            f"{'GFLOP/step':>11}{'GFLOP/s':>9}{'% fp32 pk':>10}{'% bf16 pk':>10}{'peak MiB':>9}{'1st step s':>11}")
+    lines = [head]
     for name, r in results.items():
         method, precision = _split_key(name)
         base = f"{method[3:]}@{precision}" if precision else method[3:]
         ratio = ratios.get(f"{name}/{base}")
-        lines.append(f"{name:<16}{r['images_per_s']:>9.1f}{r['step_ms_median']:>10.1f}"
-                     f"{(f'{ratio:.2f}x' if ratio else ''):>9}{r['peak_memory_mib']:>10.0f}{r['first_step_s']:>14.2f}")
+        loop, share = r.get("loop_images_per_s"), r.get("loop_over_step", 0.0)
+        gf = r["gflops_achieved"]
+        lines.append(
+            f"{name:<16}{r['images_per_s']:>8.1f}{r['step_ms_median']:>9.1f}{(f'{ratio:.2f}x' if ratio else ''):>8}"
+            f"{(f'{loop:.1f}' if loop else '-'):>11}{(f'{share:.0%}' if loop else '-'):>10}"
+            f"{r['flop_per_step'] / 1e9:>11.2f}{gf:>9.1f}"
+            f"{(f'{gf / peak.fp32:.0%}' if peak else '-'):>10}{(f'{gf / peak.bf16:.0%}' if peak else '-'):>10}"
+            f"{r['peak_memory_mib']:>9.0f}{r['first_step_s']:>11.2f}")
     return "\n".join(lines)
 
 
@@ -478,28 +595,38 @@ def _settings(args: argparse.Namespace, cfg: Config, rt: Runtime, precisions: li
         "device": str(rt.device), "device_name": _device_name(rt.device), "precision": ",".join(precisions),
         "precision_reason": rt.precision_reason, "cpu_flags_bf16": cpu_native_bf16()[1],
         "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
-        "optim": cfg.optim.name, "dataset": args.dataset, "workers": args.workers,
+        "optim": cfg.optim.name, "dataset": args.dataset or cfg.data.dataset, "workers": cfg.data.num_workers,
+        "config": args.config,
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "overrides": list(args.overrides),
-        "load_average_before": _load_average(),
+        "load_average_before": _load_average(), "loop_steps": args.loop_steps,
     }
 
 
 def _print_header(st: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"cossl-train bench: {st['backbone']} width {st['width']}"
+    config = f" --config {st['config']}" if st["config"] else ""
+    print(f"cossl-train bench{config}: {st['backbone']} width {st['width']}"
           f"{' small-image' if st['small_image'] else ''}, {st['resolution']} px, batch "
           f"{st['batch_size']}, {st['device']} ({st['device_name']}) {st['precision']} ({st['precision_reason']}; "
           f"{st['cpu_flags_bf16']}), channels_last {'on' if st['channels_last'] else 'off'}, compile "
           f"{'on' if st['compile'] else 'off'}, {st['threads']} threads; median of {args.steps} steps after "
-          f"{args.warmup} warm-up, interleaved in {st['rounds']} rounds", flush=True)
+          f"{args.warmup} warm-up, interleaved in {st['rounds']} rounds with {st['loop_steps']} steps of the "
+          "trainer's loop", flush=True)
 
 
 def _report(results: dict[str, dict[str, Any]], ratios: dict[str, float], loader: dict[str, Any],
-            args: argparse.Namespace, cfg: Config, st: dict[str, Any]) -> None:
-    print(format_table(results, ratios))
+            cfg: Config, st: dict[str, Any], peak: Peak | None) -> None:
+    print(format_table(results, ratios, peak))
     if ratios:
         print("step-time ratios (same run): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    print(f"data loader alone ({args.dataset}, TwoViewCrop at {cfg.augment.resolution} px, workers={args.workers}): "
+    how = ("a batch at a time in this process" if loader["batched"]
+           else f"per image by {loader['workers']} worker process(es)")
+    print("loop: the trainer's loop (loader, copy to the device, step), mean images/s over its steps; loop/step: "
+          "against the step's mean images/s in the same rounds. GFLOP/step: FlopCounterMode, forward + backward "
+          "(convolutions and matrix products); GFLOP/s at the median step")
+    if peak is not None:
+        print(f"peak: {peak.describe()}")
+    print(f"data loader alone ({st['dataset']}, crops at {cfg.augment.resolution} px, {how}): "
           f"{loader['images_per_s']:.0f} img/s")
     print(f"peak MiB: {next(iter(results.values()))['memory_kind']}; above the level before the method "
           "was built (absolute values in the JSON)")
@@ -517,9 +644,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cossl-train bench: error: --methods must be 'all' or name some of {', '.join(METHODS)}",
               file=sys.stderr)
         return 2
-    if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
+    if args.loop_steps is None:
+        args.loop_steps = args.steps
+    if args.steps < 1 or args.warmup < 1 or args.rounds < 1 or args.loop_steps < 0:
         # warm-up >= 1: peak memory is read over the warm-up (the first step allocates optimizer state)
-        print("cossl-train bench: error: need --steps >= 1, --warmup >= 1 and --rounds >= 1", file=sys.stderr)
+        print("cossl-train bench: error: need --steps >= 1, --warmup >= 1, --rounds >= 1 and --loop-steps >= 0",
+              file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -535,16 +665,19 @@ def main(argv: list[str] | None = None) -> int:
     inputs = fetch_inputs(ds, cfg, rt)
     cfgs = {_key(m, p, both): apply_overrides(cfg, [f"method.name={m}", f"train.precision={p}"])
             for p in precisions for m in methods}
-    results = time_methods(cfgs, inputs, args.steps, args.warmup, rounds=args.rounds, progress=not args.no_progress)
+    results = time_methods(cfgs, inputs, args.steps, args.warmup, rounds=args.rounds, progress=not args.no_progress,
+                           ds=ds, loop_steps=st["loop_steps"])
     ratios = step_ratios(results)
     del inputs
-    loader = time_loader(ds, cfg, rt, args.workers, args.loader_batches)
-    _report(results, ratios, loader, args, cfg, st)
+    loader = time_loader(ds, cfg, rt, cfg.data.num_workers, args.loader_batches)
+    peak = cpu_peak(args.cores, args.clock_ghz, args.fp32_flop_per_cycle,
+                    args.bf16_flop_per_cycle) if rt.device.type == "cpu" else None
+    _report(results, ratios, loader, cfg, st, peak)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"settings": st, "methods": results, "ratios": ratios, "loader": loader},
-                                   indent=2) + "\n")
+        path.write_text(json.dumps({"settings": st, "methods": results, "ratios": ratios, "loader": loader,
+                                    "peak": peak.to_dict() if peak else None}, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

@@ -1,28 +1,31 @@
 """BYOL's two asymmetric augmentation pipelines, split where the work is cheapest: the geometric
-half per sample in the loader (``TwoViewCrop``, ``MultiCrop``), the photometric half batched on the
-training device (``BatchPhotometric``), both under explicit seeds so that a resumed run reproduces
-an uninterrupted one (docs/training.md, "Augmentations: randomness and resume")."""
+half on the loader side (``TwoViewCrop``, ``MultiCrop``: per image for files, a whole batch at once
+for images held in memory), the photometric half batched on the training device
+(``BatchPhotometric``), both under explicit seeds so that a resumed run reproduces an
+uninterrupted one (docs/training.md, "Augmentations: randomness and resume")."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import kornia.augmentation as K
+import numpy as np
 import torch
-import torchvision.transforms.v2 as v2
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor, nn
 
 from .config import AugmentConfig
+from .crops import DRAWS_PER_VIEW, CropBoxes, resized_crops, sample_boxes, seed_uniforms
 
 __all__ = [
     "BatchPhotometric",
     "EvalTransform",
     "MultiCrop",
+    "SeededCrops",
     "TwoViewCrop",
     "blur_kernel_size",
     "blur_sigma_range",
@@ -89,44 +92,88 @@ def to_rgb_uint8(img: Image.Image | Tensor) -> Tensor:
     return out.contiguous()
 
 
-class TwoViewCrop:
+class SeededCrops:
+    """Random-resized crops + horizontal flips of one image, a pure function of (image, seed).
+
+    ``plan`` lists the views: (output side, scale range) each. View v draws its box from outputs
+    ``v * DRAWS_PER_VIEW ..`` of the seed's SplitMix64 stream (``crops.sample_boxes``:
+    torchvision's RandomResizedCrop rule, aspect ratio 3/4..4/3, then a flip with p = 0.5), so a
+    view's box depends only on the seed and its place in the plan. Per image (``__call__``, any PIL
+    image or uint8 tensor: torchvision's antialiased ``resized_crop``) or for a uint8 batch of one
+    size (``batch``: ``crops.resized_crops``, within one grey level of the former) the boxes are
+    the same.
+    """
+
+    def __init__(self, plan: Sequence[tuple[int, tuple[float, float]]]) -> None:
+        self.plan = [(int(side), (float(lo), float(hi))) for side, (lo, hi) in plan]
+
+    def boxes(self, seeds: Sequence[int] | np.ndarray, height: int, width: int) -> list[CropBoxes]:
+        """One :class:`~cossl_train.crops.CropBoxes` (B boxes) per view of the plan."""
+        return [sample_boxes(seed_uniforms(seeds, v * DRAWS_PER_VIEW, DRAWS_PER_VIEW), height, width, scale)
+                for v, (_, scale) in enumerate(self.plan)]
+
+    def views(self, img: Image.Image | Tensor, seed: int | None = None) -> list[Tensor]:
+        """Every view of one image: uint8 (3, side, side) each. ``seed=None`` draws a seed from
+        torch's global CPU generator."""
+        if seed is None:
+            seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
+        h, w = TF.get_size(img)
+        out = []
+        for (side, _), boxes in zip(self.plan, self.boxes([seed], h, w), strict=True):
+            top, left, bh, bw, flip = boxes[0]
+            # cropping before the tensor conversion lets PIL resize only the crop of a large photo
+            crop = TF.resized_crop(img, top, left, bh, bw, [side, side], antialias=True)
+            out.append(to_rgb_uint8(TF.horizontal_flip(crop) if flip else crop))
+        return out
+
+    def batch_views(self, images: Tensor, seeds: Sequence[int] | np.ndarray) -> list[Tensor]:
+        """Every view of a uint8 batch (B, 3, H, W) with one seed per image: uint8 (B, 3, side, side)
+        each, in one batched operation per view."""
+        h, w = images.shape[-2:]
+        boxes = self.boxes(seeds, h, w)
+        out: list[Tensor | None] = [None] * len(self.plan)
+        for side in dict.fromkeys(s for s, _ in self.plan):  # views of one side: one call (fewer small ops)
+            views = [v for v, (s, _) in enumerate(self.plan) if s == side]
+            crops = resized_crops(images.repeat(len(views), 1, 1, 1), CropBoxes.concat([boxes[v] for v in views]),
+                                  side)
+            for v, crop in zip(views, crops.chunk(len(views)), strict=True):
+                out[v] = crop
+        return out  # type: ignore[return-value]
+
+
+class TwoViewCrop(SeededCrops):
     """Geometric half of BYOL's augmentation for both views: one image -> two uint8 crops.
 
-    Each view is an independent RandomResizedCrop(resolution, scale=(c_min, c_max), aspect ratio
-    3/4..4/3, bilinear with antialiasing) followed by a horizontal flip with p=0.5. The geometric
-    part is the same for both views in BYOL, so the view asymmetry lives in
-    :class:`BatchPhotometric` only.
+    Each view is an independent random-resized crop (resolution, scale=(c_min, c_max), aspect
+    ratio 3/4..4/3, bilinear with antialiasing) followed by a horizontal flip with p=0.5
+    (:class:`SeededCrops`). The geometric part is the same for both views in BYOL, so the view
+    asymmetry lives in :class:`BatchPhotometric` only.
 
     Call with a PIL image or a (C, H, W) uint8 tensor; returns two uint8 tensors of shape
-    (3, R, R). ``seed`` makes the two crops a pure function of (image, seed); see the module
-    docstring.
+    (3, R, R), a pure function of (image, seed). :meth:`batch` crops a uint8 batch.
     """
+
+    #: number of local crops (none)
+    n_local = 0
 
     def __init__(self, cfg: AugmentConfig) -> None:
         if not 0 < cfg.c_min <= cfg.c_max <= 1:
             raise ValueError(f"augment.c_min={cfg.c_min}, c_max={cfg.c_max}: need 0 < c_min <= c_max <= 1")
         self.resolution = int(cfg.resolution)
         self.scale = (float(cfg.c_min), float(cfg.c_max))
-        self.transform = _crop_and_flip(self.resolution, self.scale)
-
-    def crop(self, img: Image.Image | Tensor) -> Tensor:
-        """One random view of ``img``: uint8 (3, R, R). Draws from the current CPU generator."""
-        # Cropping before the tensor conversion lets PIL resize only the crop of a large photo.
-        return to_rgb_uint8(self.transform(img))
+        super().__init__([(self.resolution, self.scale)] * 2)
 
     def __call__(self, img: Image.Image | Tensor, seed: int | None = None) -> tuple[Tensor, Tensor]:
-        with seeded_cpu_rng(seed):
-            return self.crop(img), self.crop(img)
+        v1, v2 = self.views(img, seed)
+        return v1, v2
+
+    def batch(self, images: Tensor, seeds: Sequence[int] | np.ndarray) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """uint8 (B, 3, H, W) and B seeds -> (view1, view2, ()), uint8 (B, 3, R, R) views."""
+        v1, v2 = self.batch_views(images, seeds)
+        return v1, v2, ()
 
     def __repr__(self) -> str:
         return f"TwoViewCrop(resolution={self.resolution}, scale={self.scale})"
-
-
-def _crop_and_flip(resolution: int, scale: tuple[float, float]) -> v2.Compose:
-    """RandomResizedCrop (aspect 3/4..4/3, bilinear, antialiased) then a horizontal flip p=0.5."""
-    return v2.Compose(
-        [v2.RandomResizedCrop(resolution, scale=scale, antialias=True), v2.RandomHorizontalFlip(p=0.5)]
-    )
 
 
 def local_resolution(cfg: AugmentConfig) -> int:
@@ -139,19 +186,19 @@ def local_resolution(cfg: AugmentConfig) -> int:
     return max(1, int(round(cfg.resolution * LOCAL_RESOLUTION_RATIO)))
 
 
-class MultiCrop:
+class MultiCrop(SeededCrops):
     """Geometric half of multi-crop: one image -> two global crops and M small local crops.
 
-    The global crops are exactly :class:`TwoViewCrop`'s. Each local crop is an independent
-    RandomResizedCrop(:func:`local_resolution`, scale=``augment.local_crop_scale``, aspect ratio
-    3/4..4/3, bilinear with antialiasing) followed by a horizontal flip with p=0.5; M =
-    ``augment.local_crops``. Defaults follow DINO's ResNet-50 recipe (local scale 0.05..0.14,
-    96 px local crops at 224 px; DINO uses M = 8), except that 0 local crops is the default here.
+    The global crops are exactly :class:`TwoViewCrop`'s (the first two views of the plan). Each
+    local crop is an independent random-resized crop (:func:`local_resolution`,
+    scale=``augment.local_crop_scale``, aspect ratio 3/4..4/3, bilinear with antialiasing)
+    followed by a horizontal flip with p=0.5; M = ``augment.local_crops``. Defaults follow DINO's
+    ResNet-50 recipe (local scale 0.05..0.14, 96 px local crops at 224 px; DINO uses M = 8), except
+    that 0 local crops is the default here.
 
     Call with a PIL image or a (C, H, W) uint8 tensor; returns ``(view1, view2, locals)`` with
-    uint8 views (3, R, R) and a tuple of M uint8 tensors (3, r, r). Under ``seed`` the local crops
-    are drawn after the global ones from the same seeded stream, so the global views do not depend
-    on M.
+    uint8 views (3, R, R) and a tuple of M uint8 tensors (3, r, r). The local crops come after the
+    global ones in the seed's stream, so the global views do not depend on M.
     """
 
     def __init__(self, cfg: AugmentConfig) -> None:
@@ -164,19 +211,18 @@ class MultiCrop:
         self.n_local = int(cfg.local_crops)
         self.local_resolution = local_resolution(cfg)
         self.local_scale = (lo, hi)
-        self.local_transform = _crop_and_flip(self.local_resolution, self.local_scale)
-
-    def local_crop(self, img: Image.Image | Tensor) -> Tensor:
-        """One random local crop of ``img``: uint8 (3, r, r). Draws from the current CPU generator."""
-        return to_rgb_uint8(self.local_transform(img))
+        super().__init__([*self.global_crop.plan, *[(self.local_resolution, self.local_scale)] * self.n_local])
 
     def __call__(
         self, img: Image.Image | Tensor, seed: int | None = None
     ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-        with seeded_cpu_rng(seed):
-            g = self.global_crop
-            v1, v2 = g.crop(img), g.crop(img)
-            return v1, v2, tuple(self.local_crop(img) for _ in range(self.n_local))
+        v1, v2, *local = self.views(img, seed)
+        return v1, v2, tuple(local)
+
+    def batch(self, images: Tensor, seeds: Sequence[int] | np.ndarray) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """uint8 (B, 3, H, W) and B seeds -> (view1, view2, M local views (B, 3, r, r))."""
+        v1, v2, *local = self.batch_views(images, seeds)
+        return v1, v2, tuple(local)
 
     def __repr__(self) -> str:
         return (f"MultiCrop(resolution={self.global_crop.resolution}, scale={self.global_crop.scale}, "
@@ -257,17 +303,20 @@ class BatchPhotometric(nn.Module):
         # augmentation moves its random sampling to that device, and we want the parameters
         # always drawn on the CPU (one seed -> the same augmentation on CPU and GPU, and only the
         # CPU generator to seed and restore). They hold no learnable state.
-        self._ops: tuple[nn.Module, ...] = (jitter, gray, blur, solarize)
         self.probabilities = {
             "jitter": float(cfg.jitter_p),
             "grayscale": float(cfg.grayscale_p),
             "blur": blur_p,
             "solarize": solarize_p,
         }
+        # A step with p = 0 changes no image but kornia still runs it on the whole batch (a blur of
+        # every image, say): leave it out.
+        self._ops: tuple[nn.Module, ...] = tuple(
+            op for op, p in zip((jitter, gray, blur, solarize), self.probabilities.values(), strict=True) if p > 0)
 
     @property
     def ops(self) -> tuple[nn.Module, ...]:
-        """The kornia augmentations in the order they are applied."""
+        """The kornia augmentations in the order they are applied (those with p > 0)."""
         return self._ops
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
@@ -307,7 +356,7 @@ class EvalTransform:
         self.resolution = int(resolution)
         self.crop_ratio = float(crop_ratio)
 
-    def __call__(self, img: Image.Image | Tensor) -> Tensor:
+    def _resize_and_crop(self, img: Image.Image | Tensor) -> Image.Image | Tensor:
         r = self.resolution
         h, w = TF.get_size(img)
         short = min(h, w)
@@ -316,7 +365,17 @@ class EvalTransform:
             img = TF.resize(img, [target_short], antialias=True)
         if TF.get_size(img) != [r, r]:
             img = TF.center_crop(img, [r, r])
-        return to_rgb_uint8(img)
+        return img
+
+    def __call__(self, img: Image.Image | Tensor) -> Tensor:
+        return to_rgb_uint8(self._resize_and_crop(img))
+
+    def batch(self, images: Tensor) -> Tensor:
+        """A uint8 batch (B, 3, H, W) of one size -> uint8 (B, 3, R, R), each image exactly as
+        ``__call__`` gives it (torch resizes the images of a batch independently)."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}")
+        return self._resize_and_crop(images).contiguous()
 
     def __repr__(self) -> str:
         return f"EvalTransform(resolution={self.resolution}, crop_ratio={self.crop_ratio})"

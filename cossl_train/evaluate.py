@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as v2
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from .config import AugmentConfig, Config, DataConfig
@@ -32,7 +32,10 @@ PROTOCOLS = {
 def _loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False,
             generator: torch.Generator | None = None) -> DataLoader:
     from .data import collate_skip_none
+    from .data.loader import batched_loader
 
+    if getattr(dataset, "batchable", False) and not shuffle:  # images in memory: whole batches, no workers
+        return batched_loader(dataset, BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator,
                       collate_fn=partial(collate_skip_none, n_fields=2))
 

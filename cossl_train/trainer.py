@@ -196,6 +196,9 @@ def log_start(run: Run, parts: TrainParts, data: RunData) -> None:
              "it; their learning rates assume it); w_s = %g", parts.method.loss.pair_scale, parts.method.local_weight)
     log.info("%d images, %d optimizer steps per epoch, %d epochs", len(data.dataset), data.steps_per_epoch,
              cfg.train.epochs)
+    if getattr(data.dataset, "batchable", False):
+        log.info("images held in memory: each batch is cropped in one operation in this process "
+                 "(data.num_workers=%d applies to images read from files)", cfg.data.num_workers)
 
 
 def run_epoch(parts: TrainParts, run: Run, data: RunData, epoch: int, global_step: int, metrics: MetricsLogger,

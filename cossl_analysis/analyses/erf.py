@@ -8,6 +8,7 @@ mode; docs/analysis.md has the definition, the position convention and the two c
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +29,7 @@ __all__ = ["DEFAULT_POSITIONS", "NotVectorisable", "check_positions", "erf_map",
            "position_indices", "rf_centres"]
 
 Position = tuple[float, float]
-ErfMethod = Literal["auto", "batched", "per-position"]
+ErfMethod = Literal["auto", "batched", "looped", "per-position"]
 
 
 def position_index(p: float, size: int) -> int:
@@ -77,29 +78,74 @@ class NotVectorisable(RuntimeError):
     """The model's backward pass cannot run under ``vmap`` (``is_grads_batched``)."""
 
 
-def _batched_chunk(model: nn.Module, x: Tensor, flat: Tensor, group: int) -> Tensor:
-    """(b, P, H, W) maps of the images ``x`` (b, 3, H, W): one forward pass, then the gradients of
-    all P selected outputs from vectorised backward passes over ``group`` positions at a time."""
+def _vectorised(selected: Tensor, inp: Tensor, positions: range, retain: bool) -> Tensor:
+    """(b, g, H, W): |d selected[:, p] / d inp| summed over channels for the g ``positions``, from
+    one backward pass vectorised over them."""
+    b, n_pos = selected.shape
+    g = len(positions)
+    one_hot = torch.zeros(g, b, n_pos, dtype=selected.dtype, device=selected.device)
+    one_hot[torch.arange(g), :, torch.as_tensor(list(positions))] = 1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            (grads,) = torch.autograd.grad(selected, inp, grad_outputs=one_hot, is_grads_batched=True,
+                                           retain_graph=retain)
+        except RuntimeError as err:  # e.g. a custom autograd Function that vmap cannot batch
+            raise NotVectorisable(str(err).splitlines()[0]) from err
+    slow = [w for w in caught if "performance drop" in str(w.message)]
+    if slow:  # torch fell back to a Python loop over the positions: no gain over per-position
+        raise NotVectorisable(str(slow[0].message).splitlines()[0])
+    return grads.abs().sum(dim=2).transpose(0, 1)  # sum |grad| over channels
+
+
+def _looped(selected: Tensor, inp: Tensor, positions: range, retain: bool) -> Tensor:
+    """As :func:`_vectorised`, with one plain backward pass per position."""
+    maps = []
+    for k, p in enumerate(positions):
+        # the images of a chunk are independent in eval mode: one pass gives every image's gradient
+        (grad,) = torch.autograd.grad(selected[:, p].sum(), inp, retain_graph=retain or k < len(positions) - 1)
+        maps.append(grad.abs().sum(dim=1))
+    return torch.stack(maps, dim=1)
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Tensor, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def _batched_chunk(model: nn.Module, x: Tensor, flat: Tensor, group: int,
+                   backward: str) -> tuple[Tensor, str]:
+    """(b, P, H, W) maps of the images ``x`` (b, 3, H, W) from one forward pass, then the gradients
+    of the P selected outputs by ``backward``: ``"vectorised"`` (``group`` positions per backward
+    pass), ``"looped"`` (one backward pass per position) or ``"measure"``: the first position looped
+    and the next ``group`` vectorised, each timed, the rest by the faster per position (vectorised
+    on a tie). Returns the maps and the backward used for the rest."""
     inp = x.detach().clone().requires_grad_()
     selected = _ChannelSumMap(model)(inp)[:, flat]  # (b, P)
-    b, n_pos = selected.shape
-    maps = []
-    for start in range(0, n_pos, group):
-        stop = min(start + group, n_pos)
-        one_hot = torch.zeros(stop - start, b, n_pos, dtype=selected.dtype, device=selected.device)
-        one_hot[torch.arange(stop - start), :, torch.arange(start, stop)] = 1.0
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                (grads,) = torch.autograd.grad(selected, inp, grad_outputs=one_hot, is_grads_batched=True,
-                                               retain_graph=stop < n_pos)
-            except RuntimeError as err:  # e.g. a custom autograd Function that vmap cannot batch
-                raise NotVectorisable(str(err).splitlines()[0]) from err
-        slow = [w for w in caught if "performance drop" in str(w.message)]
-        if slow:  # torch fell back to a Python loop over the positions: no gain over per-position
-            raise NotVectorisable(str(slow[0].message).splitlines()[0])
-        maps.append(grads.abs().sum(dim=2).transpose(0, 1))  # (b, g, H, W): sum |grad| over channels
-    return torch.cat(maps, dim=1)
+    n_pos = selected.shape[1]
+    maps, start = [], 0
+    if backward == "measure" and n_pos > 1:
+        first, t_loop = _timed(_looped, selected, inp, range(1), True)
+        stop = min(1 + group, n_pos)
+        try:
+            # the graph is kept even if this is the last pass: a failed vectorised pass falls back to loops
+            rest, t_vec = _timed(_vectorised, selected, inp, range(1, stop), True)
+        except NotVectorisable as err:
+            warnings.warn(f"erf_map: the model's backward pass cannot be vectorised ({err}); computing the "
+                          "ERFs position by position (one backward pass each after one shared forward pass)",
+                          RuntimeWarning, stacklevel=4)
+            rest, t_vec = _looped(selected, inp, range(1, stop), stop < n_pos), float("inf")
+        maps += [first, rest]
+        start = stop
+        backward = "vectorised" if t_vec / (stop - 1) <= t_loop else "looped"
+    elif backward == "measure":
+        backward = "looped"
+    for s in range(start, n_pos, group if backward == "vectorised" else n_pos):
+        stop = min(s + group, n_pos) if backward == "vectorised" else n_pos
+        fn = _vectorised if backward == "vectorised" else _looped
+        maps.append(fn(selected, inp, range(s, stop), stop < n_pos))
+    return torch.cat(maps, dim=1), backward
 
 
 def _per_position(model: nn.Module, x: Tensor, flat: Tensor, chunk_size: int) -> Tensor:
@@ -136,10 +182,17 @@ def erf_map(
         average: average the maps over the B images.
         method: ``"batched"``: one forward pass per chunk of images, every position's gradient from
             vectorised backward passes (``torch.autograd.grad(..., is_grads_batched=True)``);
-            ``"per-position"``: one captum ``Saliency`` call per position (the reference path);
-            ``"auto"`` (default): batched, falling back to per-position (with a warning) for a
-            model whose backward pass cannot be vectorised.
-        chunk_size: most (image, position) copies per backward pass; bounds memory.
+            ``"looped"``: one forward pass per chunk of images, one plain backward pass per position;
+            ``"per-position"``: one captum ``Saliency`` call (forward and backward) per position (the
+            reference path); ``"auto"`` (default): one forward pass per chunk of images, then
+            looped backward passes on a CPU (faster than vectorised ones at 224 px, level at 56 px,
+            on 2 cores) and elsewhere vectorised or looped, whichever was faster per position
+            on the first chunk (the first position looped, the next ``chunk_size`` vectorised, both
+            timed; the rest by the faster); looped, with a warning, for a model whose backward pass
+            cannot be vectorised. Never slower than per-position, which repeats the forward pass
+            for every position (docs/analysis.md).
+        chunk_size: most (image, position) copies per backward pass (vectorised) or images per
+            forward pass (looped); bounds memory.
         progress: show a tqdm bar over the chunks of images.
 
     Returns:
@@ -154,38 +207,45 @@ def erf_map(
     positions = check_positions(positions)
     if len(positions) == 0 or len(images) == 0:
         raise ValueError("erf_map needs at least one image and one position")
-    if method not in ("auto", "batched", "per-position"):
-        raise ValueError(f"unknown method {method!r}; valid: auto, batched, per-position")
+    if method not in ("auto", "batched", "looped", "per-position"):
+        raise ValueError(f"unknown method {method!r}; valid: auto, batched, looped, per-position")
     device = model_device(model)
     x = pixels(images.detach(), device, model_dtype(model))  # uint8 -> [0, 1], as every analysis reads them
     with eval_mode(model):
         with torch.no_grad():
             _, _, h, w = check_fmap(model(x[:1])).shape
         flat = torch.tensor([i * w + j for i, j in position_indices(positions, h, w)], device=device)
-        maps = None if method == "per-position" else _batched(model, x, flat, chunk_size, method, progress)
-        if maps is None:
+        if method == "per-position":
             maps = _per_position(model, x, flat, chunk_size)
+        else:
+            maps = _batched(model, x, flat, chunk_size, method, progress)
     out = maps.mean(dim=0) if average else maps
     return out.to(torch.float32).cpu().numpy()
 
 
-def _batched(model: nn.Module, x: Tensor, flat: Tensor, chunk_size: int, method: str,
-             progress: bool) -> Tensor | None:
-    """The batched path over chunks of images, or None when it cannot run and ``method`` is auto."""
+def _auto_backward(device: torch.device) -> str:
+    """``auto``'s backward passes: looped on a CPU, where plain passes were faster than vectorised
+    ones at 224 px and level at 56 px (docs/benchmarks.md), else measured on the first chunk."""
+    return "looped" if device.type == "cpu" else "measure"
+
+
+def _batched(model: nn.Module, x: Tensor, flat: Tensor, chunk_size: int, method: str, progress: bool) -> Tensor:
+    """One forward pass per chunk of images, the positions' gradients by ``method``'s backward
+    passes (``auto``: measured on the first chunk, see :func:`_batched_chunk`)."""
     n_pos = len(flat)
-    per_pass = max(1, chunk_size // n_pos)  # images per forward pass
     group = min(n_pos, chunk_size)  # positions per vectorised backward pass
-    parts = []
-    starts = range(0, len(x), per_pass)
-    try:
-        for s in tqdm(starts, desc="erf", disable=not progress, leave=False):
-            parts.append(_batched_chunk(model, x[s : s + per_pass], flat, group).double())
-    except NotVectorisable as err:
-        if method == "batched":
-            raise
-        warnings.warn(f"erf_map: the model's backward pass cannot be vectorised ({err}); "
-                      "computing the ERFs position by position instead", RuntimeWarning, stacklevel=3)
-        return None
+    backward = {"batched": "vectorised", "looped": "looped", "auto": _auto_backward(x.device)}[method]
+    parts, s = [], 0
+    bar = tqdm(total=len(x), desc="erf", disable=not progress, leave=False)
+    while s < len(x):
+        # images per forward pass: vectorised passes hold (image, position) copies, looped ones images
+        per_pass = max(1, chunk_size // group) if backward != "looped" else chunk_size
+        chunk = x[s : s + per_pass]
+        maps, backward = _batched_chunk(model, chunk, flat, group, backward)
+        parts.append(maps.double())
+        s += len(chunk)
+        bar.update(len(chunk))
+    bar.close()
     return torch.cat(parts)
 
 

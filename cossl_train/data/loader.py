@@ -1,11 +1,12 @@
 """Deterministic loading: dataset wrappers (crops, eval transform, subsets), batches, collate and
-``build_loader``, a pure function of (seed, epoch) whatever the number of workers
-(docs/training.md, "Augmentations: randomness and resume")."""
+``build_loader``, a pure function of (seed, epoch) whatever the number of workers. Images held in
+memory are cut a whole batch at a time in the loading process; files are decoded and cut per image
+by worker processes (docs/training.md, "Augmentations: randomness and resume")."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..augment import EvalTransform, MultiCrop, TwoViewCrop
+from .memory import InMemoryImages
 
 __all__ = [
     "LIMIT_SEED",
@@ -22,6 +24,7 @@ __all__ = [
     "PretrainBatch",
     "PretrainDataset",
     "SeededBatchSampler",
+    "batched_loader",
     "build_loader",
     "collate_skip_none",
     "limit_indices",
@@ -37,6 +40,20 @@ def _split_key(key: Key) -> tuple[int, int | None]:
     if isinstance(key, tuple):
         return int(key[0]), int(key[1])
     return int(key), None
+
+
+def _in_memory(base: Dataset) -> bool:
+    """Whether ``base`` holds its images as one uint8 (N, 3, H, W) tensor (the embedded datasets)."""
+    images = getattr(base, "images", None)
+    return (isinstance(base, InMemoryImages) and isinstance(images, Tensor) and images.dtype == torch.uint8
+            and images.ndim == 4 and images.shape[1] == 3)
+
+
+def _positions(keys: Sequence[Key], indices: list[int] | None) -> tuple[list[int], list[int], list[int | None]]:
+    """(dataset positions, base indices, crop seeds) of a batch of keys."""
+    split = [_split_key(k) for k in keys]
+    pos = [i for i, _ in split]
+    return pos, [indices[i] for i in pos] if indices is not None else pos, [s for _, s in split]
 
 
 def limit_indices(n: int, limit: int) -> list[int] | None:
@@ -100,8 +117,36 @@ class PretrainDataset(Dataset):
         """Number of classes of a labelled base dataset; None when unlabelled (no online probe)."""
         return len(getattr(self.base, "classes", None) or []) or None
 
+    @property
+    def batchable(self) -> bool:
+        """Whether :meth:`batch` applies: the base holds its images in memory, all of one size."""
+        return _in_memory(self.base)
+
+    def batch(self, keys: Sequence[Key]) -> PretrainBatch:
+        """The samples of ``keys`` as one batch, cut in one operation per view
+        (``SeededCrops.batch_views``); only for a :attr:`batchable` base. A sample is the same
+        whatever batch it is cut in, and equal to ``self[key]``."""
+        pos, idx, seeds = _positions(keys, self.indices)
+        if any(s is None for s in seeds):
+            # unseeded keys draw their seeds from the global generator, as __getitem__ does
+            seeds = [s if s is not None else int(torch.randint(0, 2**63 - 1, (1,)).item()) for s in seeds]
+        images = self.base.images[idx]  # type: ignore[attr-defined]
+        labels = self.base.labels[idx].clone()  # type: ignore[attr-defined]
+        if self.hidden_labels:
+            labels[torch.tensor([p in self.hidden_labels for p in pos], dtype=torch.bool)] = -1
+        v1, v2, local = self.crop.batch(images, seeds)
+        clean = self.clean.batch(images) if self.clean is not None else None
+        return PretrainBatch(v1, v2, labels, 0, local, clean)
+
     def __getitem__(self, key: Key) -> tuple[Any, ...] | None:
         i, seed = _split_key(key)
+        if self.batchable:  # the batched crop, so that a sample equals its row in any batch
+            b = self.batch([key])
+            local = tuple(v[0] for v in b.local_views)
+            head = (b.view1[0], b.view2[0], int(b.label[0]))
+            if self.clean is not None:
+                return (*head, local, b.clean[0])
+            return (*head, local) if self.n_local else head
         sample = self.base[self.indices[i] if self.indices is not None else i]
         if sample is None:
             return None
@@ -133,6 +178,19 @@ class EvalDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.base)  # type: ignore[arg-type]
+
+    @property
+    def batchable(self) -> bool:
+        """Whether :meth:`batch` applies: images in memory, all of one size, and the evaluation
+        transform (which has a batched form)."""
+        return _in_memory(self.base) and isinstance(self.transform, EvalTransform)
+
+    def batch(self, keys: Sequence[Key]) -> EvalBatch:
+        """The samples of ``keys`` as one batch, transformed in one operation; each image exactly
+        as ``self[key]`` gives it. Only for a :attr:`batchable` base."""
+        _, idx, _ = _positions(keys, self.indices)
+        images = self.transform.batch(self.base.images[idx])  # type: ignore[attr-defined]
+        return EvalBatch(images, self.base.labels[idx].clone(), 0)  # type: ignore[attr-defined]
 
     def __getitem__(self, key: Key) -> tuple[Tensor, int] | None:
         i, _ = _split_key(key)
@@ -311,7 +369,10 @@ def build_loader(
     Batches are :class:`PretrainBatch` (for a :class:`PretrainDataset`) or :class:`EvalBatch`
     (for an :class:`EvalDataset`), with unreadable samples dropped and counted (``skipped``).
     The same (seed, epoch) gives the same batches with any ``num_workers``; another epoch gives
-    another order and other crops. Build a new loader every epoch (workers are not persistent).
+    another order and other crops. A dataset whose images are in memory (``ds.batchable``) is
+    loaded a batch at a time in this process (``ds.batch``) and ``num_workers`` does not apply;
+    files are read by ``num_workers`` worker processes. Build a new loader every epoch (workers
+    are not persistent).
     ``pin_memory`` is on when ``device`` is CUDA. ``rank``/``world_size`` shard the epoch for
     DDP; ``skip_batches`` drops the first batches of the epoch to resume mid-epoch.
     """
@@ -326,10 +387,14 @@ def build_loader(
         world_size=world_size,
         skip_batches=skip_batches,
     )
+    pin = device is not None and torch.device(device).type == "cuda"
+    if getattr(ds, "batchable", False):
+        # images in memory: one batched crop per view in this process, no workers (on few cores a
+        # worker would compete with the training threads for the same cores)
+        return batched_loader(ds, sampler, pin_memory=pin)
     # Worker base seeds come from this generator: the crops do not need them (they use per-sample
     # seeds) but anything else random in a worker is then reproducible too.
     worker_gen = torch.Generator().manual_seed(_mix_seed(seed, epoch, 1))
-    pin = device is not None and torch.device(device).type == "cuda"
     return DataLoader(
         ds,
         batch_sampler=sampler,
@@ -341,3 +406,32 @@ def build_loader(
         generator=worker_gen,
         persistent_workers=False,
     )
+
+
+def batched_loader(ds: Dataset, batches: Iterable[Sequence[Key]], pin_memory: bool = False) -> DataLoader:
+    """A loader of a batchable dataset (``ds.batchable``): one ``ds.batch(keys)`` per list of keys
+    that ``batches`` yields, in this process.
+
+    >>> from torch.utils.data import BatchSampler, SequentialSampler
+    >>> from cossl_train.augment import EvalTransform
+    >>> from cossl_train.data import DigitsDataset
+    >>> ds = EvalDataset(DigitsDataset("val", 16), EvalTransform(16))
+    >>> next(iter(batched_loader(ds, BatchSampler(SequentialSampler(ds), 8, False)))).image.shape
+    torch.Size([8, 3, 16, 16])
+    """
+    return DataLoader(_Batches(ds), sampler=batches, batch_size=None, num_workers=0, collate_fn=_as_is,
+                      pin_memory=pin_memory)
+
+
+class _Batches(Dataset):
+    """A batchable dataset seen batch by batch: item ``keys`` is ``ds.batch(keys)``."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __getitem__(self, keys: Sequence[Key]) -> PretrainBatch | EvalBatch:  # type: ignore[override]
+        return self.ds.batch(keys)  # type: ignore[attr-defined]
+
+
+def _as_is(batch: Any) -> Any:
+    return batch

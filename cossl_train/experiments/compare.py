@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ def parse_sweeps(specs: Sequence[str], base: Config) -> list[Combo]:
 
 @dataclass
 class Comparison:
-    """Per-seed scores of each (combination, method), ``RANDOM`` included, and pre-training seconds."""
+    """Per-seed scores of each (combination, method), ``RANDOM`` included, pre-training and
+    evaluation seconds."""
 
     methods: list[str]
     seeds: list[int]
@@ -111,6 +113,8 @@ class Comparison:
     scores: dict[tuple[Combo, str], dict[int, dict[str, float]]] = field(default_factory=dict)
     seconds: dict[tuple[Combo, str], dict[int, float]] = field(default_factory=dict)
     protocol: str = "fast"
+    #: wall seconds of each (combination, method, seed)'s evaluation (reading a stored one included)
+    eval_seconds: dict[tuple[Combo, str], dict[int, float]] = field(default_factory=dict)
 
     def values(self, method: str, metric: str, combo: Combo = ()) -> list[float]:
         return [self.scores[combo, method][s][metric] for s in self.seeds]
@@ -162,7 +166,7 @@ def compare(base: Config, methods: Sequence[str], seeds: Sequence[int], out: str
         for name in ([RANDOM] if random_init else []) + list(methods):
             # only what changes this method's run, so that a shared run keeps one config
             cfg_c = apply_overrides(base, [f"{k}={v}" for k, v in relevant(combo, name)])
-            comp.scores[combo, name], comp.seconds[combo, name] = {}, {}
+            comp.scores[combo, name], comp.seconds[combo, name], comp.eval_seconds[combo, name] = {}, {}, {}
             for seed in seeds:
                 _one(comp, cfg_c, out, combo, name, seed, progress)
                 if on_run is not None:
@@ -174,12 +178,16 @@ def _one(comp: Comparison, cfg_c: Config, out: Path, combo: Combo, name: str, se
     cfg = apply_overrides(cfg_c, [f"train.seed={seed}"])
     if name == RANDOM:
         cache = run_dir(out, "random_init", seed, combo).with_suffix(".json")
+        t0 = time.perf_counter()
         comp.scores[combo, name][seed], comp.seconds[combo, name][seed] = _random_scores(cfg, cache, progress), 0.0
+        comp.eval_seconds[combo, name][seed] = time.perf_counter() - t0
         return
     cfg = apply_overrides(cfg, [f"method.name={name}", f"train.out_dir={run_dir(out, name, seed, combo)}"])
     summary = ensure_trained(cfg, progress)
     comp.seconds[combo, name][seed] = float(summary.get("train_seconds", float("nan")))
+    t0 = time.perf_counter()
     res = ensure_evaluated(Path(cfg.train.out_dir) / CHECKPOINT_NAME, cfg, progress)
+    comp.eval_seconds[combo, name][seed] = time.perf_counter() - t0
     comp.scores[combo, name][seed] = {m: res[m] for m in METRICS}
     log.info("%s%s seed %d: linear top-1 %.2f%%, kNN top-1 %.2f%%", name, f" [{combo_label(combo)}]" if combo else "",
              seed, res["linear_top1"], res["knn_top1"])

@@ -76,6 +76,14 @@ class _Progress:
         self._t = now
         self.bar.update(1 if label.startswith(RANDOM) else self.epochs + 1)
 
+    def split(self, comp: Comparison) -> None:
+        """Each run's stage split into its pre-training (the epochs) and evaluation seconds."""
+        for stage in self.times:
+            name, _, seed = stage["what"].rpartition(" seed ")
+            if ((), name) in comp.eval_seconds and seed.isdigit():
+                stage["train_seconds"] = round(comp.seconds[(), name][int(seed)], 2)
+                stage["eval_seconds"] = round(comp.eval_seconds[(), name][int(seed)], 2)
+
     def report_done(self) -> None:
         now = time.perf_counter()
         self.times.append({"what": "report", "seconds": round(now - self._t, 2)})
@@ -102,6 +110,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bo
     base = demo_config(overrides)
     bar = _Progress(base, methods, seeds, report, progress)
     comp = compare(base, methods, range(seeds), out, random_init=True, progress=progress, on_run=bar.run_done)
+    bar.split(comp)
     table = write_results(comp, out)
     print(f"\nDemo: {base.data.dataset} ({base.augment.resolution} px), {base.backbone.name} width "
           f"{base.backbone.width}, {base.train.epochs} epochs, w_s = {base.co.local_weight}; {seeds} seeds, "

@@ -26,9 +26,9 @@ def test_bench_times_the_trainers_step_in_both_precisions(tmp_path: Path, monkey
     monkeypatch.setattr(bench, "train_step", spy)
     out = tmp_path / "bench.json"
     argv = ["--methods", "byol,co_byol", "--width", "4", "--resolution", "16", "--batch-size", "8", "--steps", "2",
-            "--warmup", "1", "--rounds", "2", "--precision", "both", "--workers", "0", "--loader-batches", "2",
-            "--no-progress", "--json", str(out), "head.proj_hidden=32", "head.pred_hidden=32", "co.proj_hidden=16",
-            "co.pred_hidden=16"]
+            "--loop-steps", "1", "--warmup", "1", "--rounds", "2", "--precision", "both", "--workers", "0",
+            "--loader-batches", "2", "--no-progress", "--json", str(out), "head.proj_hidden=32", "head.pred_hidden=32",
+            "co.proj_hidden=16", "co.pred_hidden=16"]
     assert bench.main(argv) == 0
     record = json.loads(out.read_text())
     keys = {"byol@fp32", "co_byol@fp32", "byol@bf16", "co_byol@bf16"}
@@ -37,7 +37,34 @@ def test_bench_times_the_trainers_step_in_both_precisions(tmp_path: Path, monkey
                                      "co_byol@bf16/co_byol@fp32"}
     for name, r in record["methods"].items():
         assert r["images_per_s"] > 0 and r["step_ms_median"] > 0, name
-    # every timed step went through the trainer's train_step: 1 warm-up + 2 timed per entry
-    assert sorted(calls) == sorted([k for k in keys for _ in range(3)])
+        assert r["loop_images_per_s"] > 0 and r["loop_steps"] == 1 and r["loop_over_step"] > 0, name
+        assert r["gflops_achieved"] == pytest.approx(r["flop_per_step"] / 1e9 / (r["step_ms_median"] / 1e3))
+    # the FLOP counter sees the CO term's extra heads
+    assert record["methods"]["co_byol@fp32"]["flop_per_step"] > record["methods"]["byol@fp32"]["flop_per_step"] > 0
+    # every step went through the trainer's train_step: 1 warm-up, 1 counted, 1 warm-up of the loop,
+    # 2 timed steps and 1 timed step of the loop per entry
+    assert sorted(calls) == sorted([k for k in keys for _ in range(6)])
     assert "avx512" in record["settings"]["cpu_flags_bf16"].lower()  # says what the CPU offers
-    assert "step-time ratios (same run)" in capsys.readouterr().out
+    peak = record["peak"]
+    assert peak["fp32_gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["fp32_per_cycle"])
+    printed = capsys.readouterr().out
+    assert "step-time ratios (same run)" in printed and "loop/step" in printed and "GFLOP/s" in printed
+
+
+def test_peak_is_cores_times_clock_times_flop_per_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import machine
+
+    info = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2445.000\nflags\t\t: fpu avx2 fma\n"
+            "cpu MHz\t\t: 2450.000\n")
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: info)
+    monkeypatch.setattr(machine.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    peak = machine.cpu_peak(cores=2)
+    # the AVX2 machine: 2 cores x 2.45 GHz x 32 FLOP/cycle; no native bf16: the same rate
+    assert (peak.ghz, peak.fp32_per_cycle, peak.bf16_per_cycle) == (2.45, 32, 32)
+    assert peak.fp32 == pytest.approx(156.8) and peak.bf16 == pytest.approx(156.8)
+    zen4 = info.replace("avx2 fma", "avx2 fma avx512f avx512_bf16")
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: zen4)
+    monkeypatch.setattr(machine.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    peak = machine.cpu_peak(cores=2)  # Zen 4: AVX-512 on 256-bit units; AVX512-BF16 doubles it
+    assert (peak.isa, peak.fp32_per_cycle, peak.bf16_per_cycle) == ("AVX512/zen4", 32, 64)
+    assert machine.cpu_peak(cores=4, ghz=3.0, fp32_per_cycle=64).fp32 == pytest.approx(768)

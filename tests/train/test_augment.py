@@ -296,3 +296,22 @@ def test_local_photometric_is_dinos_local_pipeline() -> None:
     assert tiny.blur_kernel == 7 and tiny(torch.rand(2, 3, 8, 8), seed=0).shape == (2, 3, 8, 8)
     with pytest.raises(ValueError, match="view must be 0, 1 or 'local'"):
         BatchPhotometric(cfg, view=2)
+
+
+def test_steps_with_zero_probability_are_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step with p = 0 changes no image: it is left out (kornia would still run it on every image),
+    and the steps with p > 0 still run."""
+    import kornia.augmentation as K
+
+    cfg = AugmentConfig(resolution=16, **{**OFF, "jitter_p": 1.0, "solarize_p": (0.0, 0.5)})
+    ran: list[str] = []
+    for cls in (K.ColorJitter, K.RandomGrayscale, K.RandomGaussianBlur, K.RandomSolarize):
+        real = cls.forward
+        monkeypatch.setattr(cls, "forward", lambda self, *a, _r=real, _n=cls.__name__, **k: (ran.append(_n),
+                                                                                               _r(self, *a, **k))[1])
+    x = torch.rand(4, 3, 16, 16)
+    BatchPhotometric(cfg, 0)(x, seed=0)
+    assert ran == ["ColorJitter"]
+    ran.clear()
+    BatchPhotometric(cfg, 1)(x, seed=0)
+    assert ran == ["ColorJitter", "RandomSolarize"]

@@ -187,11 +187,13 @@ class _NotVectorisable(nn.Module):
         return self.net(_NumpyBackward.apply(x))
 
 
-def test_falls_back_to_per_position_when_the_backward_cannot_be_vectorised() -> None:
+def test_falls_back_to_per_position_when_the_backward_cannot_be_vectorised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cossl_analysis.analyses import erf
     from cossl_analysis.analyses.erf import NotVectorisable
 
     model = _NotVectorisable()
     images = torch.rand(2, 3, 16, 16)
+    monkeypatch.setattr(erf, "_auto_backward", lambda device: "measure")  # auto off a CPU tries vectorising
     with pytest.warns(RuntimeWarning, match="position by position"):
         auto = erf_map(model, images, average=False)
     reference = erf_map(model.net, images, average=False, method="per-position")
@@ -286,3 +288,62 @@ def test_a_bare_position_on_the_command_line_says_how_to_write_it() -> None:
 
     with pytest.raises(AnalysisError, match=r"erf.positions=\[\[0.5,0.5\]\] for one position"):
         load_analysis_config(["erf.positions=[0.5,0.5]"])
+
+
+def test_looped_and_auto_equal_position_by_position() -> None:
+    """One forward pass per chunk, then one backward pass per position (or vectorised, as ``auto``
+    measures): the same maps as captum's forward and backward per position."""
+    net = _small_net()
+    images = torch.rand(3, 3, 16, 16)
+    positions = [(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5), (1.0, 1.0)]
+    reference = erf_map(net, images, positions, average=False, method="per-position", chunk_size=1)
+    for chunk in (1, 2, 5, 100):
+        for method in ("looped", "auto"):
+            maps = erf_map(net, images, positions, average=False, method=method, chunk_size=chunk)
+            np.testing.assert_allclose(maps, reference, rtol=1e-5, atol=1e-7, err_msg=f"{method} {chunk}")
+    one = erf_map(net, images, [(0.5, 0.5)], average=False, method="auto")
+    np.testing.assert_allclose(one, reference[:, 3:4], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("vector_s", "expected"), [(0.5, "vectorised"), (2.0, "looped")])
+def test_auto_keeps_the_backward_that_was_faster_per_position(monkeypatch: pytest.MonkeyPatch, vector_s: float,
+                                                              expected: str) -> None:
+    """The rule off a CPU: position 0 looped and the next group vectorised, each timed; the faster
+    per position computes the rest of the chunk and the later chunks."""
+    from cossl_analysis.analyses import erf
+
+    calls: list[str] = []
+
+    def timed(fn, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append(fn.__name__)
+        return fn(*args), (1.0 if fn is erf._looped else vector_s * len(args[2]))
+
+    monkeypatch.setattr(erf, "_timed", timed)
+    net = _small_net()
+    images = torch.rand(2, 3, 16, 16)
+    positions = [(0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5), (1.0, 1.0)]
+    inp = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        _, _, h, w = net(inp).shape
+    flat = torch.tensor([i * w + j for i, j in erf.position_indices(positions, h, w)])
+    with erf.eval_mode(net):
+        maps, chosen = erf._batched_chunk(net, images[:1], flat, 2, "measure")
+    assert calls == ["_looped", "_vectorised"] and chosen == expected
+    reference = erf_map(net, images[:1], positions, average=False, method="per-position")
+    np.testing.assert_allclose(maps.double().numpy(), reference, rtol=1e-5, atol=1e-7)
+
+
+def test_auto_loops_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU ``auto`` runs one plain backward pass per position and no vectorised one."""
+    from cossl_analysis.analyses import erf
+
+    used: list[str] = []
+    for name in ("_looped", "_vectorised"):
+        real = getattr(erf, name)
+        monkeypatch.setattr(erf, name, lambda *a, _r=real, _n=name: (used.append(_n), _r(*a))[1])
+    net = _small_net()
+    images = torch.rand(3, 3, 16, 16)
+    maps = erf_map(net, images, [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)], average=False)
+    assert set(used) == {"_looped"}
+    reference = erf_map(net, images, [(0.0, 0.0), (0.5, 0.5), (1.0, 1.0)], average=False, method="per-position")
+    np.testing.assert_allclose(maps, reference, rtol=1e-5, atol=1e-7)

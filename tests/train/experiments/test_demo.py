@@ -47,6 +47,10 @@ def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.Capture
     stages = json.loads((out / "timings.json").read_text())["stages"]
     assert [s["what"] for s in stages] == [*(f"{m} seed {k}" for m in ("random init", "simclr", "co_simclr")
                                              for k in (0, 1)), "report"]
+    # each run's stage split into its pre-training and its evaluation, both inside the stage's time
+    for s in stages[:-1]:
+        assert 0 < s["eval_seconds"] <= s["seconds"] and s["train_seconds"] <= s["seconds"], s
+        assert (s["train_seconds"] > 0) == (not s["what"].startswith("random init")), s
     # the report: every section, every number finite, printed path
     page = Path(res["report"])
     assert page == out / "report" / "report.html" and f"report: {page}" in printed
