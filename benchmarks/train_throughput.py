@@ -491,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 FLOP per cycle and core (default: from torch's CPU capability; docs/benchmarks.md)")
     p.add_argument("--bf16-flop-per-cycle", type=int, help="bf16 FLOP per cycle and core (default: likewise)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--memory", choices=("fresh", "inline"), default="fresh",
+                   help="CPU peak memory read in a fresh process per method (fresh, default: fair to every "
+                        "method, a few seconds each) or in this process as methods are built (inline)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides, e.g. co.proj_hidden=512")
@@ -666,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     cfgs = {_key(m, p, both): apply_overrides(cfg, [f"method.name={m}", f"train.precision={p}"])
             for p in precisions for m in methods}
     results = time_methods(cfgs, inputs, args.steps, args.warmup, rounds=args.rounds, progress=not args.no_progress,
-                           ds=ds, loop_steps=st["loop_steps"])
+                           ds=ds, loop_steps=st["loop_steps"], isolate_cpu_memory=args.memory == "fresh")
     ratios = step_ratios(results)
     del inputs
     loader = time_loader(ds, cfg, rt, cfg.data.num_workers, args.loader_batches)

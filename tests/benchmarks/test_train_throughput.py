@@ -27,8 +27,8 @@ def test_bench_times_the_trainers_step_in_both_precisions(tmp_path: Path, monkey
     out = tmp_path / "bench.json"
     argv = ["--methods", "byol,co_byol", "--width", "4", "--resolution", "16", "--batch-size", "8", "--steps", "2",
             "--loop-steps", "1", "--warmup", "1", "--rounds", "2", "--precision", "both", "--workers", "0",
-            "--loader-batches", "2", "--no-progress", "--json", str(out), "head.proj_hidden=32", "head.pred_hidden=32",
-            "co.proj_hidden=16", "co.pred_hidden=16"]
+            "--loader-batches", "2", "--no-progress", "--memory", "inline", "--json", str(out), "head.proj_hidden=32",
+            "head.pred_hidden=32", "co.proj_hidden=16", "co.pred_hidden=16"]
     assert bench.main(argv) == 0
     record = json.loads(out.read_text())
     keys = {"byol@fp32", "co_byol@fp32", "byol@bf16", "co_byol@bf16"}
@@ -49,6 +49,20 @@ def test_bench_times_the_trainers_step_in_both_precisions(tmp_path: Path, monkey
     assert peak["fp32_gflops"] == pytest.approx(peak["cores"] * peak["ghz"] * peak["fp32_per_cycle"])
     printed = capsys.readouterr().out
     assert "step-time ratios (same run)" in printed and "loop/step" in printed and "GFLOP/s" in printed
+
+
+def test_memory_read_in_a_fresh_process_per_method(tmp_path: Path) -> None:
+    """--memory fresh (the default) replaces the in-process reading by one from a spawned process,
+    which starts from its own baseline: what the method allocated, not what this process holds."""
+    out = tmp_path / "bench.json"
+    argv = ["--methods", "byol", "--width", "4", "--resolution", "16", "--batch-size", "8", "--steps", "1",
+            "--loop-steps", "0", "--warmup", "1", "--rounds", "1", "--precision", "fp32", "--workers", "0",
+            "--loader-batches", "1", "--no-progress", "--json", str(out), "head.proj_hidden=32", "head.pred_hidden=32"]
+    assert bench.main(argv) == 0
+    r = json.loads(out.read_text())["methods"]["byol"]
+    assert "one fresh process per method" in r["memory_kind"]
+    assert r["peak_memory_absolute_mib"] == pytest.approx(r["memory_before_mib"] + r["peak_memory_mib"])
+    assert 0 < r["peak_memory_mib"] < r["peak_memory_absolute_mib"]
 
 
 def test_peak_is_cores_times_clock_times_flop_per_cycle(monkeypatch: pytest.MonkeyPatch) -> None:

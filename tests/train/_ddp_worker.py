@@ -1,7 +1,9 @@
 """Run by tests/train/test_distributed.py under torchrun (2 gloo processes on CPU).
 
-Each process takes its half of a fixed batch, runs one forward/backward of the method wrapped in
-DistributedDataParallel, and rank 0 saves the mean loss and the (DDP-averaged) gradients. Every
+For each method named (comma-separated: one launch serves every method, since starting two
+processes costs more than their steps), each process takes its half of a fixed batch, runs one
+forward/backward of the method wrapped in DistributedDataParallel, and rank 0 saves the mean loss
+and the (DDP-averaged) gradients in OUT_DIR/METHOD.pt. Every
 process also records its thread count before joining and after leaving the process group.
 BatchNorm runs on running statistics so per-process batch statistics cannot differ from the
 single-process run (torch's SyncBatchNorm refuses CPU tensors).
@@ -26,13 +28,14 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def main(method_name: str, out: str) -> None:
+def main(method_names: str, out_dir: str) -> None:
     before = threads()
     with dist_utils.process_group():
-        step(method_name, out)
+        for name in method_names.split(","):
+            step(name, str(Path(out_dir) / f"{name}.pt"))
     # Leaving the group must join every communication thread before the interpreter exits
     # (a gloo thread still alive at exit can abort the process).
-    torch.save({"threads_before": before, "threads_after": threads()}, f"{out}.threads.{os.environ['RANK']}")
+    torch.save({"threads_before": before, "threads_after": threads()}, Path(out_dir) / f"threads.{os.environ['RANK']}")
 
 
 def step(method_name: str, out: str) -> None:

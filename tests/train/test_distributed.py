@@ -44,19 +44,27 @@ def _torchrun(args: list[str], **kw: object) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, cwd=HERE.parents[1], **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("method", ["byol", "co_byol", "simclr", "co_simclr", "co_dino", "co_mocov3"])
-def test_two_processes_equal_one_process(tmp_path: Path, method: str) -> None:
-    out = tmp_path / "ddp.pt"
-    proc = _torchrun([str(HERE / "_ddp_worker.py"), method, str(out)],
+DDP_METHODS = ["byol", "co_byol", "simclr", "co_simclr", "co_dino", "co_mocov3"]
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One two-process launch runs every method's step (_ddp_worker.py); its folder of results."""
+    out = tmp_path_factory.mktemp("ddp")
+    proc = _torchrun([str(HERE / "_ddp_worker.py"), ",".join(DDP_METHODS), str(out)],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    log = proc.communicate(timeout=300)[0].decode()
+    log = proc.communicate(timeout=600)[0].decode()
     assert proc.returncode == 0, log[-3000:]
-    ddp = torch.load(out, weights_only=True)
     for rank in (0, 1):
         # A gloo thread alive at interpreter exit can abort the process after a successful run.
-        threads = torch.load(f"{out}.threads.{rank}", weights_only=True)
+        threads = torch.load(out / f"threads.{rank}", weights_only=True)
         assert threads["threads_after"] == threads["threads_before"], threads
+    return out
 
+
+@pytest.mark.parametrize("method", DDP_METHODS)
+def test_two_processes_equal_one_process(ddp_results: Path, method: str) -> None:
+    ddp = torch.load(ddp_results / f"{method}.pt", weights_only=True)
     model = make_method(method)
     v1, v2 = full_batch()
     single = model([v1, v2])
