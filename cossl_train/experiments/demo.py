@@ -31,6 +31,13 @@ METHODS = ("simclr", "co_simclr")
 SEEDS = 3
 CONFIG = "demo.yaml"
 
+#: ``--preset``: overrides of configs/demo.yaml. "study" is the cell of docs/findings.md's study
+#: that comes closest to meeting the CO term's own objective (local queries finding their image)
+PRESETS: dict[str, tuple[str, ...]] = {
+    "demo": (),
+    "study": STUDY_PRESET,
+}
+
 #: the report's reduced settings (``cossl_analysis.AnalysisConfig`` overrides), chosen so that all
 #: analyses of 6 small checkpoints take about a minute on 2 CPU cores: 256 evaluation images, ERFs
 #: averaged over 8, all 19 corruptions at severity 3, FGSM/PGD at 1 and 2 /255 with 3 PGD steps,
@@ -42,6 +49,12 @@ REPORT_SETTINGS: tuple[str, ...] = (
 #: the report's share of the overall progress bar, in units of one training epoch (measured: the
 #: report takes about as long as one run's training)
 REPORT_UNITS = 8
+
+
+def preset_overrides(preset: str) -> tuple[str, ...]:
+    if preset not in PRESETS:
+        raise CosslError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
 
 
 def demo_config(overrides: Sequence[str] = ()) -> Config:
@@ -100,14 +113,15 @@ def _report(comp: Comparison, out: Path, settings: Sequence[str], progress: bool
 
 def run_demo(out_dir: str | Path = "runs/demo", seeds: int = SEEDS, progress: bool = True,
              overrides: Sequence[str] = (), report: bool = True, report_settings: Sequence[str] = (),
-             methods: Sequence[str] = METHODS) -> dict[str, Any]:
+             methods: Sequence[str] = METHODS, preset: str = "demo") -> dict[str, Any]:
     """Train, evaluate and analyse (module docstring); returns the paths of what it wrote.
-    ``report_settings`` are applied after :data:`REPORT_SETTINGS` (the tests shrink them)."""
+    ``report_settings`` are applied after :data:`REPORT_SETTINGS` (the tests shrink them);
+    ``overrides`` after the preset's (:data:`PRESETS`)."""
     out = Path(out_dir)
     setup_logging(None)
     t0 = time.perf_counter()
     methods = check_methods(methods)
-    base = demo_config(overrides)
+    base = demo_config((*preset_overrides(preset), *overrides))
     bar = _Progress(base, methods, seeds, report, progress)
     comp = compare(base, methods, range(seeds), out, random_init=True, progress=progress, on_run=bar.run_done)
     bar.split(comp)

@@ -29,9 +29,12 @@ HERE = Path(__file__).parent
 #: images of the CO objective (the demo's report setting) and the seed of their subset and second view
 IMAGES, SEED = 256, 0
 #: bump when what a study.json holds changes
-VERSION = 1
+VERSION = 2
 COLUMNS = ["cell", "method", "seed", "epoch", "epochs", "linear_top1", "knn_top1", "loss_local", "loss_global",
-           "local_chance", "retrieval", "own_cosine", "other_cosine", "global_retrieval", "path"]
+           "local_chance", "retrieval", "own_cosine", "other_cosine", "global_retrieval", "images_per_s",
+           "train_seconds", "path"]
+#: base methods whose local loss is an InfoNCE over the batch: its chance value is ln(batch size)
+INFONCE = ("simclr", "mocov3")
 
 
 def run_folders(folder: Path) -> list[Path]:
@@ -57,10 +60,21 @@ def _views(cfg: Any, cache: dict) -> tuple[Any, Any]:
     return cache[key]
 
 
-def _epoch_row(run: Path, epoch: int) -> dict[str, str]:
+def _epoch_rows(run: Path, epoch: int) -> list[dict[str, str]]:
+    """epochs.csv's rows of epochs 1..epoch (the last one written for each epoch: a resumed run
+    may have logged an epoch twice)."""
     with open(run / "epochs.csv") as f:
-        rows = [r for r in csv.DictReader(f) if int(float(r["epoch"])) == epoch]
-    return rows[-1] if rows else {}
+        rows = {int(float(r["epoch"])): r for r in csv.DictReader(f)}
+    return [rows[e] for e in sorted(rows) if e <= epoch]
+
+
+def _cost(rows: list[dict[str, str]], images_per_epoch: int) -> tuple[float, float]:
+    """(median training images/s over the epochs, training seconds to the last one at that median
+    rate): the median keeps the cost of this cell free of the epochs another job slowed down."""
+    import statistics
+
+    rate = statistics.median(float(r["images_per_s"]) for r in rows)
+    return rate, len(rows) * images_per_epoch / rate
 
 
 def measure(ckpt: Path, run: Path, views: dict) -> dict[str, Any]:
@@ -82,14 +96,19 @@ def measure(ckpt: Path, run: Path, views: dict) -> dict[str, Any]:
     a, b = _views(cfg, views)
     objective = co_objective(load_method(ckpt), a, b)
     epoch = int(state["epoch"])
-    losses = _epoch_row(run, epoch)
+    history = _epoch_rows(run, epoch)
+    losses = history[-1] if history else {}
+    base = cfg.method.name.removeprefix("co_")
+    steps = int(state["global_step"]) // max(epoch, 1)
+    rate, seconds = _cost(history, steps * cfg.train.batch_size * cfg.train.accum_steps)
     values = {"method": cfg.method.name, "seed": cfg.train.seed, "epoch": epoch, "epochs": cfg.train.epochs,
               "linear_top1": evaluation["linear_top1"], "knn_top1": evaluation["knn_top1"],
               "loss_local": float(losses["loss_local"]) if losses.get("loss_local") else None,
               "loss_global": float(losses["loss_global"]) if losses.get("loss_global") else None,
-              "local_chance": math.log(cfg.train.batch_size), "retrieval": 100 * objective.retrieval,
-              "own_cosine": objective.own_cosine, "other_cosine": objective.other_cosine,
-              "global_retrieval": 100 * objective.global_retrieval, "path": objective.path}
+              "local_chance": math.log(cfg.train.batch_size) if base in INFONCE else None,
+              "retrieval": 100 * objective.retrieval, "own_cosine": objective.own_cosine,
+              "other_cosine": objective.other_cosine, "global_retrieval": 100 * objective.global_retrieval,
+              "images_per_s": rate, "train_seconds": seconds, "path": objective.path}
     store.write_text(json.dumps({"stamp": stamp, "values": values}, indent=1))
     return values
 
@@ -120,7 +139,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
     lines = ["| cell | epoch | seeds | base linear / kNN (%) | local loss below chance (nats) | local retrieval (%) "
              "CO / base floor | CO - floor (points) | global retrieval (%) CO / base | linear CO - base | "
-             "kNN CO - base |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "kNN CO - base | CO training to this epoch (s) |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["cell"], r["epoch"]) for r in rows}, key=lambda k: (k[0], k[1]))
     for cell, epoch in keys:
         here = [r for r in rows if r["cell"] == cell and r["epoch"] == epoch]
@@ -134,15 +154,32 @@ def summary(rows: list[dict[str, Any]]) -> str:
             p = paired("CO", "base", name, [co[s][key] for s in seeds], [base[s][key] for s in seeds], " points")
             return p.summary(2) if len(seeds) > 1 else f"{p.mean:+.2f} (n = 1)"
 
-        below = [co[s]["local_chance"] - co[s]["loss_local"] for s in seeds if co[s]["loss_local"] is not None]
+        below = [co[s]["local_chance"] - co[s]["loss_local"] for s in seeds
+                 if co[s]["loss_local"] is not None and co[s]["local_chance"] is not None]
         lines.append(
             f"| {cell} | {epoch} | {len(seeds)} | {_pm([base[s]['linear_top1'] for s in seeds])} / "
-            f"{_pm([base[s]['knn_top1'] for s in seeds])} | {_pm(below, 3)} | "
+            f"{_pm([base[s]['knn_top1'] for s in seeds])} | {_pm(below, 3) if below else 'n/a'} | "
             f"{_pm([co[s]['retrieval'] for s in seeds], 1)} / {_pm([base[s]['retrieval'] for s in seeds], 1)} | "
             f"{diff('retrieval', 'local retrieval')} | {_pm([co[s]['global_retrieval'] for s in seeds], 1)} / "
             f"{_pm([base[s]['global_retrieval'] for s in seeds], 1)} | {diff('linear_top1', 'linear')} | "
-            f"{diff('knn_top1', 'kNN')} |")
+            f"{diff('knn_top1', 'kNN')} | {_pm([co[s]['train_seconds'] for s in seeds], 0)} |")
     return "\n".join(lines) + "\n"
+
+
+def _value(row: dict[str, Any], key: str) -> float | None:
+    if key == "below":
+        if row["loss_local"] is None or row["local_chance"] is None:
+            return None
+        return row["local_chance"] - row["loss_local"]
+    return row[key]
+
+
+def _differences(rows: list[dict[str, Any]], cell: str, key: str) -> list[tuple[int, float]]:
+    """(epoch, CO - base) for every seed and epoch of ``cell`` that has both."""
+    here = [r for r in rows if r["cell"] == cell]
+    base = {(r["seed"], r["epoch"]): r[key] for r in here if not r["method"].startswith("co_")}
+    return [(r["epoch"], r[key] - base[r["seed"], r["epoch"]]) for r in here
+            if r["method"].startswith("co_") and (r["seed"], r["epoch"]) in base]
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -153,28 +190,36 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cells = list(dict.fromkeys(r["cell"] for r in rows))
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
-    panels = [("local loss below chance (nats)", lambda r: r["local_chance"] - r["loss_local"], True),
-              ("local retrieval (%): CO (solid), base floor (dashed)", lambda r: r["retrieval"], False),
-              ("global retrieval (%): CO (solid), base (dashed)", lambda r: r["global_retrieval"], False),
-              ("linear top-1 (%): CO (solid), base (dashed)", lambda r: r["linear_top1"], False)]
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4.4))
+    panels = [("local loss below chance (nats; InfoNCE forms)", "below", True),
+              ("local retrieval (%): CO (solid), base floor (dashed)", "retrieval", False),
+              ("global retrieval (%): CO (solid), base (dashed)", "global_retrieval", False),
+              ("linear top-1: CO - base (points)", "linear_top1", None),
+              ("kNN top-1: CO - base (points)", "knn_top1", None)]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (title, value, co_only) in zip(axes, panels, strict=True):
+    for ax, (title, key, co_only) in zip(axes, panels, strict=True):
         for i, cell in enumerate(cells):
+            colour = colours[i % len(colours)]
+            if co_only is None:  # a paired difference per seed and epoch
+                points = _differences(rows, cell, key)
+                epochs = sorted({e for e, _ in points})
+                ax.plot(epochs, [sum(d for e2, d in points if e2 == e) / sum(e2 == e for e2, _ in points)
+                                 for e in epochs], "-", color=colour, marker="o", ms=3, label=cell)
+                ax.scatter([e for e, _ in points], [d for _, d in points], s=6, color=colour, alpha=0.5)
+                ax.axhline(0, color="k", lw=0.6)
+                continue
             for co, style in ((True, "-"), (False, "--")):
                 if co_only and not co:
                     continue
                 got = [r for r in rows if r["cell"] == cell and r["method"].startswith("co_") == co
-                       and (not co_only or r["loss_local"] is not None)]
+                       and _value(r, key) is not None]
                 epochs = sorted({r["epoch"] for r in got})
                 if not epochs:
                     continue
-                means = [sum(value(r) for r in got if r["epoch"] == e) / sum(r["epoch"] == e for r in got)
+                means = [sum(_value(r, key) for r in got if r["epoch"] == e) / sum(r["epoch"] == e for r in got)
                          for e in epochs]
-                ax.plot(epochs, means, style, color=colours[i % len(colours)], marker="o", ms=3,
-                        label=cell if co else None)
-                ax.scatter([r["epoch"] for r in got], [value(r) for r in got], s=6, color=colours[i % len(colours)],
-                           alpha=0.5)
+                ax.plot(epochs, means, style, color=colour, marker="o", ms=3, label=cell if co else None)
+                ax.scatter([r["epoch"] for r in got], [_value(r, key) for r in got], s=6, color=colour, alpha=0.5)
         ax.set_xscale("log")
         ticks = sorted({r["epoch"] for r in rows})
         ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -182,7 +227,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("epoch (checkpoints of one run per seed)")
         ax.set_title(title, fontsize=9)
     axes[1].axhline(100 / IMAGES, color="k", lw=0.8, ls=":", label=f"chance (1/{IMAGES})")
-    axes[0].legend(fontsize=7)
+    axes[3].legend(fontsize=7)
     axes[1].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
