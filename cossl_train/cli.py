@@ -138,13 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "3 seeds, then every analysis as one HTML report")
     s.add_argument("--out", help="output folder (default: runs/demo, or runs/demo_PRESET for another preset)")
     s.add_argument("--preset", default="demo", choices=("demo", "study"),
-                   help="demo: configs/demo.yaml as it is (default); study: the study's cell where the CO term "
-                        "comes closest to its objective (docs/findings.md), about 8x the training")
+                   help="demo: configs/demo.yaml (default); study: configs/study.yaml, the demo's recipe at 96 "
+                        "epochs, where the CO term meets its objective (docs/findings.md)")
     s.add_argument("--methods", default="simclr,co_simclr", help="the pair to compare (default: simclr,co_simclr; "
                                                                    "e.g. byol,co_byol)")
     s.add_argument("--seeds", type=int, default=3, help="seeds per method (default: 3)")
     s.add_argument("--no-report", action="store_true", help="the table only, no analyses")
-    s.add_argument("overrides", nargs="*", help="key=value changes of configs/demo.yaml (e.g. train.epochs=2)")
+    s.add_argument("overrides", nargs="*", help="key=value changes of the preset's config (configs/demo.yaml or "
+                                                "configs/study.yaml; e.g. train.epochs=2)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
 

@@ -63,3 +63,32 @@ def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.Capture
     # the summary holds "mean ± std" strings, one per method and metric
     cells = [v for section in summary.values() for method in section.values() for v in method.values()]
     assert cells and all(re.fullmatch(r"-?\d+\.\d+ ± \d+\.\d+", v) for v in cells), cells
+
+
+def _flat(obj: object, prefix: str = "") -> dict[str, object]:
+    import dataclasses
+
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out.update(_flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {prefix + f.name: v})
+    return out
+
+
+def test_study_preset_is_the_demo_recipe_trained_longer() -> None:
+    """--preset study changes the budget (and where a plain pretrain writes), nothing of the recipe."""
+    from cossl_train.cli import build_parser
+    from cossl_train.errors import CosslError
+    from cossl_train.experiments.demo import PRESETS, demo_config
+
+    demo, study = _flat(demo_config()), _flat(demo_config(preset="study"))
+    assert {k for k in demo if demo[k] != study[k]} == {"train.epochs", "train.keep_epochs", "train.out_dir"}
+    assert (demo["train.epochs"], study["train.epochs"], study["train.keep_epochs"]) == (8, 96, (8, 24, 48))
+    assert demo_config(["train.epochs=50"], preset="study").train.epochs == 50  # overrides come last
+    with pytest.raises(CosslError, match="--preset 'nope' is not one of demo, study"):
+        demo_config(preset="nope")
+    args = build_parser().parse_args(["demo", "--preset", "study"])
+    assert args.preset == "study" and args.out is None
+    demo_action = next(a for a in build_parser()._subparsers._group_actions[0].choices["demo"]._actions
+                       if a.dest == "preset")
+    assert tuple(demo_action.choices) == tuple(PRESETS)
