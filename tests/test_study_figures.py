@@ -62,3 +62,9 @@ def test_study_measures_every_kept_checkpoint(tmp_path: Path, monkeypatch: pytes
     study.main([f"tiny={folder}"])
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("study.json")} == stamps
     assert (tmp_path / "figures" / "study_summary.md").read_text() == table
+
+    # a run without its summary.json (still training, or stopped) gives only the epochs it kept
+    (folder / "co_simclr" / "seed0" / "summary.json").unlink()
+    study.main([f"tiny={folder}"])
+    rows = list(csv.DictReader(open(tmp_path / "figures" / "study.csv")))
+    assert sorted((r["method"], int(r["epoch"])) for r in rows) == [("co_simclr", 1), ("simclr", 1), ("simclr", 2)]
