@@ -42,8 +42,6 @@ def _run(name: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.mark.parametrize("name", ["own_loop.py", "lightly_co.py"])
 def test_example_runs_and_its_loss_falls(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if name == "lightly_co.py":
-        pytest.importorskip("lightly", reason="the interop extra (pip install -e '.[interop]') installs lightly")
     text = _run(name, monkeypatch)
     steps = re.findall(r"^step +\d+ +loss ([\d.]+) +\(\S+ ([\d.]+), local ([\d.]+)\)$", text, re.M)
     assert len(steps) == 16
