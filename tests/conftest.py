@@ -82,6 +82,25 @@ def _fresh_package_logging() -> Iterator[None]:
     reset()
 
 
+def leaves(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"section.key": value}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(leaves(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def flat_config(cfg: Any) -> dict[str, Any]:
+    """A Config as {"section.key": value}, e.g. to name the keys in which two configs differ."""
+    from cossl_train.config import to_dict
+
+    return leaves(to_dict(cfg))
+
+
 def json_numbers(obj: Any) -> list[float]:
     """Every number in a JSON value, NaN and infinities included (for the tests to catch them)."""
     if isinstance(obj, dict):

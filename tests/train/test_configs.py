@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import flat_config, leaves
 
 from cossl_train.backbones import backbone_info
 from cossl_train.config import Config, apply_overrides, load_config, to_dict
@@ -119,21 +120,6 @@ def _get(cfg: Config, dotted: str) -> Any:
     return obj
 
 
-def _leaves(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_leaves(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _flat(cfg: Config) -> dict[str, Any]:
-    return _leaves(to_dict(cfg))
-
-
 def test_every_paper_config_is_shipped_and_documented() -> None:
     assert set(EXPECTED) <= set(ALL_CONFIGS), sorted(set(EXPECTED) - set(ALL_CONFIGS))
     # a config added later must also get its documented values here
@@ -162,8 +148,8 @@ def test_config_values_are_as_documented(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_names_only_what_differs_from_the_defaults(name: str) -> None:
     """A key set to its config.py default belongs in the file's comments, not in its body."""
-    defaults = _flat(Config())
-    named = _leaves(yaml.safe_load((CONFIG_DIR / name).read_text()))
+    defaults = flat_config(Config())
+    named = leaves(yaml.safe_load((CONFIG_DIR / name).read_text()))
     for key, value in named.items():
         default = defaults[key]
         if isinstance(default, tuple):
@@ -173,15 +159,15 @@ def test_config_names_only_what_differs_from_the_defaults(name: str) -> None:
 
 @pytest.mark.parametrize(("base", "co"), PAIRS)
 def test_baseline_and_co_configs_differ_only_by_the_method(base: str, co: str) -> None:
-    a, b = _flat(load_config(CONFIG_DIR / base)), _flat(load_config(CONFIG_DIR / co))
+    a, b = flat_config(load_config(CONFIG_DIR / base)), flat_config(load_config(CONFIG_DIR / co))
     diff = {k for k in a if a[k] != b[k]}
     assert diff == {"method.name", "train.out_dir"}, diff
     assert b["method.name"] == f"co_{a['method.name']}"
 
 
 def test_multicrop_baseline_changes_only_the_small_crops() -> None:
-    a = _flat(load_config(CONFIG_DIR / "imagenet1k_byol_rf99.yaml"))
-    b = _flat(load_config(CONFIG_DIR / "imagenet1k_byol_multicrop_rf99.yaml"))
+    a = flat_config(load_config(CONFIG_DIR / "imagenet1k_byol_rf99.yaml"))
+    b = flat_config(load_config(CONFIG_DIR / "imagenet1k_byol_multicrop_rf99.yaml"))
     diff = {k for k in a if a[k] != b[k]}
     assert diff == {"augment.local_crops", "train.out_dir"}, diff
     dino = load_config(CONFIG_DIR / "imagenet1k_dino_rf99.yaml").augment

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, flat_config
 
 from cossl_train.experiments.demo import run_demo
 
@@ -65,15 +65,6 @@ def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.Capture
     assert cells and all(re.fullmatch(r"-?\d+\.\d+ ± \d+\.\d+", v) for v in cells), cells
 
 
-def _flat(obj: object, prefix: str = "") -> dict[str, object]:
-    import dataclasses
-
-    out: dict[str, object] = {}
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        out.update(_flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {prefix + f.name: v})
-    return out
-
 
 def test_study_preset_is_the_demo_recipe_trained_longer() -> None:
     """--preset study changes the budget (and where a plain pretrain writes), nothing of the recipe."""
@@ -81,7 +72,7 @@ def test_study_preset_is_the_demo_recipe_trained_longer() -> None:
     from cossl_train.errors import CosslError
     from cossl_train.experiments.demo import PRESETS, demo_config
 
-    demo, study = _flat(demo_config()), _flat(demo_config(preset="study"))
+    demo, study = flat_config(demo_config()), flat_config(demo_config(preset="study"))
     assert {k for k in demo if demo[k] != study[k]} == {"train.epochs", "train.keep_epochs", "train.out_dir"}
     assert (demo["train.epochs"], study["train.epochs"], study["train.keep_epochs"]) == (8, 96, (8, 24, 48))
     assert demo_config(["train.epochs=50"], preset="study").train.epochs == 50  # overrides come last
