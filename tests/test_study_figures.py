@@ -68,3 +68,16 @@ def test_study_measures_every_kept_checkpoint(tmp_path: Path, monkeypatch: pytes
     study.main([f"tiny={folder}"])
     rows = list(csv.DictReader(open(tmp_path / "figures" / "study.csv")))
     assert sorted((r["method"], int(r["epoch"])) for r in rows) == [("co_simclr", 1), ("simclr", 1), ("simclr", 2)]
+
+    # the CSV collects cells: another cell's call keeps these rows as they were written (numbers read
+    # back exactly), and naming a cell again replaces its rows instead of adding to them
+    before = (tmp_path / "figures" / "study.csv").read_text().splitlines()
+    study.main([f"again={folder}"])
+    after = (tmp_path / "figures" / "study.csv").read_text().splitlines()
+    assert after[: len(before)] == before
+    assert [line.split(",")[0] for line in after[len(before):]] == ["again"] * 3
+    study.main([f"tiny={folder}"])
+    rows = list(csv.DictReader(open(tmp_path / "figures" / "study.csv")))
+    assert sorted(r["cell"] for r in rows) == ["again"] * 3 + ["tiny"] * 3
+    table = (tmp_path / "figures" / "study_summary.md").read_text()
+    assert {line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[2:]} == {"again", "tiny"}

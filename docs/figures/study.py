@@ -13,6 +13,11 @@ read through its global heads at every position: the floor). Results are stored 
 checkpoint (``study.json``) and reused. Writes ``study.csv`` (one row per cell, method, seed and
 epoch), ``study_summary.md`` (per cell and epoch: mean ± std over seeds, CO minus base paired by
 seed) and ``study_budget.png`` beside this file.
+
+The CSV collects cells across calls: the rows of every CELL named are measured again from its
+FOLDER and replace that cell's rows; the rows of cells not named stay as an earlier call measured
+them (their run folders need not be on this machine). The table and the figure are drawn from the
+whole CSV.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ COLUMNS = ["cell", "method", "seed", "epoch", "epochs", "linear_top1", "knn_top1
            "train_seconds", "path"]
 #: base methods whose local loss is an InfoNCE over the batch: its chance value is ln(batch size)
 INFONCE = ("simclr", "mocov3")
+INTEGERS = ("seed", "epoch", "epochs")
+TEXT = ("cell", "method", "path")
 
 
 def run_folders(folder: Path) -> list[Path]:
@@ -131,6 +138,24 @@ def collect(cells: list[tuple[str, Path]]) -> list[dict[str, Any]]:
                 print(f"{cell} {rows[-1]['method']} seed {rows[-1]['seed']} epoch {rows[-1]['epoch']}: "
                       f"retrieval {rows[-1]['retrieval']:.2f} %", flush=True)
     return rows
+
+
+def earlier_rows(path: Path, names: set[str]) -> list[dict[str, Any]]:
+    """The rows of ``path`` (an earlier call's study.csv) whose cell is not one of ``names`` (a sweep's
+    cell "NAME, key=value" belongs to NAME), with their numbers read back; none when it is absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["cell"].split(", ")[0] not in names]
+
+    def value(key: str, text: str) -> Any:
+        if key in TEXT:
+            return text
+        if text == "":
+            return None
+        return int(text) if key in INTEGERS else float(text)
+
+    return [{k: value(k, r[k]) for k in COLUMNS} for r in rows]
 
 
 def _pm(values: list[float], digits: int = 2) -> str:
@@ -250,7 +275,7 @@ def main(argv: list[str]) -> None:
         if not sep or not Path(folder).is_dir():
             raise SystemExit(f"study.py: {spec!r} is not CELL=FOLDER with an existing folder")
         cells.append((name, Path(folder)))
-    rows = collect(cells)
+    rows = earlier_rows(HERE / "study.csv", {name for name, _ in cells}) + collect(cells)
     with open(HERE / "study.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
