@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "3 seeds, then every analysis as one HTML report")
     s.add_argument("--out", help="output folder (default: runs/demo, or runs/demo_PRESET for another preset)")
     s.add_argument("--preset", default="demo", choices=("demo", "study"),
-                   help="demo: configs/demo.yaml (default); study: configs/study.yaml, the demo's recipe at 96 "
-                        "epochs, where the CO term meets its objective (docs/findings.md)")
+                   help="demo: configs/demo.yaml (default); study: configs/study.yaml, the demo's recipe with "
+                        "RF29 at 32 px for 24 epochs, where the CO term meets its objective (docs/findings.md)")
     s.add_argument("--methods", default="simclr,co_simclr", help="the pair to compare (default: simclr,co_simclr; "
                                                                    "e.g. byol,co_byol)")
     s.add_argument("--seeds", type=int, default=3, help="seeds per method (default: 3)")

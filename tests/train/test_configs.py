@@ -35,11 +35,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "co.local_targets": "local_heads", "train.online_probe": False, "train.probe_input": "clean",
         "train.epochs": 8, "train.batch_size": 128, "optim.name": "adamw", "optim.lr": 2.0e-3,
     },
-    # docs/findings.md's study cell: the demo's values (test_demo.py holds that nothing else differs)
+    # docs/findings.md's study cell: the demo's values but these (test_demo.py holds that nothing else differs)
     "study.yaml": {
-        "data.dataset": "scenes", "augment.resolution": 24, "augment.c_min": 0.2,
-        "backbone.name": "rf_resnet18_rf13", "backbone.width": 16, "method.name": "co_simclr",
-        "co.local_weight": 0.3, "train.epochs": 96, "train.keep_epochs": (8, 24, 48), "train.batch_size": 128,
+        "data.dataset": "scenes", "augment.resolution": 32, "augment.c_min": 0.2,
+        "backbone.name": "rf_resnet18_rf29", "backbone.width": 16, "method.name": "co_simclr",
+        "co.local_weight": 0.3, "train.epochs": 24, "train.keep_epochs": (8,), "train.batch_size": 128,
     },
     "imagenet1k_co_byol_r50.yaml": {
         "method.name": "co_byol", "backbone.name": "resnet50", "backbone.small_image": None,

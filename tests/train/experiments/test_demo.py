@@ -66,15 +66,19 @@ def test_demo_trains_compares_and_reports(tmp_path: Path, capsys: pytest.Capture
 
 
 
-def test_study_preset_is_the_demo_recipe_trained_longer() -> None:
-    """--preset study changes the budget (and where a plain pretrain writes), nothing of the recipe."""
+def test_study_preset_is_the_demo_recipe_with_rf29_at_32_px_trained_longer() -> None:
+    """--preset study changes the backbone's receptive field, the resolution and the budget (and
+    where a plain pretrain writes), nothing else of the recipe."""
     from cossl_train.cli import build_parser
     from cossl_train.errors import CosslError
     from cossl_train.experiments.demo import PRESETS, demo_config
 
     demo, study = flat_config(demo_config()), flat_config(demo_config(preset="study"))
-    assert {k for k in demo if demo[k] != study[k]} == {"train.epochs", "train.keep_epochs", "train.out_dir"}
-    assert (demo["train.epochs"], study["train.epochs"], study["train.keep_epochs"]) == (8, 96, (8, 24, 48))
+    assert {k for k in demo if demo[k] != study[k]} == {"backbone.name", "augment.resolution", "train.epochs",
+                                                         "train.keep_epochs", "train.out_dir"}
+    assert (demo["backbone.name"], study["backbone.name"]) == ("rf_resnet18_rf13", "rf_resnet18_rf29")
+    assert (demo["augment.resolution"], study["augment.resolution"]) == (24, 32)
+    assert (demo["train.epochs"], study["train.epochs"], study["train.keep_epochs"]) == (8, 24, (8,))
     assert demo_config(["train.epochs=50"], preset="study").train.epochs == 50  # overrides come last
     with pytest.raises(CosslError, match="--preset 'nope' is not one of demo, study"):
         demo_config(preset="nope")
