@@ -221,7 +221,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cells = list(dict.fromkeys(r["cell"] for r in rows))
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.4))
+    # a kept checkpoint is not a shorter run: the legend says each cell's schedule
+    labels = {c: f"{c} ({max(r['epochs'] for r in rows if r['cell'] == c)}-epoch runs)" for c in cells}
+    fig, axes = plt.subplots(1, 5, figsize=(24, 4.6))
     panels = [("local loss below chance (nats; InfoNCE forms)", "below", True),
               ("local retrieval (%): CO (solid), base floor (dashed)", "retrieval", False),
               ("global retrieval (%): CO (solid), base (dashed)", "global_retrieval", False),
@@ -235,7 +237,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 points = _differences(rows, cell, key)
                 epochs = sorted({e for e, _ in points})
                 ax.plot(epochs, [sum(d for e2, d in points if e2 == e) / sum(e2 == e for e2, _ in points)
-                                 for e in epochs], "-", color=colour, marker="o", ms=3, label=cell)
+                                 for e in epochs], "-", color=colour, marker="o", ms=3)
                 ax.scatter([e for e, _ in points], [d for _, d in points], s=6, color=colour, alpha=0.5)
                 ax.axhline(0, color="k", lw=0.6)
                 continue
@@ -249,20 +251,20 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                     continue
                 means = [sum(_value(r, key) for r in got if r["epoch"] == e) / sum(r["epoch"] == e for r in got)
                          for e in epochs]
-                ax.plot(epochs, means, style, color=colour, marker="o", ms=3, label=cell if co else None)
+                ax.plot(epochs, means, style, color=colour, marker="o", ms=3,
+                        label=labels[cell] if co and key == "retrieval" else None)
                 ax.scatter([r["epoch"] for r in got], [_value(r, key) for r in got], s=6, color=colour, alpha=0.5)
         ax.set_xscale("log")
         ticks = sorted({r["epoch"] for r in rows})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
-        ax.set_xlabel("epoch (checkpoints of one run per seed)")
+        ax.set_xlabel("epoch (kept and final checkpoints; seeds as dots)")
         ax.set_title(title, fontsize=9)
     axes[0].axhline(MET_NATS, color="k", lw=0.8, ls=":", label=f"{MET_NATS} nats: the study's bar")
     axes[1].axhline(100 / IMAGES, color="k", lw=0.8, ls=":", label=f"chance (1/{IMAGES})")
     axes[0].legend(fontsize=7, loc="upper left")
-    axes[3].legend(fontsize=7)
-    axes[1].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    fig.legend(*axes[1].get_legend_handles_labels(), fontsize=8, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.87, 1))
     fig.savefig(path, dpi=110)
 
 
